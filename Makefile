@@ -1,0 +1,35 @@
+# The two commands: `make demo` (main job) and `make test` (test suite).
+# Each creates .venv with plain pip when it is missing and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.segxai-installed
+export HF_HUB_OFFLINE := 1
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: demo test install lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml Makefile | $(PY)
+	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PIP) install -q -e ".[dev,bench,smp,ray,data]"
+	$(PIP) install -q --no-deps stardist==0.9.2 nilearn==0.14.1
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/segxai demo $(DEMO_ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check src tests benchmarks
+	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) segxai-report .pytest_cache

@@ -1,0 +1,5 @@
+import sys
+
+from segxai.cli import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""One module per ``segxai`` sub-command; each defines ``register(subparsers)``."""

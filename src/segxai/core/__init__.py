@@ -1,0 +1,34 @@
+"""Core types shared by every part of segxai: model adapter, target, explanation, registry."""
+
+from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.explanation import Cost, Explanation
+from segxai.core.layers import capture_activations, find_layer, layer_names
+from segxai.core.postprocess import minmax, overlay, top_p, zscore
+from segxai.core.registry import (
+    Explainer,
+    explain,
+    get_explainer,
+    list_explainers,
+    register_explainer,
+)
+from segxai.core.target import Target
+
+__all__ = [
+    "Cost",
+    "Explainer",
+    "Explanation",
+    "ModelAdapter",
+    "Target",
+    "adapt",
+    "capture_activations",
+    "explain",
+    "find_layer",
+    "get_explainer",
+    "layer_names",
+    "list_explainers",
+    "minmax",
+    "overlay",
+    "register_explainer",
+    "top_p",
+    "zscore",
+]

@@ -1,0 +1,135 @@
+"""Find layers by dotted name and capture their activations with hooks that always go away."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+from collections.abc import Iterator, Sequence
+
+from torch import Tensor, nn
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """All dotted sub-module names of ``model`` (``""`` excluded)."""
+    return [name for name, _ in model.named_modules() if name]
+
+
+def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
+    """Return the sub-module named ``layer`` (dotted, e.g. ``"backbone.16"``) or ``layer`` itself.
+
+    Raises:
+        ValueError: the name is unknown (the message lists the closest names) or the module is
+            not part of ``model``.
+    """
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError("layer: the given module is not a sub-module of the model")
+        return layer
+    if not isinstance(layer, str):
+        raise TypeError(f"layer: expected a dotted name or an nn.Module, got {type(layer).__name__}")
+    modules = dict(model.named_modules())
+    if layer in modules and layer:
+        return modules[layer]
+    names = [n for n in modules if n]
+    close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
+    hint = f"; closest: {', '.join(close)}" if close else f"; some names: {', '.join(names[:8])}"
+    raise ValueError(f"layer: unknown layer name {layer!r}{hint}")
+
+
+def module_name(model: nn.Module, module: nn.Module) -> str:
+    for name, m in model.named_modules():
+        if m is module:
+            return name
+    return module.__class__.__name__
+
+
+class ActivationStore:
+    """Outputs of hooked layers, in hook order, for the most recent forward pass."""
+
+    def __init__(self, n: int) -> None:
+        self.outputs: list[Tensor | None] = [None] * n
+
+    def __getitem__(self, i: int) -> Tensor:
+        out = self.outputs[i]
+        if out is None:
+            raise RuntimeError("layer: the hooked layer was not run by the model's forward pass")
+        return out
+
+
+def _first_tensor(output: object) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    if isinstance(output, dict):
+        for v in output.values():
+            if isinstance(v, Tensor):
+                return v
+    raise ValueError("layer: the layer's output is not a tensor; choose a layer that "
+                     "returns an (N, C, h, w) tensor")
+
+
+@contextlib.contextmanager
+def capture_activations(modules: Sequence[nn.Module]) -> Iterator[ActivationStore]:
+    """Record each module's output (a tensor N×C×h×w) during forwards inside the block.
+
+    Hooks are removed on exit, also when the block raises.
+    """
+    store = ActivationStore(len(modules))
+    handles = []
+    try:
+        for i, module in enumerate(modules):
+            def hook(_m: nn.Module, _inp: object, out: object, i: int = i) -> None:
+                t = _first_tensor(out)
+                if t.dim() != 4:
+                    raise ValueError(f"layer: expected an (N, C, h, w) activation, got shape "
+                                     f"{tuple(t.shape)}; choose a convolutional layer")
+                store.outputs[i] = t
+            handles.append(module.register_forward_hook(hook))
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
+    """The layer Seg-Grad-CAM explains when none is given: the bottleneck.
+
+    In order: a ``segxai_default_layer`` attribute (dotted name) on the model; otherwise the
+    deepest (smallest spatial output, last executed) module inside ``model.backbone`` or
+    ``model.encoder`` when present, else inside the whole model. Found with one probe
+    forward of the first image, without gradients.
+    """
+    import torch
+
+    name = getattr(model, "segxai_default_layer", None)
+    if isinstance(name, str):
+        return find_layer(model, name)
+    root = model
+    for attr in ("backbone", "encoder"):
+        sub = getattr(model, attr, None)
+        if isinstance(sub, nn.Module):
+            root = sub
+            break
+    seen: list[tuple[int, int, nn.Module]] = []
+    handles = []
+    order = [0]
+
+    def hook(m: nn.Module, _i: object, out: object) -> None:
+        if isinstance(out, Tensor) and out.dim() == 4 and m is not model:
+            order[0] += 1
+            seen.append((out.shape[-2] * out.shape[-1], order[0], m))
+
+    try:
+        for m in root.modules():
+            if m is not root or root is not model:
+                handles.append(m.register_forward_hook(hook))
+        with torch.no_grad():
+            model(images[:1])
+    finally:
+        for h in handles:
+            h.remove()
+    if not seen:
+        raise ValueError("layer: could not find a convolutional layer; pass layer=...")
+    smallest = min(s[0] for s in seen)
+    return max((s for s in seen if s[0] == smallest), key=lambda s: s[1])[2]
