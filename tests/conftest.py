@@ -17,3 +17,12 @@ torch.set_num_threads(1)
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def builtin_quick(tmp_path_factory: pytest.TempPathFactory):
+    """The built-in U-Net trained in quick mode once per test session (cached in a tmp dir)."""
+    from segxai.models import load_or_train_builtin
+
+    cache = tmp_path_factory.mktemp("segxai-cache")
+    return load_or_train_builtin(cache_dir=cache, quick=True, device="cpu", progress=False)

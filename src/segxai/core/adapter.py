@@ -246,9 +246,20 @@ class ModelAdapter:
         px = torch.tensor(vals, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
         return self.from_pixels(px)
 
+    def expected_channels(self) -> int | None:
+        """Input channels of the model's first convolution, if it has one."""
+        module = self.module
+        if module is None:
+            return None
+        for m in module.modules():
+            if isinstance(m, nn.Conv2d):
+                return int(m.in_channels)
+        return None
+
     def check(self, images: Tensor) -> Tensor:
-        """Validate images and move them to the model's device."""
-        check_images(images)
+        """Validate images (finite float N×C×H×W, channels matching the model's first
+        convolution) and move them to the model's device."""
+        check_images(images, channels=self.expected_channels())
         return images.to(self.device)
 
     def __repr__(self) -> str:

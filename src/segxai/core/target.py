@@ -18,7 +18,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from segxai.core.checks import check_choice, check_images
+from segxai.core.checks import check_choice
 
 __all__ = ["SCORES", "Target"]
 
