@@ -33,6 +33,8 @@ from segxai.core import (
     zscore,
 )
 
+from segxai import explainers as _explainers  # noqa: E402,F401  (registers built-in methods)
+
 __version__ = "0.1.0"
 
 __all__ = [

@@ -121,19 +121,13 @@ def register_explainer(name: str):
     return deco
 
 
-def _load_builtin() -> None:
-    import segxai.explainers  # noqa: F401  (registers the built-in explainers)
-
-
 def list_explainers() -> list[str]:
     """Names of all registered explainers, sorted."""
-    _load_builtin()
     return sorted(_REGISTRY)
 
 
 def get_explainer(method: str) -> type[Explainer]:
     """The explainer class registered as ``method``."""
-    _load_builtin()
     if method not in _REGISTRY:
         close = difflib.get_close_matches(str(method), list(_REGISTRY), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
