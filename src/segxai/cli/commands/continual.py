@@ -1,0 +1,142 @@
+"""``segxai continual``: class-incremental segmentation with saliency-compressed replay.
+
+Runs every memory strategy × seed × task on the built-in ``shapes`` data under one byte budget
+and writes ``results.csv``, ``summary.json`` / ``summary.csv`` and two plots into ``--out``;
+a killed run resumes from its last completed task (same ``--out``, same options).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from segxai.cli.common import add_common
+
+DEFAULT_OUT = Path("segxai-continual")
+
+
+def _strategies(text: str) -> list[str]:
+    from segxai.continual.compress import STRATEGIES
+
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    if text.strip() == "all":
+        return list(STRATEGIES)
+    bad = [s for s in items if s not in STRATEGIES]
+    if not items or bad:
+        raise argparse.ArgumentTypeError(
+            f"expected a comma-separated subset of {', '.join(STRATEGIES)} (or 'all'), got {text!r}")
+    return items
+
+
+def _seeds(text: str) -> str:
+    if not all(part.strip().lstrip("-").isdigit() for part in text.split(",")):
+        raise argparse.ArgumentTypeError(f"expected a count like 3 or a list like 0,1,2, got {text!r}")
+    return text
+
+
+def resolve_seeds(text: str | None, base: int, default_count: int) -> list[int]:
+    """``"3"`` → ``[base, base + 1, base + 2]``; ``"0,4,7"`` → that list; None → the default
+    count starting at ``base``."""
+    if text is None:
+        return [base + i for i in range(default_count)]
+    parts = [int(p) for p in text.split(",")]
+    if len(parts) == 1:
+        if parts[0] < 1:
+            raise ValueError(f"--seeds: expected a count >= 1, got {parts[0]}")
+        return [base + i for i in range(parts[0])]
+    return parts
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "continual",
+        help="class-incremental segmentation with saliency-compressed replay (RQ3)",
+        description=(
+            "Class-incremental segmentation on the built-in shapes data (overlapped protocol, "
+            "background shift) with a replay memory under a real byte budget. Strategies: "
+            "none (fine-tuning), full, downsample (1/sqrt(r) per side), saliency-patch "
+            "(EPR-like) and saliency-box (CIM-like). Writes OUT/results.csv (strategy, seed, "
+            "task, miou_old, miou_new, miou_all, forgetting, exemplars, bytes), summary.json/"
+            ".csv and plots; re-running with the same --out resumes."),
+    )
+    add_common(p)  # --out defaults to segxai-continual (segxai-continual-quick with --quick)
+    p.add_argument("--strategies", type=_strategies, default=None,
+                   help="comma-separated strategies or 'all' (default: all)")
+    p.add_argument("--seeds", type=_seeds, default=None,
+                   help="number of seeds starting at --seed, or a comma list (default 3; "
+                        "--quick: 1)")
+    p.add_argument("--budget-bytes", type=int, default=None,
+                   help="memory budget in bytes (default: 20 full exemplars incl. 4 B meta)")
+    p.add_argument("--tasks", default=None,
+                   help="task split: counts like 2-1-1 or ids like 1,2/3/4 (default 2-1-1)")
+    p.add_argument("--epochs", type=int, default=None, help="epochs per incremental task")
+    p.add_argument("--base-epochs", type=int, default=None,
+                   help="epochs of task 0 (trained once per seed, shared by all strategies)")
+    p.add_argument("--explainer", default=None,
+                   help="saliency method for the saliency strategies (default seg-grad-cam)")
+    p.add_argument("--ratio", type=float, default=None,
+                   help="fraction of each batch replayed from memory (default 0.5)")
+    p.add_argument("--tau", type=float, default=None, help="saliency-box threshold (0.6)")
+    p.add_argument("--r", type=float, default=None,
+                   help="compression ratio: downsample / outside the box / patch area (4)")
+    p.add_argument("--patch", type=int, default=None,
+                   help="saliency-patch side in pixels (default size/sqrt(r))")
+    p.add_argument("--saliency-on", choices=("selected", "present"), default=None,
+                   help="saliency of the exemplar's own class (default) or of every class in it")
+    p.add_argument("--distill", type=float, default=None,
+                   help="MiB unbiased distillation weight (default 0 = off)")
+    p.add_argument("--n-train", type=int, default=None, help="training images per seed")
+    p.add_argument("--size", type=int, default=None, help="image side in pixels")
+    p.add_argument("--workers", type=int, default=1,
+                   help="processes running seeds in parallel (results do not depend on it)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``segxai continual``."""
+    from segxai.continual.experiment import (
+        ContinualConfig,
+        load_results,
+        quick_config,
+        run_experiment,
+        summarise,
+    )
+    from segxai.continual.scenario import parse_tasks
+    from segxai.data import SHAPES_CLASSES
+
+    overrides: dict[str, Any] = {}
+    if args.strategies is not None:
+        overrides["strategies"] = args.strategies
+    for name in ("epochs", "base_epochs", "ratio", "tau", "r", "patch", "distill", "n_train",
+                 "size", "explainer", "saliency_on"):
+        value = getattr(args, name)
+        if value is not None:
+            overrides[name] = value
+    if args.budget_bytes is not None:
+        overrides["budget_bytes"] = args.budget_bytes
+    if args.tasks is not None:
+        overrides["tasks"] = parse_tasks(args.tasks, len(SHAPES_CLASSES))
+    overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
+    config = quick_config(**overrides) if args.quick else ContinualConfig(**overrides)
+    out = Path(args.out) if args.out is not None else DEFAULT_OUT
+    if args.quick and args.out is None:
+        out = out.with_name(out.name + "-quick")
+    if args.workers < 1:
+        raise ValueError(f"--workers: expected an integer >= 1, got {args.workers}")
+    run_experiment(config, out, device=args.device, progress=not args.quiet,
+                   workers=args.workers)
+
+    summary = summarise(load_results(out, config), config)
+    print(f"final task {summary['final_task']} (mean ± std over {len(config.seeds)} seed(s)), "
+          f"budget {config.budget_bytes} B:")
+    print(f"{'strategy':<15}{'old mIoU':>16}{'new mIoU':>16}{'all mIoU':>16}{'forget':>10}"
+          f"{'exemplars':>11}{'bytes':>10}")
+    for e in summary["table"]:
+        print(f"{e['strategy']:<15}"
+              f"{100 * e['miou_old']:>9.1f} ± {100 * e['miou_old_std']:<4.1f}"
+              f"{100 * e['miou_new']:>9.1f} ± {100 * e['miou_new_std']:<4.1f}"
+              f"{100 * e['miou_all']:>9.1f} ± {100 * e['miou_all_std']:<4.1f}"
+              f"{100 * e['forgetting']:>10.1f}{e['exemplars']:>11.1f}{e['bytes']:>10.0f}")
+    print(f"results: {out / 'results.csv'}")
+    return 0

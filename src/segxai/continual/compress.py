@@ -1,0 +1,279 @@
+"""Exemplar compressors for replay memories: full, downsampled, saliency patch, saliency box.
+
+Every compressor turns one training example (a ``uint8`` image ``(3, H, W)`` and a ``uint8``
+label mask ``(H, W)``) into a dictionary of **real** ``uint8``/``uint16`` arrays, the only
+thing a memory keeps; its size is the sum of the arrays' ``nbytes``. :func:`reconstruct` turns
+the arrays back into a full-size image and mask for replay.
+
+Strategies (research notes part B):
+
+* ``full``: the whole image and mask (experience replay, ER).
+* ``downsample``: the whole image and mask at ``1/√r`` per side (nearest neighbour), upsampled
+  (nearest) at replay.
+* ``saliency-patch`` (EPR-like, Saha & Roy 2023): the ``p × p`` window with the largest mean
+  saliency (stride 1) at full resolution, plus its top-left corner; replayed on a zero canvas
+  whose label is ``255`` (ignore) outside the patch.
+* ``saliency-box`` (CIM-like, Luo et al. CVPR 2023): the tight box around the pixels whose
+  min-max-normalised saliency exceeds ``τ`` at full resolution, plus the whole example at
+  ``1/√r`` per side (nearest); replay pastes the box back onto the nearest-upsampled rest.
+  The low-resolution copy is stored whole (simpler than storing only its part outside the
+  box), so an exemplar costs ``(a + 1/r)`` full exemplars instead of CIM's ``a + (1 − a)/r``;
+  when that would reach 1 the box is widened to the whole image (stored once, no low copy).
+
+Masks are only ever resampled by nearest neighbour, so they never hold interpolated class ids.
+Every exemplar also stores ``meta`` (``uint16``: task, class, then the coordinates), which is
+counted in its bytes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "STRATEGIES",
+    "COMPRESSED_STRATEGIES",
+    "compress",
+    "exemplar_nbytes",
+    "low_size",
+    "nearest_resize",
+    "reconstruct",
+    "saliency_box",
+    "saliency_patch",
+    "patch_size_for",
+]
+
+STRATEGIES = ("none", "full", "downsample", "saliency-patch", "saliency-box")
+COMPRESSED_STRATEGIES = ("full", "downsample", "saliency-patch", "saliency-box")
+IGNORE = 255
+
+
+def low_size(h: int, w: int, r: float) -> tuple[int, int]:
+    """Size of an ``h × w`` array stored at ``1/√r`` per side (at least 1 pixel).
+
+    Args:
+        h: height.
+        w: width.
+        r: area compression ratio (``r >= 1``); each side shrinks by ``√r``.
+
+    Returns:
+        ``(h_low, w_low)`` with ``h_low = max(1, round(h / √r))``.
+    """
+    if not isinstance(r, (int, float)) or isinstance(r, bool) or not r >= 1:
+        raise ValueError(f"r: expected a number >= 1, got {r!r}")
+    s = math.sqrt(float(r))
+    return max(1, int(round(h / s))), max(1, int(round(w / s)))
+
+
+def patch_size_for(h: int, w: int, r: float) -> tuple[int, int]:
+    """Default EPR patch size: the same area fraction ``1/r`` as ``downsample`` keeps."""
+    return low_size(h, w, r)
+
+
+def nearest_resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of the last two axes (works for images and label masks).
+
+    Output pixel ``i`` samples input pixel ``floor((i + 0.5) · H_in / H_out)``, i.e. the
+    input pixel whose area contains the output pixel's centre; values are copied, never mixed.
+
+    Args:
+        arr: ``(..., H, W)`` array of any dtype.
+        size: ``(H_out, W_out)``.
+
+    Returns:
+        ``(..., H_out, W_out)`` array of the same dtype.
+    """
+    h_in, w_in = arr.shape[-2:]
+    h_out, w_out = int(size[0]), int(size[1])
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"size: expected positive sizes, got {size!r}")
+    rows = np.minimum(((np.arange(h_out) + 0.5) * h_in / h_out).astype(np.int64), h_in - 1)
+    cols = np.minimum(((np.arange(w_out) + 0.5) * w_in / w_out).astype(np.int64), w_in - 1)
+    return arr[..., rows[:, None], cols[None, :]]
+
+
+def _minmax(sal: np.ndarray) -> np.ndarray:
+    sal = np.asarray(sal, dtype=np.float64)
+    lo, hi = float(sal.min()), float(sal.max())
+    if not np.isfinite(lo) or not np.isfinite(hi):
+        raise ValueError("saliency: contains NaN or Inf values")
+    if hi - lo <= 0:
+        return np.zeros_like(sal)
+    return (sal - lo) / (hi - lo)
+
+
+def saliency_box(saliency: np.ndarray, tau: float = 0.6) -> tuple[int, int, int, int]:
+    """CIM box: the tight box around all pixels whose min-max-normalised saliency is ``> τ``.
+
+    Args:
+        saliency: ``(H, W)`` map (any scale).
+        tau: threshold in ``[0, 1)``.
+
+    Returns:
+        ``(y0, y1, x0, x1)`` (end exclusive); ``(0, 0, 0, 0)`` when no pixel passes (a flat map).
+    """
+    if saliency.ndim != 2:
+        raise ValueError(f"saliency: expected an (H, W) map, got shape {saliency.shape}")
+    if not 0.0 <= float(tau) < 1.0:
+        raise ValueError(f"tau: expected a threshold in [0, 1), got {tau!r}")
+    on = _minmax(saliency) > tau
+    if not on.any():
+        return 0, 0, 0, 0
+    rows = np.flatnonzero(on.any(1))
+    cols = np.flatnonzero(on.any(0))
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+
+def saliency_patch(saliency: np.ndarray, patch: tuple[int, int]) -> tuple[int, int]:
+    """EPR patch: top-left corner of the ``(p_h, p_w)`` window with the largest mean saliency.
+
+    All windows inside the image at stride 1 are scored with an integral image; ties go to the
+    first window in row-major order.
+
+    Args:
+        saliency: ``(H, W)`` map.
+        patch: ``(p_h, p_w)`` window size, at most the image size.
+
+    Returns:
+        ``(u, v)``: row and column of the window's top-left pixel.
+    """
+    if saliency.ndim != 2:
+        raise ValueError(f"saliency: expected an (H, W) map, got shape {saliency.shape}")
+    h, w = saliency.shape
+    ph, pw = int(patch[0]), int(patch[1])
+    if not (1 <= ph <= h and 1 <= pw <= w):
+        raise ValueError(f"patch: expected a size between (1, 1) and {(h, w)}, got {patch!r}")
+    sal = _minmax(saliency)
+    integral = np.zeros((h + 1, w + 1), dtype=np.float64)
+    integral[1:, 1:] = sal.cumsum(0).cumsum(1)
+    sums = (integral[ph:, pw:] - integral[:-ph, pw:] - integral[ph:, :-pw]
+            + integral[:-ph, :-pw])
+    # round away float noise so equal windows tie exactly (first one wins)
+    sums = np.round(sums, 9)
+    u, v = np.unravel_index(int(np.argmax(sums)), sums.shape)
+    return int(u), int(v)
+
+
+def _check_example(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
+        raise TypeError("image: expected a uint8 array (C, H, W)")
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
+        raise TypeError("mask: expected a uint8 array (H, W)")
+    if image.shape[1:] != mask.shape:
+        raise ValueError(f"mask: expected shape {image.shape[1:]} to match image, got {mask.shape}")
+    return int(mask.shape[0]), int(mask.shape[1])
+
+
+def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, cls: int,
+             saliency: np.ndarray | None = None, r: float = 4.0, tau: float = 0.6,
+             patch: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+    """Compress one example into the arrays a memory stores.
+
+    Args:
+        image: ``uint8`` ``(3, H, W)``.
+        mask: ``uint8`` ``(H, W)`` label map (255 = ignore).
+        strategy: one of :data:`COMPRESSED_STRATEGIES`.
+        task: task id the exemplar was stored in.
+        cls: the class the exemplar was selected for.
+        saliency: ``(H, W)`` map, needed by the two saliency strategies.
+        r: area compression ratio of ``downsample`` and of the area outside the box.
+        tau: box threshold of ``saliency-box``.
+        patch: ``(p_h, p_w)`` of ``saliency-patch`` (default :func:`patch_size_for`).
+
+    Returns:
+        ``{"image": ..., "mask": ..., "meta": uint16 [task, cls, coords...]}`` plus, for
+        ``saliency-box``, ``"low_image"`` and ``"low_mask"``.
+    """
+    h, w = _check_example(image, mask)
+    if strategy not in COMPRESSED_STRATEGIES:
+        raise ValueError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
+    if not (0 <= int(task) < 65536 and 0 <= int(cls) < 65536):
+        raise ValueError(f"task/cls: expected values in [0, 65535], got {task}, {cls}")
+    if strategy in ("saliency-patch", "saliency-box"):
+        if saliency is None or saliency.shape != (h, w):
+            raise ValueError(f"saliency: strategy {strategy!r} needs an ({h}, {w}) map")
+    if strategy == "full":
+        return {"image": image.copy(), "mask": mask.copy(),
+                "meta": np.array([task, cls], dtype=np.uint16)}
+    if strategy == "downsample":
+        size = low_size(h, w, r)
+        return {"image": np.ascontiguousarray(nearest_resize(image, size)),
+                "mask": np.ascontiguousarray(nearest_resize(mask, size)),
+                "meta": np.array([task, cls], dtype=np.uint16)}
+    if strategy == "saliency-patch":
+        ph, pw = patch if patch is not None else patch_size_for(h, w, r)
+        u, v = saliency_patch(saliency, (ph, pw))
+        return {"image": image[:, u:u + ph, v:v + pw].copy(),
+                "mask": mask[u:u + ph, v:v + pw].copy(),
+                "meta": np.array([task, cls, u, v], dtype=np.uint16)}
+    # saliency-box
+    y0, y1, x0, x1 = saliency_box(saliency, tau)
+    size = low_size(h, w, r)
+    # a box so large that box + low copy would outweigh the whole example: keep it whole
+    if (y1 - y0) * (x1 - x0) + size[0] * size[1] >= h * w:
+        y0, y1, x0, x1 = 0, h, 0, w
+    whole_box = (y0, y1, x0, x1) == (0, h, 0, w)
+    if size == (h, w):  # r = 1: the "low" copy is already lossless; no box needed
+        y0 = y1 = x0 = x1 = 0
+        whole_box = False
+    if whole_box:  # nothing outside the box: no low-resolution copy needed
+        low_image = np.zeros((3, 0, 0), dtype=np.uint8)
+        low_mask = np.zeros((0, 0), dtype=np.uint8)
+    else:
+        low_image = np.ascontiguousarray(nearest_resize(image, size))
+        low_mask = np.ascontiguousarray(nearest_resize(mask, size))
+    return {"image": image[:, y0:y1, x0:x1].copy(), "mask": mask[y0:y1, x0:x1].copy(),
+            "low_image": low_image, "low_mask": low_mask,
+            "meta": np.array([task, cls, y0, y1, x0, x1], dtype=np.uint16)}
+
+
+def exemplar_nbytes(arrays: dict[str, np.ndarray]) -> int:
+    """Bytes of one stored exemplar: the sum of its arrays' ``nbytes``."""
+    return int(sum(int(a.nbytes) for a in arrays.values()))
+
+
+def reconstruct(arrays: dict[str, np.ndarray], strategy: str,
+                size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Rebuild the full-size ``uint8`` image ``(3, H, W)`` and mask ``(H, W)`` for replay.
+
+    Args:
+        arrays: what :func:`compress` returned (or the memory reloaded).
+        strategy: the strategy that compressed it.
+        size: ``(H, W)`` of the original example.
+
+    Returns:
+        ``(image, mask)``; outside an EPR patch the image is 0 and the mask 255 (ignore).
+    """
+    h, w = int(size[0]), int(size[1])
+    if strategy == "full":
+        return arrays["image"].copy(), arrays["mask"].copy()
+    if strategy == "downsample":
+        return nearest_resize(arrays["image"], (h, w)), nearest_resize(arrays["mask"], (h, w))
+    meta = arrays["meta"].astype(np.int64)
+    if strategy == "saliency-patch":
+        u, v = int(meta[2]), int(meta[3])
+        ph, pw = arrays["mask"].shape
+        image = np.zeros((arrays["image"].shape[0], h, w), dtype=np.uint8)
+        mask = np.full((h, w), IGNORE, dtype=np.uint8)
+        image[:, u:u + ph, v:v + pw] = arrays["image"]
+        mask[u:u + ph, v:v + pw] = arrays["mask"]
+        return image, mask
+    if strategy == "saliency-box":
+        y0, y1, x0, x1 = (int(v) for v in meta[2:6])
+        if arrays["low_mask"].size == 0:
+            image = np.zeros((arrays["image"].shape[0], h, w), dtype=np.uint8)
+            mask = np.full((h, w), IGNORE, dtype=np.uint8)
+        else:
+            image = nearest_resize(arrays["low_image"], (h, w))
+            mask = nearest_resize(arrays["low_mask"], (h, w))
+        image[:, y0:y1, x0:x1] = arrays["image"]
+        mask[y0:y1, x0:x1] = arrays["mask"]
+        return image, mask
+    raise ValueError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
+
+
+def describe(arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Shapes and bytes of an exemplar's arrays (for the JSON index)."""
+    return {k: {"shape": list(a.shape), "dtype": str(a.dtype)} for k, a in arrays.items()}

@@ -1,0 +1,379 @@
+"""The incremental learner: masked-logit training with replay, optional MiB distillation,
+exemplar selection with saliency, and evaluation.
+
+Head: the network has one logit per class of the whole dataset from the start, and the logits
+of classes not seen yet are masked (set to a large negative value) in the loss and at
+prediction. This is equivalent to a head that grows by one output per new class (the masked
+outputs receive no gradient from the cross-entropy and never win the argmax).
+
+Loss: pixel-wise cross-entropy over the seen classes with ignore label 255 (plus, by default,
+the soft Dice loss over the seen classes, as the built-in model's training uses); a fraction
+``ratio`` of every minibatch is drawn from the replay memory (SSUL-M replaces half). With
+``distill > 0`` the MiB losses are added (Cermelli et al., CVPR 2020): the new classes'
+head rows are initialised from the background row with bias ``b_bg − log(N_new + 1)``, and
+the unbiased distillation term
+``−mean_pixels Σ_{c ∈ old} q_c log p̃_c`` with ``q`` the old model's softmax over the classes it
+knew, ``p̃_bg = Σ_{c ∈ {bg} ∪ new} p_c`` and ``p̃_c = p_c`` otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from segxai.continual.compress import compress
+from segxai.continual.memory import ReplayMemory
+from segxai.continual.metrics import confusion_matrix, iou_per_class
+
+__all__ = [
+    "MASK_VALUE",
+    "build_memory",
+    "evaluate_ious",
+    "masked_logits",
+    "mib_init",
+    "predict",
+    "saliency_maps",
+    "train_task",
+    "unbiased_distillation",
+]
+
+MASK_VALUE = -1.0e4
+IGNORE = 255
+
+
+def masked_logits(logits: Tensor, seen: Sequence[int]) -> Tensor:
+    """Logits with every class not in ``seen`` set to :data:`MASK_VALUE`."""
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[list(seen)] = True
+    return logits.masked_fill(~keep.view(1, -1, 1, 1), MASK_VALUE)
+
+
+def _head(model: nn.Module, num_classes: int) -> nn.Conv2d:
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Conv2d) and head.out_channels == num_classes:
+        return head
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)
+             and m.out_channels == num_classes]
+    if not convs:
+        raise ValueError("model: no Conv2d head with one output per class found")
+    return convs[-1]
+
+
+@torch.no_grad()
+def mib_init(model: nn.Module, new_classes: Sequence[int], num_classes: int) -> None:
+    """MiB initialisation: new rows = background row, biases ``b_bg − log(N_new + 1)``
+    (background's bias too)."""
+    head = _head(model, num_classes)
+    new = list(new_classes)
+    if head.bias is None:
+        raise ValueError("model: the head needs a bias for the MiB initialisation")
+    bias = head.bias[0] - float(np.log(len(new) + 1))
+    head.weight[new] = head.weight[0:1].expand(len(new), *head.weight.shape[1:]).clone()
+    head.bias[new] = bias
+    head.bias[0] = bias
+
+
+def unbiased_distillation(new_logits: Tensor, old_logits: Tensor, old_seen: Sequence[int],
+                          new_classes: Sequence[int], ignore: Tensor | None = None) -> Tensor:
+    """MiB unbiased knowledge distillation (mean over pixels).
+
+    Args:
+        new_logits: ``(N, K, H, W)`` current model logits (unmasked).
+        old_logits: ``(N, K, H, W)`` old model logits.
+        old_seen: classes the old model knew (background included).
+        new_classes: classes of the current task.
+        ignore: optional ``(N, H, W)`` bool of pixels to leave out.
+
+    Returns:
+        Scalar loss.
+    """
+    old_seen = list(old_seen)
+    q = old_logits[:, old_seen].softmax(1)
+    all_seen = sorted({*old_seen, *new_classes})
+    logz = torch.logsumexp(new_logits[:, all_seen], dim=1, keepdim=True)
+    fg = [c for c in old_seen if c != 0]
+    log_bg = torch.logsumexp(new_logits[:, [0, *new_classes]], dim=1, keepdim=True) - logz
+    log_p = torch.cat([log_bg, new_logits[:, fg] - logz], dim=1)
+    per_pixel = -(q * log_p).sum(1)
+    if ignore is not None:
+        per_pixel = per_pixel[~ignore]
+    return per_pixel.mean() if per_pixel.numel() else new_logits.sum() * 0.0
+
+
+def seen_loss(logits: Tensor, target: Tensor, seen: Sequence[int], *,
+              dice: bool = True) -> Tensor:
+    """Cross-entropy over the seen classes (ignore 255), plus the soft Dice loss
+    ``1 − (2 Σ p_c g_c + 1) / (Σ p_c + Σ g_c + 1)`` averaged over the seen classes.
+
+    Args:
+        logits: ``(N, K, H, W)`` raw logits.
+        target: ``(N, H, W)`` labels (255 = ignore).
+        seen: the classes not masked.
+        dice: add the Dice term (it counters the dominance of background pixels).
+
+    Returns:
+        Scalar loss.
+    """
+    masked = masked_logits(logits, seen)
+    loss = F.cross_entropy(masked, target, ignore_index=IGNORE)
+    if not dice:
+        return loss
+    valid = (target != IGNORE).unsqueeze(1).to(logits.dtype)
+    seen = list(seen)
+    probs = masked.softmax(1)[:, seen] * valid
+    onehot = torch.stack([(target == c) for c in seen], 1).to(logits.dtype) * valid
+    inter = (probs * onehot).sum((0, 2, 3))
+    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
+    return loss + (1 - (2 * inter + 1) / (total + 1)).mean()
+
+
+def _one_cycle(step: int, total: int, warmup: float = 0.1) -> float:
+    """Learning-rate factor: linear warm-up from 1/25 over ``warmup`` of the steps, then
+    cosine down to 1e-4."""
+    w = max(1, int(round(warmup * total)))
+    if step < w:
+        return 1 / 25 + (1 - 1 / 25) * step / w
+    u = min(1.0, (step - w) / max(1, total - w))
+    return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * u))
+
+
+def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[int], *,
+               memory_images: Tensor | None = None, memory_masks: Tensor | None = None,
+               epochs: int = 10, batch_size: int = 16, ratio: float = 0.5, lr: float = 1e-3,
+               seed: int = 0, old_model: nn.Module | None = None, old_seen: Sequence[int] = (),
+               new_classes: Sequence[int] = (), distill: float = 0.0, dice: bool = True,
+               device: str = "cpu", progress: bool = False,
+               desc: str = "train") -> list[float]:
+    """Train ``model`` on one task (in place) with replay mixed into every minibatch.
+
+    Each step takes ``batch_size − m`` current images (an epoch is one pass over them, in a
+    seeded random order) and ``m = round(ratio · batch_size)`` memory samples drawn uniformly
+    with replacement (``m = 0`` while the memory is empty). A fresh Adam optimiser with a one-cycle schedule (warm-up, cosine) is used per
+    task, so a run resumed between tasks is identical to an uninterrupted one.
+
+    Args:
+        model: network returning ``N×K×H×W`` logits.
+        images: ``(N, 3, H, W)`` float images of the task.
+        masks: ``(N, H, W)`` long labels (background-shifted; 255 = ignore).
+        seen: classes not masked in the logits (background + all seen).
+        memory_images: ``(M, 3, H, W)`` float replay images, or None.
+        memory_masks: ``(M, H, W)`` long replay labels.
+        epochs: passes over the task's images.
+        batch_size: images per step.
+        ratio: fraction of each batch from memory, in ``[0, 1)``.
+        lr: Adam learning rate.
+        seed: seeds the batch order and the memory draws.
+        old_model: the model after the previous task (for ``distill``).
+        old_seen: classes the old model knew.
+        new_classes: the current task's classes.
+        distill: weight of the MiB unbiased distillation (0 = off).
+        dice: add the soft Dice loss to the cross-entropy (:func:`seen_loss`).
+        device: torch device.
+        progress: show a progress bar.
+        desc: progress-bar label.
+
+    Returns:
+        The mean loss of each epoch.
+    """
+    if not 0.0 <= float(ratio) < 1.0:
+        raise ValueError(f"ratio: expected a fraction in [0, 1), got {ratio!r}")
+    if len(images) == 0:
+        raise ValueError("images: the task has no training images")
+    has_memory = memory_images is not None and len(memory_images) > 0
+    n_mem = int(round(float(ratio) * batch_size)) if has_memory else 0
+    n_cur = max(1, batch_size - n_mem)
+    g_order = torch.Generator().manual_seed(int(seed) * 1000 + 1)
+    g_mem = torch.Generator().manual_seed(int(seed) * 1000 + 2)
+    seen = list(seen)
+    model.to(device).train()
+    if old_model is not None:
+        old_model.to(device).eval()
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    losses: list[float] = []
+    steps_per_epoch = (len(images) + n_cur - 1) // n_cur
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: _one_cycle(step, epochs * steps_per_epoch))
+    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
+    for _ in range(epochs):
+        perm = torch.randperm(len(images), generator=g_order)
+        total, count = 0.0, 0
+        for start in range(0, len(images), n_cur):
+            idx = perm[start:start + n_cur]
+            x, y = images[idx], masks[idx]
+            if n_mem:
+                j = torch.randint(len(memory_images), (n_mem,), generator=g_mem)
+                x = torch.cat([x, memory_images[j]])
+                y = torch.cat([y, memory_masks[j]])
+            x, y = x.to(device), y.to(device)
+            logits = model(x)
+            loss = seen_loss(logits, y, seen, dice=dice)
+            if distill > 0 and old_model is not None:
+                with torch.no_grad():
+                    old_logits = old_model(x)
+                loss = loss + distill * unbiased_distillation(logits, old_logits, old_seen,
+                                                              new_classes, ignore=y == IGNORE)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += float(loss.detach()) * len(x)
+            count += len(x)
+            bar.update(1)
+        losses.append(total / max(count, 1))
+    bar.close()
+    model.eval()
+    return losses
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: Tensor, seen: Sequence[int], *, batch_size: int = 64,
+            device: str = "cpu") -> Tensor:
+    """Argmax over the seen classes, ``(N, H, W)`` long (on the CPU)."""
+    model.to(device).eval()
+    out = []
+    for s in range(0, len(images), batch_size):
+        logits = model(images[s:s + batch_size].to(device))
+        out.append(masked_logits(logits, seen).argmax(1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, *images.shape[-2:], dtype=torch.long)
+
+
+def evaluate_ious(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[int],
+                  num_classes: int, *, device: str = "cpu") -> np.ndarray:
+    """Per-class IoU ``(K,)`` over the whole set (one confusion matrix; NaN = no GT pixel)."""
+    pred = predict(model, images, seen, device=device)
+    return iou_per_class(confusion_matrix(pred.numpy(), masks.numpy(), num_classes))
+
+
+def saliency_maps(model: nn.Module, images: Tensor, masks: Tensor, *, explainer: str,
+                  classes: Sequence[int] | None = None, device: str = "cpu",
+                  params: dict[str, Any] | None = None) -> np.ndarray:
+    """Saliency per image: the explainer's map for each foreground class present in the mask
+    (target = that class, ROI = its GT pixels), min-max normalised, maximum over the classes.
+
+    Args:
+        model: the segmentation network.
+        images: ``(N, 3, H, W)`` float images.
+        masks: ``(N, H, W)`` labels (255 ignored).
+        explainer: a registered explainer name (``segxai.list_explainers()``).
+        classes: the classes to explain (default every foreground class present).
+        device: torch device.
+        params: extra explainer parameters.
+
+    Returns:
+        ``(N, H, W)`` float64 maps in ``[0, 1]`` (zeros where no class is present).
+    """
+    import segxai.explainers  # noqa: F401  (registers the built-in explainers)
+    from segxai.core.postprocess import minmax
+    from segxai.core.registry import explain
+    from segxai.core.target import Target
+
+    model.to(device).eval()
+    n, _, h, w = images.shape
+    out = np.zeros((n, h, w), dtype=np.float64)
+    present = sorted(int(c) for c in torch.unique(masks).tolist() if c not in (0, IGNORE))
+    if classes is not None:
+        present = [c for c in present if c in set(int(k) for k in classes)]
+    for c in present:
+        rows = (masks == c).flatten(1).any(1).nonzero().flatten()
+        target = Target.from_mask(masks[rows] == c, class_index=c)
+        expl = explain(model, images[rows].to(device), target.to(device), method=explainer,
+                       **(params or {}))
+        maps = minmax(expl.maps.detach()).cpu().double().numpy()
+        out[rows.numpy()] = np.maximum(out[rows.numpy()], maps)
+    return out
+
+
+def _to_uint8(images: Tensor) -> np.ndarray:
+    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def build_memory(memory: ReplayMemory, model: nn.Module, images: Tensor, masks: Tensor, *,
+                 task: int, new_classes: Sequence[int], seen: Sequence[int], seed: int,
+                 explainer: str = "seg-grad-cam", r: float = 4.0, tau: float = 0.6,
+                 patch: tuple[int, int] | None = None, pseudo_threshold: float | None = 0.7,
+                 saliency_on: str = "selected", device: str = "cpu",
+                 chunk: int = 16) -> dict[str, Any]:
+    """Fill the memory with exemplars of the task's new classes (class-balanced, random order).
+
+    The memory's classes become ``seen`` minus background (old lists shrink to the new
+    share). For each new class, the task images containing it are visited in a seeded random
+    order (an image is used for one class only); each is compressed and added while it fits
+    the class's share (the first that does not fit ends the class, as in CIM). The stored
+    mask is the task's label map; with ``pseudo_threshold``, its background pixels where the
+    model (after the task) predicts an *older* class with probability >= the threshold take
+    that class (SSUL-style pseudo-labels), so that replayed masks keep old classes.
+
+    Args:
+        memory: the memory to update (in place).
+        model: the model after training on the task.
+        images: ``(N, 3, H, W)`` float images of the task.
+        masks: ``(N, H, W)`` their (background-shifted) labels.
+        task: task index (stored in each exemplar's meta).
+        new_classes: the task's classes.
+        seen: background + every class seen so far.
+        seed: seeds the selection order.
+        explainer: saliency method for the two saliency strategies.
+        r: compression ratio.
+        tau: box threshold.
+        patch: EPR patch size (default: ``1/r`` of the area).
+        pseudo_threshold: confidence for old-class pseudo-labels (None = off).
+        saliency_on: ``"selected"`` (the class the exemplar is stored for, as CIM uses the
+            true class) or ``"present"`` (maximum over every foreground class in the stored
+            mask, pseudo-labelled old classes included).
+        device: torch device.
+        chunk: images explained per call.
+
+    Returns:
+        Statistics: ``{"saliency_calls": int, "candidates": int}``.
+    """
+    if saliency_on not in ("selected", "present"):
+        raise ValueError(f"saliency_on: expected 'selected' or 'present', got {saliency_on!r}")
+    memory.set_classes([c for c in seen if c != 0])
+    stats = {"saliency_calls": 0, "candidates": 0}
+    if memory.strategy == "none":
+        return stats
+    old = [c for c in seen if c != 0 and c not in set(new_classes)]
+    rng = np.random.default_rng([int(seed), int(task), 17])
+    used: set[int] = set()
+    needs_saliency = memory.strategy in ("saliency-patch", "saliency-box")
+    for c in new_classes:
+        order = [int(i) for i in rng.permutation((masks == c).flatten(1).any(1).nonzero()
+                                                 .flatten().numpy()) if int(i) not in used]
+        done = False
+        for s in range(0, len(order), chunk):
+            if done:
+                break
+            idx = torch.tensor(order[s:s + chunk], dtype=torch.long)
+            x, y = images[idx], masks[idx].clone()
+            if pseudo_threshold is not None and old:
+                with torch.no_grad():
+                    probs = masked_logits(model.to(device).eval()(x.to(device)), seen)
+                    probs = probs.softmax(1).cpu()
+                conf, arg = probs.max(1)
+                relabel = (y == 0) & torch.isin(arg, torch.tensor(old)) & (conf >= pseudo_threshold)
+                y[relabel] = arg[relabel]
+            sal = None
+            if needs_saliency:
+                sal = saliency_maps(model, x, y, explainer=explainer, device=device,
+                                    classes=[c] if saliency_on == "selected" else None)
+                stats["saliency_calls"] += 1
+            img8, msk8 = _to_uint8(x), y.clamp(0, 255).to(torch.uint8).numpy()
+            for k, i in enumerate(idx.tolist()):
+                stats["candidates"] += 1
+                ex = compress(img8[k], msk8[k], memory.strategy, task=task, cls=c,
+                              saliency=None if sal is None else sal[k], r=r, tau=tau,
+                              patch=patch)
+                if not memory.add(c, ex):
+                    done = True
+                    break
+                used.add(i)
+    if memory.nbytes > memory.budget_bytes:  # cannot happen: add() checks every exemplar
+        raise RuntimeError(f"memory: {memory.nbytes} bytes exceed the budget")
+    return stats
