@@ -1,0 +1,281 @@
+"""Occlusion sensitivity for segmentation (Zeiler & Fergus 2014; Gipiškis & Kurasova 2023).
+
+A window slides over the image with a stride; each position is filled (black, grey, the
+dataset or image mean colour, a Gaussian-blurred copy of the patch, or seeded noise) and the
+drop of the target score is recorded. Every pixel gets the mean drop over the windows that
+cover it. Fills are defined in pixel space ``[0, 1]`` and mapped through the model's input
+normalisation (0 in a normalised input is the mean colour, not black).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from segxai.core.adapter import ModelAdapter
+from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.explanation import CostMeter
+from segxai.core.registry import Explainer, make_generator, register_explainer
+from segxai.core.target import Target
+from segxai.explainers._fast import prepare, score_batch
+
+__all__ = ["FILLS", "Occlusion", "fill_image", "gaussian_blur", "parse_pair", "window_starts"]
+
+FILLS = ("black", "grey", "dataset-mean", "image-mean", "blur", "noise")
+OCCLUSION_SCORES = ("target", "logit_sum", "prob_mean", "iou")
+NOISES = ("uniform", "gaussian")
+
+
+def parse_pair(value: Any, name: str) -> tuple[int, int]:
+    """``8``, ``(8, 16)``, ``"8"``, ``"8,16"`` or ``"8x16"`` → ``(8, 16)``-style pair of ints >= 1."""
+    if isinstance(value, str):
+        parts = value.replace("x", ",").split(",")
+        try:
+            value = tuple(int(p) for p in parts) if len(parts) > 1 else int(parts[0])
+        except ValueError:
+            raise ValueError(f"{name}: expected an integer or 'h,w', got {value!r}") from None
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != 2:
+            raise ValueError(f"{name}: expected one integer or a pair (h, w), got {value!r}")
+        return (check_positive_int(value[0], name), check_positive_int(value[1], name))
+    v = check_positive_int(value, name)
+    return v, v
+
+
+def parse_colour(value: Any, name: str) -> tuple[float, ...] | None:
+    """``None``, a number, a sequence of numbers or ``"0.4,0.5,0.6"`` in ``[0, 1]``."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = tuple(float(v) for v in value.split(","))
+        except ValueError:
+            raise ValueError(f"{name}: expected numbers in [0, 1], got {value!r}") from None
+    if isinstance(value, (int, float)):
+        value = (value,)
+    if not isinstance(value, Sequence) or not value:
+        raise ValueError(f"{name}: expected a number or one number per channel, got {value!r}")
+    return tuple(check_fraction(v, name) for v in value)
+
+
+def window_starts(length: int, window: int, stride: int) -> list[int]:
+    """Window start positions along one axis: ``0, s, 2s, ...`` plus a last window flush with
+    the border when the stride does not reach it, so that every pixel is covered."""
+    if window > length:
+        raise ValueError(f"window: {window} is larger than the image side {length}")
+    starts = list(range(0, length - window + 1, stride))
+    if starts[-1] + window < length:
+        starts.append(length - window)
+    return starts
+
+
+def gaussian_blur(images: Tensor, sigma: float, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur of ``N×C×H×W`` images with replicate padding."""
+    k = int(kernel_size) | 1  # odd
+    half = k // 2
+    x = torch.arange(k, dtype=images.dtype, device=images.device) - half
+    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    c = images.shape[1]
+    out = F.pad(images, (half, half, 0, 0), mode="replicate")
+    out = F.conv2d(out, kernel.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
+    out = F.pad(out, (0, 0, half, half), mode="replicate")
+    return F.conv2d(out, kernel.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
+
+
+def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
+               dataset_mean: Sequence[float] | None = None, noise: Tensor | None = None,
+               blur_sigma: float = 5.0, blur_kernel: int = 11) -> Tensor:
+    """The model-space image ``1×C×H×W`` whose patches replace the occluded windows.
+
+    Args:
+        adapter: gives the input normalisation.
+        image: ``1×C×H×W`` model-space image.
+        fill: one of :data:`FILLS`.
+        dataset_mean: pixel-space colour for ``"dataset-mean"`` (default: the adapter's
+            normalisation mean).
+        noise: ``C×H×W`` pixel-space noise field for ``"noise"``.
+        blur_sigma: Gaussian sigma in pixels for ``"blur"``.
+        blur_kernel: Gaussian kernel size for ``"blur"``.
+    """
+    c = image.shape[1]
+    if fill == "black":
+        colour = adapter.colour(0.0, image)
+    elif fill == "grey":
+        colour = adapter.colour(0.5, image)
+    elif fill == "dataset-mean":
+        mean = dataset_mean if dataset_mean is not None else adapter.mean
+        if mean is None:
+            raise ValueError("fill: 'dataset-mean' needs dataset_mean=... (pixel-space colour) "
+                             "or a model adapter with a normalisation mean")
+        mean = tuple(mean) * c if len(mean) == 1 else tuple(mean)
+        colour = adapter.colour(mean, image)
+    elif fill == "image-mean":
+        colour = adapter.from_pixels(adapter.to_pixels(image).mean(dim=(2, 3), keepdim=True))
+    elif fill == "blur":
+        return adapter.from_pixels(gaussian_blur(adapter.to_pixels(image), blur_sigma,
+                                                 blur_kernel))
+    elif fill == "noise":
+        if noise is None:
+            raise ValueError("fill: 'noise' needs a noise field")
+        return adapter.from_pixels(noise.unsqueeze(0).to(image))
+    else:
+        raise ValueError(f"fill: expected one of {', '.join(FILLS)}, got {fill!r}")
+    return colour.expand_as(image)
+
+
+@register_explainer("occlusion")
+class Occlusion(Explainer):
+    """Occlusion sensitivity: mean drop of the target score over the windows covering a pixel.
+
+    For window ``p`` the score drop is ``Δ_p = m(x) − m(x_p)`` where ``x_p`` has the window
+    filled; pixel ``u`` gets ``mean_{p ∋ u} Δ_p``. Windows start at ``0, s, 2s, ...`` along
+    each axis, plus one window flush with the far border if the stride does not reach it.
+    Any callable mapping images to logits works (no gradients). Forward passes run through
+    the shared fast path (no autograd, batched windows, optional BatchNorm folding on a copy
+    and channels-last), and every target given to :meth:`explain_many` is scored from the
+    same perturbed forwards.
+
+    Args:
+        window: window size, an int or ``(h, w)`` (also ``"h,w"``).
+        stride: step between windows (default: half the window, at least 1).
+        fill: ``"black"``, ``"grey"`` (0.5, default), ``"dataset-mean"``, ``"image-mean"``,
+            ``"blur"`` (the patch of a Gaussian-blurred copy) or ``"noise"``.
+        score: ``"target"`` (the target's own score, default), ``"logit_sum"``,
+            ``"prob_mean"`` or ``"iou"`` (IoU of the predicted class mask with the clean
+            prediction's class mask: the "evaluation metric" variant).
+        batch_size: perturbed images per forward pass.
+        dataset_mean: pixel-space colour for ``fill="dataset-mean"`` (default: the
+            adapter's normalisation mean).
+        noise: ``"uniform"`` (U(0, 1) pixels) or ``"gaussian"`` (0.5 + σ·N(0, 1), clipped).
+        noise_std: σ of the Gaussian noise fill (pixel units).
+        blur_sigma: Gaussian sigma (pixels) of the blur fill.
+        blur_kernel: kernel size of the blur fill.
+        seed: seeds the noise field (one field per call, shared by all images, so that each
+            image's map does not depend on the others).
+        fold_bn: fold BatchNorm into convolutions on a copy of the model.
+        channels_last: run the copy in channels-last memory format (measured 2x faster on
+            CPU for MobileNet-style networks).
+        progress: show a progress bar.
+    """
+
+    uses_gradients = False
+
+    def __init__(self, window: Any = 8, stride: Any = None, fill: str = "grey",
+                 score: str = "target", batch_size: int = 32, dataset_mean: Any = None,
+                 noise: str = "uniform", noise_std: float = 0.25, blur_sigma: float = 5.0,
+                 blur_kernel: int = 11, seed: int = 0, fold_bn: bool = True,
+                 channels_last: bool = True, progress: bool = False) -> None:
+        super().__init__()
+        win = parse_pair(window, "window")
+        if stride is None:
+            st = (max(1, win[0] // 2), max(1, win[1] // 2))
+        else:
+            st = parse_pair(stride, "stride")
+        if not isinstance(blur_sigma, (int, float)) or isinstance(blur_sigma, bool) \
+                or not math.isfinite(blur_sigma) or blur_sigma <= 0:
+            raise ValueError(f"blur_sigma: expected a positive number, got {blur_sigma!r}")
+        if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) \
+                or not math.isfinite(noise_std) or noise_std <= 0:
+            raise ValueError(f"noise_std: expected a positive number, got {noise_std!r}")
+        self.params = {
+            "window": list(win), "stride": list(st),
+            "fill": check_choice(fill, "fill", FILLS),
+            "score": check_choice(score, "score", OCCLUSION_SCORES),
+            "batch_size": check_positive_int(batch_size, "batch_size"),
+            "dataset_mean": None if dataset_mean is None else
+            list(parse_colour(dataset_mean, "dataset_mean") or ()),
+            "noise": check_choice(noise, "noise", NOISES), "noise_std": float(noise_std),
+            "blur_sigma": float(blur_sigma),
+            "blur_kernel": check_positive_int(blur_kernel, "blur_kernel"),
+            "seed": int(seed), "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
+        }
+        self.progress = bool(progress)
+
+    # ------------------------------------------------------------------ helpers
+    def _noise(self, shape: tuple[int, int, int]) -> Tensor:
+        g = make_generator(self.params["seed"])
+        if self.params["noise"] == "uniform":
+            return torch.rand(shape, generator=g)
+        return (0.5 + self.params["noise_std"] * torch.randn(shape, generator=g)).clamp(0, 1)
+
+    def windows(self, size: tuple[int, int]) -> list[tuple[int, int]]:
+        """Top-left corners ``(row, col)`` of all windows for an image of ``size``."""
+        (kh, kw), (sh, sw) = self.params["window"], self.params["stride"]
+        try:
+            rows = window_starts(size[0], kh, sh)
+            cols = window_starts(size[1], kw, sw)
+        except ValueError:
+            raise ValueError(f"window: {(kh, kw)} is larger than the image size "
+                             f"{tuple(size)}") from None
+        return [(r, c) for r in rows for c in cols]
+
+    # ------------------------------------------------------------------ main
+    def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
+                      meter: CostMeter, create_graph: bool) -> list[tuple[Tensor, dict[str, Any]]]:
+        n, c, h, w = images.shape
+        size = (h, w)
+        wins = self.windows(size)
+        p = self.params
+        kh, kw = p["window"]
+        fm = prepare(adapter, fold_bn=p["fold_bn"], channels_last=p["channels_last"])
+        noise = self._noise((c, h, w)) if p["fill"] == "noise" else None
+        kinds = [t.score if p["score"] == "target" else p["score"] for t in targets]
+        counts = torch.zeros(h, w, dtype=images.dtype, device=images.device)
+        for r, col in wins:
+            counts[r:r + kh, col:col + kw] += 1
+        maps = [torch.zeros(n, h, w, dtype=images.dtype, device=images.device) for _ in targets]
+        clean_scores = [torch.zeros(n, dtype=images.dtype) for _ in targets]
+        bar = tqdm(total=n * len(wins), disable=not self.progress, desc="occlusion")
+        for i in range(n):
+            x = images[i:i + 1].detach()
+            fill = fill_image(adapter, x, p["fill"], dataset_mean=p["dataset_mean"],
+                              noise=noise, blur_sigma=p["blur_sigma"],
+                              blur_kernel=p["blur_kernel"])
+            out0 = fm.raw(x)
+            refs, base = [], []
+            for t, kind in zip(targets, kinds, strict=True):
+                cls = int(t.class_index[i])
+                ref = None
+                if kind == "iou":
+                    ref = adapter.to_logits(out0, size)[0].argmax(0) == cls
+                refs.append(ref)
+                base.append(score_batch(adapter, out0, cls, t.roi[i], kind, size, ref)[0])
+            for j, b in enumerate(base):
+                clean_scores[j][i] = b.detach().cpu()
+            for start in range(0, len(wins), p["batch_size"]):
+                chunk = wins[start:start + p["batch_size"]]
+                batch = _occlude(x, fill, chunk, kh, kw)
+                out = fm.raw(batch)
+                for j, (t, kind) in enumerate(zip(targets, kinds, strict=True)):
+                    s = score_batch(adapter, out, int(t.class_index[i]), t.roi[i], kind, size,
+                                    refs[j])
+                    delta = (base[j] - s).to(images.dtype)
+                    acc = maps[j][i]
+                    for d, (r, col) in zip(delta.tolist(), chunk, strict=True):
+                        acc[r:r + kh, col:col + kw] += d
+                bar.update(len(chunk))
+        bar.close()
+        extras_common = {"windows": len(wins), "fill_mode": p["fill"], **fm.describe()}
+        results = []
+        for j, kind in enumerate(kinds):
+            extras = {**extras_common, "score": kind, "clean_score": clean_scores[j]}
+            results.append((maps[j] / counts, extras))
+        return results
+
+
+def _occlude(x: Tensor, fill: Tensor, corners: Sequence[tuple[int, int]], kh: int,
+             kw: int) -> Tensor:
+    """``len(corners)`` copies of ``x`` (``1×C×H×W``), copy ``j`` with window ``j`` replaced by
+    the same window of ``fill``."""
+    batch = x.expand(len(corners), -1, -1, -1).clone()
+    for j, (r, c) in enumerate(corners):
+        batch[j, :, r:r + kh, c:c + kw] = fill[0, :, r:r + kh, c:c + kw]
+    return batch
+
