@@ -1,0 +1,311 @@
+"""``segxai nas search|validate|train``: explanation-guided architecture search (CAM-NAS-style).
+
+* ``search``: evolutionary search of a small U-Net student whose explanation maps match the
+  teacher's (or any baseline proxy); writes ``search.json`` and resumes ``search_state.json``.
+* ``validate``: sample architectures under the budget, train each with one short schedule and
+  correlate every proxy with trained mIoU (``validation.csv``, ``correlations.csv``).
+* ``train``: train the searched student (optionally with distillation and saliency matching)
+  and compare it with the teacher (and a random-search winner): ``metrics.json``, checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from segxai.cli.common import add_common, write_json
+
+SEARCH_DEFAULTS = {"full": {"population": 32, "iterations": 60, "children": 8},
+                   "quick": {"population": 8, "iterations": 4, "children": 4}}
+
+
+def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
+    add_common(p, out_default=out_default)
+    p.add_argument("--teacher", type=Path, default=None,
+                   help="teacher checkpoint directory (default: the cached built-in U-Net)")
+    p.add_argument("--proxy", default="cam",
+                   help="fitness: cam, cam-fewshot, params, flops, synflow, naswot, grad-norm, "
+                        "random (larger = better)")
+    p.add_argument("--population", type=int, default=None, help="population size N")
+    p.add_argument("--iterations", type=int, default=None, help="iterations T")
+    p.add_argument("--children", type=int, default=None,
+                   help="children scored per iteration (one batch; fans out on Ray)")
+    p.add_argument("--budget-params", type=float, default=0.25,
+                   help="parameter budget: a count, or a fraction (<= 1) of the teacher's "
+                        "(default 0.25)")
+    p.add_argument("--budget-flops", type=float, default=None,
+                   help="FLOP budget per image: a count or a fraction (<= 1) of the teacher's")
+    p.add_argument("--budget-depth", type=int, default=None, help="maximal depth")
+    p.add_argument("--backend", default="local", choices=("local", "ray"),
+                   help="score/train candidates in-process (default) or as Ray tasks")
+    p.add_argument("--ray-address", default=None, help="Ray cluster address (default: local Ray)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance")
+    p.add_argument("--method", default="seg-grad-cam", help="explainer of the CAM fitness")
+    p.add_argument("--method-param", action="append", default=[], metavar="KEY=VALUE",
+                   help="explainer parameter, e.g. weighting=xgradcam or relu=False "
+                        "(repeatable; same for teacher and students)")
+    p.add_argument("--probe-images", type=int, default=None,
+                   help="probe images (default 8, quick 4)")
+    p.add_argument("--fewshot-steps", type=int, default=None,
+                   help="distillation steps of cam-fewshot (default 50, quick 10)")
+    p.add_argument("--crossover", type=float, default=0.0, help="crossover probability")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("nas", help="explanation-guided architecture search for small students",
+                       description=__doc__)
+    nsub = p.add_subparsers(dest="nas_command", metavar="{search,validate,train}")
+    s = nsub.add_parser("search", help="evolutionary search (writes search.json)")
+    _add_shared(s, "segxai-nas-search")
+    s.add_argument("--random-search", action="store_true",
+                   help="sample children uniformly instead of evolving (baseline)")
+    s.set_defaults(func=run_search_cmd)
+    v = nsub.add_parser("validate", help="proxy vs trained mIoU (validation.csv, correlations.csv)")
+    _add_shared(v, "segxai-nas-validate")
+    v.add_argument("--architectures", type=int, default=None,
+                   help="architectures sampled under the budget (default 16, quick 4)")
+    v.add_argument("--proxies", default="cam,cam-fewshot,params,flops,synflow,naswot,grad-norm,"
+                   "random", help="comma-separated proxies to validate")
+    v.add_argument("--train-images", type=int, default=None,
+                   help="training images of the short schedule (default 160, quick 48)")
+    v.add_argument("--epochs", type=int, default=None, help="epochs of the short schedule "
+                   "(default 5, quick 1)")
+    v.add_argument("--batch-size", type=int, default=4, help="batch size of the short schedule")
+    v.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the short schedule")
+    v.set_defaults(func=run_validate_cmd)
+    t = nsub.add_parser("train", help="train the searched student (metrics.json + checkpoint)")
+    _add_shared(t, "segxai-nas-train")
+    t.add_argument("--search", type=Path, default=None,
+                   help="a 'nas search' output directory (its best config is trained); default: "
+                        "run a search first")
+    t.add_argument("--config", default=None, help="a UNetConfig as JSON (instead of --search)")
+    t.add_argument("--baseline-search", type=Path, default=None,
+                   help="another search directory (e.g. --proxy random) trained for comparison")
+    t.add_argument("--alpha", type=float, default=0.0, help="distillation weight")
+    t.add_argument("--lam", type=float, default=0.0, help="saliency-matching weight λ")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default: the teacher's recipe)")
+    t.set_defaults(func=run_train_cmd)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+# ---------------------------------------------------------------------------------- setup
+def _teacher(args: argparse.Namespace) -> tuple[Any, Any]:
+    """``(teacher model, builtin or None)``."""
+    from segxai.models import load_checkpoint, load_or_train_builtin
+
+    if args.teacher is not None:
+        return load_checkpoint(args.teacher, device=args.device).eval(), None
+    builtin = load_or_train_builtin(quick=args.quick, device=args.device,
+                                    progress=not args.quiet)
+    return builtin.model.eval(), builtin
+
+
+def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int]):
+    from segxai.nas import Budget
+    from segxai.nas.counting import network_counts
+
+    def resolve(value: float | None, full: int) -> int | None:
+        if value is None:
+            return None
+        if value <= 0:
+            raise ValueError(f"budget: expected a positive count or fraction, got {value}")
+        return int(value * full) if value <= 1 else int(value)
+
+    counts = network_counts(teacher, shape)
+    params = resolve(args.budget_params, counts["params"])
+    flops = resolve(args.budget_flops, counts["flops"])
+    return Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
+
+
+def _method_params(items: list[str]) -> dict[str, Any]:
+    import ast
+
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--method-param: expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            params[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value
+    return params
+
+
+def _setup(args: argparse.Namespace) -> dict[str, Any]:
+    import torch
+
+    from segxai.nas import make_backend, make_probe
+
+    torch.set_num_threads(1)
+    teacher, builtin = _teacher(args)
+    size = 64
+    if builtin is not None:
+        size = int(builtin.val_data.images.shape[-1])
+    n_probe = args.probe_images or (4 if args.quick else 8)
+    fewshot = args.fewshot_steps if args.fewshot_steps is not None else (10 if args.quick else 50)
+    probe = make_probe(teacher, n_probe=n_probe, n_distill=16 if args.quick else 32, size=size,
+                       seed=args.seed, method=args.method,
+                       method_params=_method_params(args.method_param), device=args.device)
+    mode = "quick" if args.quick else "full"
+    d = SEARCH_DEFAULTS[mode]
+    backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
+    return {"teacher": teacher, "builtin": builtin, "probe": probe, "fewshot": fewshot,
+            "budget": _budget(args, teacher, probe.input_shape), "backend": backend,
+            "population": args.population or d["population"],
+            "iterations": args.iterations if args.iterations is not None else d["iterations"],
+            "children": args.children or d["children"], "size": size}
+
+
+def _search(args: argparse.Namespace, env: dict[str, Any], out: Path | None,
+            random_search: bool = False) -> dict[str, Any]:
+    from segxai.nas import run_search
+
+    return run_search(env["teacher"], env["probe"], proxy=args.proxy,
+                      population=env["population"], iterations=env["iterations"],
+                      children_per_iteration=env["children"], budget=env["budget"],
+                      seed=args.seed, crossover_prob=args.crossover, random_search=random_search,
+                      backend=env["backend"], out_dir=out, progress=not args.quiet,
+                      fewshot_steps=env["fewshot"], device=args.device)
+
+
+# ---------------------------------------------------------------------------------- commands
+def run_search_cmd(args: argparse.Namespace) -> int:
+    env = _setup(args)
+    try:
+        summary = _search(args, env, args.out, random_search=args.random_search)
+    finally:
+        env["backend"].close()
+    b = summary["best"]
+    print(f"best ({args.proxy}): score {b['score']:.4g}, params {b['params']} "
+          f"({b['params'] / summary['teacher']['params']:.1%} of the teacher), "
+          f"FLOPs {b['flops']}, {summary['candidates_scored']} candidates in "
+          f"{summary['seconds']:.1f} s")
+    if args.out is not None:
+        print(f"wrote {args.out / 'search.json'}")
+    return 0
+
+
+def run_validate_cmd(args: argparse.Namespace) -> int:
+    from segxai.data import make_shapes
+    from segxai.models import TrainConfig
+    from segxai.nas import ScoringTask, SearchSpace, ValidationTask, run_validation
+    from segxai.nas.validate import sample_architectures, scatter_figure
+
+    env = _setup(args)
+    proxies = tuple(p.strip() for p in args.proxies.split(",") if p.strip())
+    probe = env["probe"]
+    m = args.architectures or (4 if args.quick else 16)
+    n_train = args.train_images or (48 if args.quick else 160)
+    epochs = args.epochs or (1 if args.quick else 5)
+    space = SearchSpace(num_classes=probe.num_classes, resolution=probe.input_shape[1:])
+    configs = sample_architectures(space, env["budget"], m, seed=args.seed)
+    task = ValidationTask(
+        scoring=ScoringTask(probe=probe, proxies=proxies, fewshot_steps=env["fewshot"],
+                            device=args.device),
+        train_data=make_shapes(n_train, size=env["size"], seed=args.seed + 30_000),
+        val_data=make_shapes(48 if args.quick else 100, size=env["size"], seed=args.seed + 40_000),
+        train_config=TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                                 seed=args.seed, restore_best=False))
+    try:
+        res = run_validation(task, configs, seed=args.seed, backend=env["backend"],
+                             out_dir=args.out, progress=not args.quiet)
+    finally:
+        env["backend"].close()
+    for c in res["correlations"]:
+        print(f"{c['proxy']:>12}: kendall tau {c['kendall_tau']:+.3f}  spearman rho "
+              f"{c['spearman_rho']:+.3f}  top-{c['k']} overlap {c['top_k_overlap']:.2f}")
+    if args.out is not None:
+        from segxai.report.html import save_figure
+
+        save_figure(scatter_figure(res["rows"], list(proxies), res["correlations"]),
+                    args.out / "scatter.png")
+        write_json(args.out / "validation.json", {
+            "correlations": res["correlations"], "architectures": m, "train_images": n_train,
+            "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr, "fewshot_steps": env["fewshot"],
+            "budget_params": env["budget"].max_params, "rows": res["rows"]})
+        print(f"wrote {args.out / 'validation.csv'} and {args.out / 'correlations.csv'}")
+    return 0
+
+
+def _load_best(directory: Path) -> dict[str, Any]:
+    path = Path(directory) / "search.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"--search: {path} not found (run 'segxai nas search' first)")
+    return json.loads(path.read_text(encoding="utf-8"))["best"]["config"]
+
+
+def run_train_cmd(args: argparse.Namespace) -> int:
+    import torch
+
+    from segxai.data import make_shapes
+    from segxai.models import TrainConfig, builtin_recipe, save_checkpoint
+    from segxai.nas import (
+        StudentConfig,
+        build_unet,
+        cpu_latency_ms,
+        train_student,
+    )
+    from segxai.nas.search import build_candidate
+    from segxai.nas.state import derive_seed
+
+    if args.config is not None and args.search is not None:
+        raise ValueError("--config/--search: give one of them")
+    env = _setup(args)
+    teacher, builtin = env["teacher"], env["builtin"]
+    try:
+        if args.config is not None:
+            config = json.loads(args.config)
+        elif args.search is not None:
+            config = _load_best(args.search)
+        else:
+            config = _search(args, env, args.out / "search" if args.out else None)["best"]["config"]
+    finally:
+        env["backend"].close()
+    recipe = builtin_recipe(quick=args.quick, seed=args.seed)
+    train_data = make_shapes(recipe.n_train, size=env["size"], seed=args.seed)
+    val_data = builtin.val_data if builtin is not None else make_shapes(
+        recipe.n_val, size=env["size"], seed=args.seed + 10_000)
+    tc = recipe.train
+    tc = TrainConfig(**{**tc.to_dict(), "patience": None, "restore_best": False,
+                        "epochs": args.epochs or tc.epochs})
+    sc = StudentConfig(alpha=args.alpha, lam=args.lam)
+    from segxai.models import evaluate_miou
+
+    shape = env["probe"].input_shape
+    from segxai.nas.counting import network_counts
+
+    tcount = network_counts(teacher, shape)
+    rows = [{"model": "teacher", "params": tcount["params"], "flops": tcount["flops"],
+             "val_miou": evaluate_miou(teacher, val_data, device=args.device),
+             "cpu_latency_ms": cpu_latency_ms(teacher, shape), "config": None}]
+    entries = [("student", config)]
+    if args.baseline_search is not None:
+        entries.append(("baseline", _load_best(args.baseline_search)))
+    models = {}
+    for name, cfg in entries:
+        torch.set_num_threads(1)
+        model = build_candidate(build_unet, cfg, derive_seed(args.seed, "student", name))
+        res = train_student(model, train_data, tc, teacher=teacher, student_config=sc,
+                            val_data=val_data, device=args.device, progress=not args.quiet)
+        models[name] = model
+        counts = network_counts(model, shape)
+        rows.append({"model": name, "params": counts["params"],
+                     "flops": counts["flops"], "val_miou": res["val_miou"],
+                     "cpu_latency_ms": cpu_latency_ms(model, shape),
+                     "train_seconds": res["seconds"], "config": cfg})
+    t = rows[0]
+    for r in rows[1:]:
+        r["params_ratio"] = r["params"] / t["params"]
+        r["miou_ratio"] = r["val_miou"] / t["val_miou"] if t["val_miou"] else None
+    print(json.dumps([{k: v for k, v in r.items() if k != "config"} for r in rows], indent=1))
+    if args.out is not None:
+        save_checkpoint(models["student"], args.out / "student",
+                        class_names=val_data.class_names, extra={"student": sc.to_dict()})
+        write_json(args.out / "metrics.json", {"models": rows, "student_config": sc.to_dict(),
+                                                "train": tc.to_dict()})
+        print(f"wrote {args.out / 'metrics.json'}")
+    return 0

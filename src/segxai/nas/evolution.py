@@ -1,0 +1,310 @@
+"""Zen-NAS-style evolutionary search with checkpointed, resumable state.
+
+The loop follows Zen-NAS Algorithm 1 (Lin et al., ICCV 2021), which CAM-NAS reuses: the
+population starts empty; while it holds at most 10 members a child is the initial structure
+``F0`` with one gene mutated, afterwards a uniformly chosen member with two genes mutated;
+children over the budget (parameters, FLOPs, depth) are rejected without a penalty; the
+population is trimmed to ``N`` by dropping the lowest scores; the best member is returned.
+
+To let the scoring fan out (see :mod:`segxai.nas.backends`) each iteration draws
+``children_per_iteration`` children from the same population and scores them as one batch;
+the batch size is a search setting, not a backend property, so the result does not depend on
+the backend. Each candidate's seed is derived from the search seed and the candidate's
+configuration (:func:`~segxai.nas.state.derive_seed`), never from global random state.
+
+The state (population, NumPy generator state, evaluated cache, history) is written atomically
+after every iteration; a search restarted on the same state file resumes and returns the same
+result as an uninterrupted run. Setting the environment variable ``SEGXAI_NAS_KILL_AFTER=k``
+makes the process SIGKILL itself right after checkpointing iteration ``k`` (used by the
+resume test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from segxai.core.checks import check_fraction, check_positive_int
+from segxai.nas.state import atomic_write_json, config_key, derive_seed, read_json
+
+__all__ = ["Budget", "EvolutionSettings", "SearchResult", "SpaceLike", "evolve"]
+
+STATE_VERSION = 1
+KILL_ENV = "SEGXAI_NAS_KILL_AFTER"
+
+
+class SpaceLike(Protocol):
+    """What the search needs from a search space."""
+
+    def initial(self) -> dict[str, Any]: ...
+
+    def mutate(self, config: dict[str, Any], num_genes: int,
+               rng: np.random.Generator) -> dict[str, Any]: ...
+
+    def crossover(self, a: dict[str, Any], b: dict[str, Any],
+                  rng: np.random.Generator) -> dict[str, Any]: ...
+
+    def measure(self, config: dict[str, Any]) -> dict[str, int]: ...
+
+    def sample(self, rng: np.random.Generator) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Hard limits; a child over any of them is rejected (``None`` = no limit).
+
+    Attributes:
+        max_params: parameter count.
+        max_flops: FLOPs of one forward pass at the search resolution.
+        max_depth: number of encoder stages.
+    """
+
+    max_params: int | None = None
+    max_flops: int | None = None
+    max_depth: int | None = None
+
+    def admits(self, measures: dict[str, int]) -> bool:
+        """Whether ``measures`` (``params``, ``flops``, ``depth``) fit the budget."""
+        for key, limit in (("params", self.max_params), ("flops", self.max_flops),
+                           ("depth", self.max_depth)):
+            if limit is not None and int(measures[key]) > int(limit):
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class EvolutionSettings:
+    """Settings of one search (they are stored in the state; resuming requires the same).
+
+    Attributes:
+        population: population size ``N``.
+        iterations: number of iterations ``T``.
+        children_per_iteration: children drawn and scored per iteration.
+        seed: search seed.
+        crossover_prob: probability that a child starts as a uniform crossover of two
+            members (0 = Zen-NAS, no crossover).
+        max_attempts: tries to draw a new admissible child before giving up on that slot.
+        random_search: ignore the population and sample every child uniformly from the
+            space (the random-search baseline, same budget and candidate count).
+        tag: free text that must match on resume (e.g. the proxy name).
+    """
+
+    population: int = 32
+    iterations: int = 20
+    children_per_iteration: int = 4
+    seed: int = 0
+    crossover_prob: float = 0.0
+    max_attempts: int = 100
+    random_search: bool = False
+    tag: str = ""
+
+    def __post_init__(self) -> None:
+        check_positive_int(self.population, "population")
+        check_positive_int(self.iterations, "iterations", minimum=0)
+        check_positive_int(self.children_per_iteration, "children_per_iteration")
+        check_positive_int(self.max_attempts, "max_attempts")
+        check_fraction(self.crossover_prob, "crossover_prob")
+
+
+@dataclass
+class SearchResult:
+    """Outcome of :func:`evolve`.
+
+    Attributes:
+        best: the best member: ``config``, ``score``, ``params``, ``flops``, ``depth``.
+        population: final population, best first.
+        candidates_scored: distinct candidates scored (cache hits not counted).
+        rejected: children rejected by the budget.
+        history: per iteration: best score, params, FLOPs and candidates scored so far.
+        seconds: wall time summed over all (resumed) runs.
+        resumed_from: iteration the last run resumed from (0 = fresh).
+    """
+
+    best: dict[str, Any]
+    population: list[dict[str, Any]]
+    candidates_scored: int
+    rejected: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    resumed_from: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+Evaluator = Callable[[list[dict[str, Any]], list[int]], list[float]]
+
+
+def _fresh_state(settings: EvolutionSettings, space_id: str, budget: Budget) -> dict[str, Any]:
+    rng = np.random.Generator(np.random.PCG64(settings.seed))
+    return {"version": STATE_VERSION, "settings": asdict(settings), "space": space_id,
+            "budget": asdict(budget), "iteration": 0, "population": [], "cache": {},
+            "measures": {}, "rng": rng.bit_generator.state, "candidates_scored": 0,
+            "rejected": 0, "history": [], "seconds": 0.0}
+
+
+def _rank(population: list[list[Any]]) -> list[list[Any]]:
+    # best first; ties broken by the configuration string for determinism
+    return sorted(population, key=lambda item: (-item[1], item[0]))
+
+
+def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *,
+           budget: Budget | None = None, state_path: str | Path | None = None,
+           progress: bool = True, space_id: str = "") -> SearchResult:
+    """Run (or resume) the evolutionary search.
+
+    Args:
+        space: the search space (initial structure, mutation, crossover, measures).
+        evaluate: scores a batch: ``evaluate(configs, seeds) -> scores`` (larger = better;
+            non-finite scores count as failures and rank last).
+        settings: population, iterations, seed, ...
+        budget: hard limits on parameters, FLOPs and depth.
+        state_path: JSON checkpoint; if it exists with the same settings the search resumes.
+        progress: show a progress bar with the best score, parameters and FLOPs.
+        space_id: text identifying the space (checked on resume).
+
+    Returns:
+        The :class:`SearchResult`.
+    """
+    budget = budget or Budget()
+    state_path = Path(state_path) if state_path is not None else None
+    state = None
+    resumed_from = 0
+    if state_path is not None and state_path.exists():
+        state = read_json(state_path)
+        expected = _fresh_state(settings, space_id, budget)
+        for key in ("version", "settings", "space", "budget"):
+            if state.get(key) != expected[key]:
+                raise ValueError(f"state_path: {state_path} holds a search with different "
+                                 f"{key} ({state.get(key)!r} vs {expected[key]!r}); use "
+                                 "another output directory or delete it")
+        resumed_from = int(state["iteration"])
+    if state is None:
+        state = _fresh_state(settings, space_id, budget)
+    rng = np.random.Generator(np.random.PCG64())
+    rng.bit_generator.state = state["rng"]
+    cache: dict[str, float] = state["cache"]
+    measures: dict[str, dict[str, int]] = state["measures"]
+    population: list[list[Any]] = state["population"]
+    configs: dict[str, dict[str, Any]] = {}
+    kill_after = os.environ.get(KILL_ENV)
+    t_start = time.perf_counter()
+    seconds_before = float(state["seconds"])
+
+    def measure(cfg: dict[str, Any]) -> dict[str, int]:
+        key = config_key(cfg)
+        if key not in measures:
+            measures[key] = {k: int(v) for k, v in space.measure(cfg).items()}
+        return measures[key]
+
+    f0 = space.initial()
+
+    def draw(taken: set[str]) -> dict[str, Any] | None:
+        for _ in range(settings.max_attempts):
+            if settings.random_search:
+                child = space.sample(rng)
+            else:
+                if len(population) <= 10:
+                    parent, n_genes = f0, 1
+                else:
+                    parent = configs_of(population[int(rng.integers(len(population)))][0])
+                    n_genes = 2
+                if settings.crossover_prob > 0 and len(population) >= 2 \
+                        and rng.random() < settings.crossover_prob:
+                    i, j = rng.choice(len(population), size=2, replace=False)
+                    parent = space.crossover(configs_of(population[int(i)][0]),
+                                             configs_of(population[int(j)][0]), rng)
+                child = space.mutate(parent, n_genes, rng)
+            key = config_key(child)
+            if key in taken:
+                continue
+            if not budget.admits(measure(child)):
+                state["rejected"] += 1
+                continue
+            return child
+        return None
+
+    def configs_of(key: str) -> dict[str, Any]:
+        if key not in configs:
+            configs[key] = json.loads(key)
+        return configs[key]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=settings.iterations, initial=int(state["iteration"]), desc="nas search",
+                   leave=False)
+    try:
+        if state["iteration"] == 0 and not population:
+            # score F0 itself first (if admissible)
+            if budget.admits(measure(f0)):
+                key = config_key(f0)
+                score = _score_batch(evaluate, [f0], settings.seed, cache, state)[0]
+                population.append([key, score])
+        while state["iteration"] < settings.iterations:
+            taken = {item[0] for item in population}
+            children = []
+            for _ in range(settings.children_per_iteration):
+                child = draw(taken)
+                if child is None:
+                    continue
+                taken.add(config_key(child))
+                children.append(child)
+            scores = _score_batch(evaluate, children, settings.seed, cache, state)
+            for child, score in zip(children, scores):
+                population.append([config_key(child), score])
+            population[:] = _rank(population)[: settings.population]
+            state["iteration"] += 1
+            best_key, best_score = population[0]
+            m = measure(configs_of(best_key))
+            state["history"].append({"iteration": state["iteration"], "best_score": best_score,
+                                     "params": m["params"], "flops": m["flops"],
+                                     "candidates_scored": state["candidates_scored"]})
+            state["rng"] = rng.bit_generator.state
+            state["seconds"] = seconds_before + time.perf_counter() - t_start
+            if state_path is not None:
+                atomic_write_json(state_path, state)
+                if kill_after is not None and state["iteration"] >= int(kill_after):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(best=f"{best_score:.4g}", params=m["params"], flops=m["flops"])
+    finally:
+        if bar is not None:
+            bar.close()
+    state["seconds"] = seconds_before + time.perf_counter() - t_start
+    if state_path is not None:
+        atomic_write_json(state_path, state)
+    if not population:
+        raise ValueError("budget: no admissible candidate was found; relax the budget")
+    members = []
+    for key, score in population:
+        m = measure(configs_of(key))
+        members.append({"config": configs_of(key), "score": score, **m})
+    return SearchResult(best=members[0], population=members,
+                        candidates_scored=int(state["candidates_scored"]),
+                        rejected=int(state["rejected"]), history=list(state["history"]),
+                        seconds=float(state["seconds"]), resumed_from=resumed_from)
+
+
+def _score_batch(evaluate: Evaluator, children: Sequence[dict[str, Any]], seed: int,
+                 cache: dict[str, float], state: dict[str, Any]) -> list[float]:
+    keys = [config_key(c) for c in children]
+    todo = [i for i, k in enumerate(keys) if k not in cache]
+    if todo:
+        new = evaluate([children[i] for i in todo], [derive_seed(seed, keys[i]) for i in todo])
+        if len(new) != len(todo):
+            raise ValueError(f"evaluate: returned {len(new)} scores for {len(todo)} candidates")
+        for i, s in zip(todo, new):
+            s = float(s)
+            cache[keys[i]] = s if np.isfinite(s) else -1e300
+        state["candidates_scored"] += len(todo)
+    return [cache[k] for k in keys]

@@ -1,0 +1,242 @@
+"""Proxy validation: do the proxies rank architectures like their trained mIoU?
+
+``M`` architectures are sampled uniformly under the budget; each is scored by every proxy at
+the same initialisation and trained with one identical short schedule
+(:func:`segxai.models.train_model`); Kendall τ and Spearman ρ (``scipy.stats``) of every proxy
+against the trained mIoU and the top-k overlap (share of the k best architectures by mIoU
+that are also among the k best by the proxy) are reported.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from segxai.core.checks import check_positive_int
+from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
+from segxai.nas.evolution import Budget
+from segxai.nas.search import ScoringTask, build_candidate, score_candidate
+from segxai.nas.space import SearchSpace
+from segxai.nas.state import atomic_write_json, config_key, derive_seed, read_json
+
+__all__ = ["ValidationTask", "correlations", "run_validation", "sample_architectures",
+           "validation_item"]
+
+
+def sample_architectures(space: SearchSpace, budget: Budget | None, m: int, seed: int = 0,
+                         max_draws: int = 100_000) -> list[dict[str, Any]]:
+    """``m`` distinct configurations drawn uniformly from ``space`` inside ``budget``.
+
+    Args:
+        space: the search space.
+        budget: hard limits (``None``: none).
+        m: how many.
+        seed: sampling seed.
+        max_draws: give up after this many draws.
+
+    Returns:
+        The configurations, in draw order.
+    """
+    check_positive_int(m, "m")
+    budget = budget or Budget()
+    rng = np.random.Generator(np.random.PCG64(seed))
+    out: dict[str, dict[str, Any]] = {}
+    for _ in range(max_draws):
+        cfg = space.sample(rng)
+        key = config_key(cfg)
+        if key in out or not budget.admits(space.measure(cfg)):
+            continue
+        out[key] = cfg
+        if len(out) == m:
+            return list(out.values())
+    raise ValueError(f"budget: only {len(out)} admissible architectures found in {max_draws} "
+                     f"draws, {m} requested; relax the budget")
+
+
+@dataclass
+class ValidationTask:
+    """Shared input of every validation work item (proxies + one training run).
+
+    Attributes:
+        scoring: the proxies and probe set.
+        train_data: training split (``SegDataset``).
+        val_data: evaluation split.
+        train_config: the identical short schedule (``segxai.models.TrainConfig``).
+    """
+
+    scoring: ScoringTask
+    train_data: Any
+    val_data: Any
+    train_config: Any
+
+
+def validation_item(task: ValidationTask, item: tuple[dict[str, Any], int]) -> dict[str, Any]:
+    """Proxies, parameter/FLOP counts and trained mIoU of one architecture."""
+    from segxai.models import evaluate_miou, train_model
+    from segxai.nas.counting import network_counts
+
+    config, seed = item
+    scores = score_candidate(task.scoring, item)
+    with single_thread(task.scoring.threads):
+        model = build_candidate(task.scoring.builder, config, seed)
+        counts = network_counts(model, task.scoring.probe.input_shape)
+        params, flops = counts["params"], counts["flops"]
+        result = train_model(model, task.train_data, None, task.train_config,
+                             device=task.scoring.device, progress=False)
+        miou = evaluate_miou(model, task.val_data, device=task.scoring.device)
+    return {"config": config, "scores": scores, "params": params, "flops": flops,
+            "trained_miou": miou, "train_seconds": result.seconds}
+
+
+def correlations(rows: list[dict[str, Any]], proxies: list[str],
+                 top_fraction: float = 0.2) -> list[dict[str, Any]]:
+    """Kendall τ, Spearman ρ and top-k overlap of every proxy against trained mIoU.
+
+    Args:
+        rows: results of :func:`validation_item`.
+        proxies: proxy names.
+        top_fraction: k = max(2, round(top_fraction · M)).
+
+    Returns:
+        One dict per proxy: ``proxy, kendall_tau, spearman_rho, top_k_overlap, k``.
+    """
+    from scipy import stats
+
+    miou = np.array([r["trained_miou"] for r in rows], dtype=float)
+    k = max(2, int(round(top_fraction * len(rows))))
+    top_true = set(np.argsort(-miou, kind="stable")[:k].tolist())
+    out = []
+    for p in proxies:
+        s = np.array([r["scores"][p] for r in rows], dtype=float)
+        s = np.where(np.isfinite(s), s, -1e300)
+        tau = stats.kendalltau(s, miou).statistic
+        rho = stats.spearmanr(s, miou).statistic
+        top_p = set(np.argsort(-s, kind="stable")[:k].tolist())
+        out.append({"proxy": p, "kendall_tau": _clean(tau), "spearman_rho": _clean(rho),
+                    "top_k_overlap": len(top_p & top_true) / k, "k": k})
+    return out
+
+
+def _clean(v: float) -> float:
+    v = float(v)
+    return v if math.isfinite(v) else 0.0
+
+
+def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed: int = 0,
+                   backend: InProcessBackend | RayBackend | None = None,
+                   out_dir: str | Path | None = None, progress: bool = True,
+                   chunk: int = 4, top_fraction: float = 0.2) -> dict[str, Any]:
+    """Score and train every architecture; write ``validation.csv``/``correlations.csv``.
+
+    Finished architectures are checkpointed in ``validation_state.json`` after every chunk of
+    ``chunk`` items, so a killed run resumes where it stopped.
+
+    Args:
+        task: proxies, probe, data and schedule.
+        configs: the architectures (:func:`sample_architectures`).
+        seed: seeds of the candidates are derived from it and each configuration.
+        backend: in-process (default) or Ray.
+        out_dir: output directory (``None``: nothing written, nothing resumed).
+        progress: progress bar.
+        chunk: items per checkpoint.
+        top_fraction: see :func:`correlations`.
+
+    Returns:
+        ``rows`` (per architecture), ``correlations``, ``proxies``.
+    """
+    backend = backend or InProcessBackend()
+    out = Path(out_dir) if out_dir is not None else None
+    state_file = out / "validation_state.json" if out is not None else None
+    done: dict[str, dict[str, Any]] = {}
+    if state_file is not None and state_file.exists():
+        saved = read_json(state_file)
+        if saved.get("proxies") == list(task.scoring.proxies) and saved.get("seed") == seed:
+            done = saved["done"]
+    todo = [c for c in configs if config_key(c) not in done]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="nas validate",
+                   leave=False)
+    try:
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            items = [(c, derive_seed(seed, config_key(c))) for c in part]
+            for c, r in zip(part, backend.map(validation_item, task, items)):
+                done[config_key(c)] = r
+            if state_file is not None:
+                atomic_write_json(state_file, {"proxies": list(task.scoring.proxies),
+                                               "seed": seed, "done": done})
+            if bar is not None:
+                bar.update(len(part))
+    finally:
+        if bar is not None:
+            bar.close()
+    rows = [done[config_key(c)] for c in configs]
+    proxies = list(task.scoring.proxies)
+    corr = correlations(rows, proxies, top_fraction)
+    if out is not None:
+        write_validation_csv(out, rows, proxies, corr)
+    return {"rows": rows, "correlations": corr, "proxies": proxies}
+
+
+def arch_name(config: dict[str, Any]) -> str:
+    """A short readable name of a configuration."""
+    mults = config.get("width_multipliers")
+    mult = "-".join(f"{m:g}" for m in mults) if mults is not None else "double"
+    dec = config["decoder_width"] if config["decoder_width"] is not None else "m"
+    return (f"d{config['depth']}w{config['base_width']}x{mult}k{config['kernel_size']}"
+            f"{config['block'][0]}D{dec}")
+
+
+def write_validation_csv(out: Path, rows: list[dict[str, Any]], proxies: list[str],
+                         corr: list[dict[str, Any]]) -> None:
+    """``validation.csv`` (architecture, proxy, score, trained_miou) and
+    ``correlations.csv`` (proxy, kendall_tau, spearman_rho, top_k_overlap)."""
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "validation.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["architecture", "proxy", "score", "trained_miou", "params", "flops"])
+        for r in rows:
+            for p in proxies:
+                w.writerow([arch_name(r["config"]), p, repr(float(r["scores"][p])),
+                            repr(float(r["trained_miou"])), r["params"], r["flops"]])
+    with open(out / "correlations.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["proxy", "kendall_tau", "spearman_rho", "top_k_overlap"])
+        for c in corr:
+            w.writerow([c["proxy"], repr(c["kendall_tau"]), repr(c["spearman_rho"]),
+                        repr(c["top_k_overlap"])])
+
+
+def scatter_figure(rows: list[dict[str, Any]], proxies: list[str], corr: list[dict[str, Any]]):
+    """A matplotlib figure: one scatter plot (proxy score vs trained mIoU) per proxy."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(proxies)
+    cols = min(4, n)
+    nrows = int(math.ceil(n / cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.2 * cols, 2.8 * nrows), squeeze=False)
+    miou = [r["trained_miou"] for r in rows]
+    by_proxy = {c["proxy"]: c for c in corr}
+    for ax, p in zip(axes.flat, proxies):
+        s = [r["scores"][p] for r in rows]
+        ax.scatter(s, miou, s=12)
+        c = by_proxy[p]
+        ax.set_title(f"{p}: τ={c['kendall_tau']:.2f} ρ={c['spearman_rho']:.2f}", fontsize=9)
+        ax.set_xlabel("proxy score", fontsize=8)
+        ax.set_ylabel("trained mIoU", fontsize=8)
+        if p in ("params", "flops"):
+            ax.set_xscale("log")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,105 @@
+"""``segxai nas search|validate|train`` end to end on a tiny teacher, and the student trainer."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from segxai.cli import main
+from segxai.data import make_shapes
+from segxai.models import TrainConfig, UNet, UNetConfig, save_checkpoint
+from segxai.nas import StudentConfig, cpu_latency_ms, train_student
+from segxai.nas.search import build_candidate
+from segxai.nas.space import build_unet
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    net = UNet(UNetConfig(depth=2, base_width=4, num_classes=5))
+    with torch.no_grad():
+        net.head.bias.copy_(torch.tensor([0.0, 0.3, 0.3, 0.3, 0.3]))
+    return save_checkpoint(net.eval(), tmp_path_factory.mktemp("teacher"))
+
+
+def test_search_command_writes_search_json(teacher_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    args = ["nas", "search", "--quick", "--quiet", "--teacher", str(teacher_dir), "--out",
+            str(out), "--population", "4", "--iterations", "2", "--children", "2",
+            "--probe-images", "2", "--budget-params", "0.5"]
+    assert main(args) == 0
+    res = json.loads((out / "search.json").read_text())
+    assert set(res["best"]) >= {"config", "params", "flops", "score"}
+    assert set(res["teacher"]) >= {"params", "flops"}
+    assert res["best"]["params"] <= 0.5 * res["teacher"]["params"]
+    assert res["candidates_scored"] >= 3 and res["seconds"] > 0
+    UNetConfig.from_dict(res["best"]["config"])
+    # a second run resumes the finished state: same result, nothing re-scored
+    assert main(args) == 0
+    again = json.loads((out / "search.json").read_text())
+    assert again["best"] == res["best"] and again["resumed_from"] == 2
+
+
+def test_validate_command_writes_csvs(teacher_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "v"
+    assert main(["nas", "validate", "--quick", "--quiet", "--teacher", str(teacher_dir),
+                 "--out", str(out), "--architectures", "3", "--train-images", "16",
+                 "--epochs", "1", "--proxies", "cam,params,random", "--probe-images", "2",
+                 "--budget-params", "6000"]) == 0
+    with open(out / "validation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 9
+    assert set(rows[0]) >= {"architecture", "proxy", "score", "trained_miou"}
+    with open(out / "correlations.csv") as fh:
+        corr = list(csv.DictReader(fh))
+    assert [c["proxy"] for c in corr] == ["cam", "params", "random"]
+    for c in corr:
+        assert -1 <= float(c["kendall_tau"]) <= 1 and 0 <= float(c["top_k_overlap"]) <= 1
+    assert (out / "scatter.png").is_file()
+
+
+def test_train_command_writes_metrics(teacher_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "t"
+    cfg = json.dumps(UNetConfig(depth=2, base_width=2, num_classes=5).to_dict())
+    assert main(["nas", "train", "--quick", "--quiet", "--teacher", str(teacher_dir), "--out",
+                 str(out), "--config", cfg, "--epochs", "1", "--probe-images", "2"]) == 0
+    m = json.loads((out / "metrics.json").read_text())
+    names = [r["model"] for r in m["models"]]
+    assert names == ["teacher", "student"]
+    s = m["models"][1]
+    assert 0 <= s["val_miou"] <= 1 and s["params"] < m["models"][0]["params"]
+    assert s["cpu_latency_ms"] > 0
+    assert (out / "student" / "model.safetensors").is_file()
+
+
+def test_cli_rejects_bad_arguments(teacher_dir: Path, tmp_path: Path) -> None:
+    assert main(["nas", "search", "--quiet", "--teacher", str(teacher_dir), "--proxy", "nope",
+                 "--out", str(tmp_path / "x"), "--probe-images", "2"]) == 2
+    assert main(["nas", "train", "--quiet", "--teacher", str(teacher_dir),
+                 "--search", str(tmp_path / "missing"), "--probe-images", "2"]) == 2
+
+
+def test_student_distillation_and_saliency_terms_train() -> None:
+    torch.manual_seed(0)
+    teacher = UNet(UNetConfig(depth=2, base_width=4, num_classes=5)).eval()
+    with torch.no_grad():
+        teacher.head.bias.copy_(torch.tensor([0.0, 0.3, 0.3, 0.3, 0.3]))
+    data = make_shapes(16, size=32, seed=1)
+    tc = TrainConfig(epochs=2, batch_size=8, lr=1e-2, seed=0, restore_best=False)
+    student = build_candidate(build_unet, UNetConfig(depth=2, base_width=2, num_classes=5)
+                              .to_dict(), seed=0)
+    before = {k: v.clone() for k, v in student.state_dict().items()}
+    res = train_student(student, data, tc, teacher=teacher,
+                        student_config=StudentConfig(alpha=0.5, lam=1.0), val_data=data,
+                        progress=False)
+    assert len(res["loss_history"]) == 4
+    assert all(torch.isfinite(torch.tensor(res["loss_history"])))
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+    assert 0 <= res["val_miou"] <= 1
+    with pytest.raises(ValueError, match="teacher"):
+        train_student(student, data, tc, student_config=StudentConfig(lam=1.0))
+    assert cpu_latency_ms(student, (3, 32, 32), repeats=3, warmup=1) > 0
