@@ -1,0 +1,63 @@
+"""Explanation attacks: keep the segmentation, move the explanation.
+
+* :func:`attack` (Dombrowski et al. 2019 generalised to segmentation; Gipiškis et al. 2023):
+  Adam in pixel space, L∞ ball, ReLU → Softplus(β) with growing β, evaluation on the ReLU model.
+* :func:`evaluate_attack`: the same metrics for any explainer, e.g. perturbation explainers
+  measured on the x_adv transferred from a gradient attack.
+* :mod:`segxai.attack.targets`: target maps (shift, mirror, box, other image).
+* :mod:`segxai.attack.softplus`: the in-place, always-restored Softplus(β) surgery.
+* :mod:`segxai.attack.study`: attack success rates per explainer, with the β-smoothing defence.
+"""
+
+from segxai.attack.attack import (
+    AttackConfig,
+    AttackResult,
+    attack,
+    evaluate_attack,
+    make_explainer,
+    parse_epsilon,
+)
+from segxai.attack.metrics import (
+    argmax_iou,
+    map_mse,
+    map_pearson,
+    map_ssim,
+    max_prob_change,
+    normalize_map,
+    perturbation_sizes,
+    pixel_agreement,
+)
+from segxai.attack.softplus import SoftplusBeta, SoftplusSwap, count_replaceable, softplus_model
+from segxai.attack.targets import (
+    TARGET_KINDS,
+    box_map,
+    make_target_map,
+    mirror_map,
+    shift_map,
+)
+
+__all__ = [
+    "TARGET_KINDS",
+    "AttackConfig",
+    "AttackResult",
+    "SoftplusBeta",
+    "SoftplusSwap",
+    "argmax_iou",
+    "attack",
+    "box_map",
+    "count_replaceable",
+    "evaluate_attack",
+    "make_explainer",
+    "make_target_map",
+    "map_mse",
+    "map_pearson",
+    "map_ssim",
+    "max_prob_change",
+    "mirror_map",
+    "normalize_map",
+    "parse_epsilon",
+    "perturbation_sizes",
+    "pixel_agreement",
+    "shift_map",
+    "softplus_model",
+]
