@@ -40,7 +40,18 @@ def main() -> None:
     with torch.no_grad():
         pred = model(x)["out"].argmax(1)[0]
     counts = torch.bincount(pred.flatten(), minlength=5)
-    cls = int(counts.argmax())
+    # the most frequent predicted class whose Grad-CAM is not all-negative (a map of zeros
+    # after the ReLU would make the agreement meaningless)
+    cls = None
+    for c in counts.argsort(descending=True).tolist():
+        if counts[c] == 0:
+            break
+        trial = segxai.Target.from_mask(pred == c, c)
+        if float(segxai.explain(model, x, trial, layer="backbone.16").maps.max()) > 0:
+            cls = c
+            break
+    if cls is None:
+        raise SystemExit("no predicted class with a non-zero Grad-CAM; try another --size")
     roi = (pred == cls)
     target = segxai.Target.from_mask(roi, cls)
     roi_f = roi.float()

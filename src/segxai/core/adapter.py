@@ -19,6 +19,7 @@ The adapter also knows the input normalisation ``(pixel - mean) / std`` so that 
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -32,6 +33,11 @@ __all__ = ["ModelAdapter", "adapt"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# (number of classes, one-channel model) per wrapped model, learnt from its first forward, so
+# that a fresh adapter around the same model does not need a probe forward again.
+_MODEL_INFO: weakref.WeakKeyDictionary[Any, tuple[int, bool]] = weakref.WeakKeyDictionary()
 
 
 class PassCounter:
@@ -113,6 +119,12 @@ class ModelAdapter:
         self.counter = PassCounter()
         self.binary = False
         self._num_classes: int | None = None
+        try:
+            known = _MODEL_INFO.get(model)
+        except TypeError:  # not weak-referenceable
+            known = None
+        if known is not None:
+            self._num_classes, self.binary = known
 
     # ------------------------------------------------------------------ placement
     @property
@@ -153,6 +165,10 @@ class ModelAdapter:
             out = F.interpolate(out, size=tuple(size), mode=self.upsample_mode, **kwargs)
         if self._num_classes is None:
             self._num_classes = out.shape[1]
+            try:
+                _MODEL_INFO[self.model] = (self._num_classes, self.binary)
+            except TypeError:
+                pass
         return out
 
     def probabilities(self, logits: Tensor) -> Tensor:
