@@ -121,7 +121,7 @@ def main() -> None:
     print(f"model deeplabv3_mobilenet_v3_large (5 classes), input 1x3x{args.size}x{args.size}, "
           f"class {cls}, ROI {int(roi.sum())} px, torch threads {args.threads}, "
           f"{args.rounds} interleaved rounds (median)")
-    print(f"| ours | peer | ours s | peer s | peer/ours | agreement |")
+    print("| ours | peer | ours s | peer s | peer/ours | agreement |")
     print("|---|---|---|---|---|---|")
     for ours, peer, a, b, agree in rows:
         print(f"| {ours} | {peer} | {a:.3f} | {b:.3f} | {b / a:.2f}x | {agree} |")
