@@ -14,6 +14,7 @@ Example:
     torch.Size([2, 32, 32])
 """
 
+from segxai import explainers as _explainers  # noqa: E402,F401  (registers built-in methods)
 from segxai.core import (
     Cost,
     Explainer,
@@ -32,8 +33,6 @@ from segxai.core import (
     top_p,
     zscore,
 )
-
-from segxai import explainers as _explainers  # noqa: E402,F401  (registers built-in methods)
 
 __version__ = "0.1.0"
 
