@@ -1,0 +1,203 @@
+"""Real images that ship inside installed packages (optional extra ``data``).
+
+The files are read by path; the packages are never imported (they are installed with
+``pip install --no-deps`` and may not even be importable):
+
+* ``nuclei``: the ``stardist`` wheel's ``data/images/img2d.tif`` and ``mask2d.tif`` (512×512
+  fluorescence nuclei with 125 instance labels), read with ``tifffile``; instances become the
+  class *nucleus* (foreground/background), cut into tiles.
+* ``brain``: the ``nilearn`` wheel's MNI152 2009a T1 template with its grey- and white-matter
+  probability maps (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``),
+  read with ``nibabel``; probabilities thresholded at 0.5 give the labels background, grey
+  matter, white matter on axial slices.
+"""
+
+from __future__ import annotations
+
+import site
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segxai.data.dataset import SegDataset
+
+__all__ = [
+    "BRAIN_CLASSES",
+    "NUCLEI_CLASSES",
+    "find_package_file",
+    "load_brain",
+    "load_nuclei",
+]
+
+NUCLEI_CLASSES = ["background", "nucleus"]
+BRAIN_CLASSES = ["background", "grey matter", "white matter"]
+_STARDIST = ("stardist/data/images/img2d.tif", "stardist/data/images/mask2d.tif")
+_MNI = "nilearn/datasets/data/mni_icbm152_{}_tal_nlin_sym_09a_converted.nii.gz"
+
+
+def _search_dirs() -> list[Path]:
+    dirs: list[str] = list(sys.path)
+    try:
+        dirs += site.getsitepackages()
+    except AttributeError:  # some embedded interpreters lack it
+        pass
+    user = getattr(site, "getusersitepackages", None)
+    if user is not None:
+        dirs.append(user())
+    seen, out = set(), []
+    for d in dirs:
+        if d and d not in seen:
+            seen.add(d)
+            out.append(Path(d))
+    return out
+
+
+def find_package_file(relative: str) -> Path | None:
+    """The first ``DIR/relative`` that exists for ``DIR`` in ``sys.path`` and the site-packages
+    directories (without importing any package), or ``None``."""
+    for d in _search_dirs():
+        p = d / relative
+        if p.is_file():
+            return p
+    return None
+
+
+def _require(relative: str, package: str, reader: str) -> Path:
+    path = find_package_file(relative)
+    if path is None:
+        raise FileNotFoundError(
+            f"{relative} not found in sys.path or site-packages; install the optional data "
+            f"with `pip install --no-deps {package}` and `pip install {reader}` "
+            "(or `pip install segxai[data]`)")
+    return path
+
+
+def _import_reader(name: str):
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise FileNotFoundError(f"the {name} package is needed to read this data; "
+                                f"install it with `pip install {name}`") from None
+
+
+def _check_int(value: object, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def _to_channels(gray: np.ndarray, channels: int) -> torch.Tensor:
+    """``(N, H, W)`` in [0, 1] → ``(N, C, H, W)`` float32 (the gray value repeated)."""
+    t = torch.from_numpy(np.ascontiguousarray(gray, dtype=np.float32)).unsqueeze(1)
+    return t.repeat(1, channels, 1, 1)
+
+
+def load_nuclei(tile: int = 128, stride: int | None = None, channels: int = 3) -> SegDataset:
+    """Fluorescence nuclei from the ``stardist`` wheel as foreground/background tiles.
+
+    The image is scaled to ``[0, 1]`` between its 1st and 99.8th percentiles; every instance
+    label becomes class 1 (*nucleus*).
+
+    Args:
+        tile: tile height = width (8 to 512).
+        stride: step between tiles (default ``tile``: non-overlapping).
+        channels: image channels (the gray value repeated; 3 for RGB models).
+
+    Returns:
+        A :class:`SegDataset` with ``class_names == NUCLEI_CLASSES``; ``meta`` records the
+        number of instances and the tile positions.
+
+    Raises:
+        FileNotFoundError: the ``stardist`` files or ``tifffile`` are not installed.
+    """
+    tile = _check_int(tile, "tile", 8)
+    if tile > 512:
+        raise ValueError(f"tile: expected at most 512 (the image size), got {tile}")
+    stride = tile if stride is None else _check_int(stride, "stride", 1)
+    channels = _check_int(channels, "channels", 1)
+    tifffile = _import_reader("tifffile")
+    img_path = _require(_STARDIST[0], "stardist", "tifffile")
+    mask_path = _require(_STARDIST[1], "stardist", "tifffile")
+    img = np.asarray(tifffile.imread(str(img_path)), dtype=np.float32)
+    inst = np.asarray(tifffile.imread(str(mask_path)))
+    if img.shape != inst.shape or img.ndim != 2:
+        raise ValueError(f"nuclei: unexpected file shapes {img.shape} and {inst.shape}")
+    lo, hi = np.percentile(img, [1.0, 99.8])
+    img = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
+    labels = (inst > 0).astype(np.int64)
+    h, w = img.shape
+    pos = [(y, x) for y in range(0, h - tile + 1, stride) for x in range(0, w - tile + 1, stride)]
+    images = np.stack([img[y:y + tile, x:x + tile] for y, x in pos])
+    masks = np.stack([labels[y:y + tile, x:x + tile] for y, x in pos])
+    meta = {"source": str(img_path), "tile": tile, "stride": stride,
+            "num_instances": int(len(np.unique(inst)) - (1 if (inst == 0).any() else 0)),
+            "positions": [list(p) for p in pos]}
+    return SegDataset(_to_channels(images, channels), torch.from_numpy(masks),
+                      list(NUCLEI_CLASSES), name="nuclei", meta=meta)
+
+
+def load_brain(size: int = 128, min_tissue: float = 0.01, channels: int = 3,
+               threshold: float = 0.5) -> SegDataset:
+    """Axial slices of the MNI152 T1 template with grey/white-matter labels (``nilearn`` wheel).
+
+    A voxel is white matter where its WM probability exceeds ``threshold``, else grey matter
+    where its GM probability does, else background. Slices are shown anterior up, padded to a
+    square and resized to ``size`` (bilinear image, nearest-neighbour labels).
+
+    Args:
+        size: output height = width (>= 16).
+        min_tissue: keep slices whose tissue (grey or white) covers at least this fraction of
+            the slice (0.01 keeps about 144 of 189 slices; 0 keeps every slice with tissue).
+        channels: image channels (the gray value repeated).
+        threshold: probability threshold of the tissue maps.
+
+    Returns:
+        A :class:`SegDataset` with ``class_names == BRAIN_CLASSES``; ``meta["slices"]`` holds
+        the axial indices.
+
+    Raises:
+        FileNotFoundError: the ``nilearn`` files or ``nibabel`` are not installed.
+    """
+    size = _check_int(size, "size", 16)
+    channels = _check_int(channels, "channels", 1)
+    if not isinstance(min_tissue, (int, float)) or not 0 <= min_tissue < 1:
+        raise ValueError(f"min_tissue: expected a fraction in [0, 1), got {min_tissue!r}")
+    if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
+        raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
+    nib = _import_reader("nibabel")
+    vols = {}
+    for part in ("t1", "gm", "wm"):
+        path = _require(_MNI.format(part), "nilearn", "nibabel")
+        vols[part] = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+    t1, gm, wm = vols["t1"], vols["gm"], vols["wm"]
+    scale = 255.0 if max(gm.max(), wm.max()) > 1.0 else 1.0  # stored as uint8 probabilities
+    gm, wm = gm / scale, wm / scale
+    labels = np.zeros(t1.shape, dtype=np.int64)
+    labels[gm > threshold] = 1
+    labels[wm > threshold] = 2
+    t1 = t1 / max(float(t1.max()), 1e-6)
+    tissue = (labels > 0).mean(axis=(0, 1))
+    keep = np.flatnonzero(tissue > min_tissue if min_tissue > 0 else tissue > 0)
+    # (x, y, z) in RAS: axial slice [:, :, z]; transpose and flip so anterior is up
+    img = np.stack([t1[:, :, z].T[::-1] for z in keep])
+    lab = np.stack([labels[:, :, z].T[::-1] for z in keep])
+    n, h, w = img.shape
+    side = max(h, w)
+    pad = ((0, 0), ((side - h) // 2, side - h - (side - h) // 2),
+           ((side - w) // 2, side - w - (side - w) // 2))
+    img = np.pad(img, pad)
+    lab = np.pad(lab, pad)
+    x = torch.from_numpy(np.ascontiguousarray(img)).unsqueeze(1)
+    y = torch.from_numpy(np.ascontiguousarray(lab)).unsqueeze(1).float()
+    if side != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        y = F.interpolate(y, size=(size, size), mode="nearest")
+    x = x.clamp(0, 1).repeat(1, channels, 1, 1)
+    meta = {"slices": [int(z) for z in keep], "size": size, "threshold": threshold,
+            "min_tissue": float(min_tissue)}
+    return SegDataset(x, y[:, 0].long(), list(BRAIN_CLASSES), name="brain", meta=meta)

@@ -1,0 +1,53 @@
+"""Built-in models: a configurable U-Net, its training loop (validation mIoU, early stop,
+safetensors checkpoints, exact resume) and the cached built-in model of the demo."""
+
+from segxai.models.builtin import (
+    BuiltinModel,
+    BuiltinRecipe,
+    builtin_recipe,
+    default_cache_dir,
+    load_or_train_builtin,
+)
+from segxai.models.checkpoint import (
+    load_checkpoint,
+    load_optimizer_state,
+    read_checkpoint_config,
+    save_checkpoint,
+    save_optimizer_state,
+)
+from segxai.models.metrics import (
+    confusion_matrix,
+    evaluate_miou,
+    evaluate_segmentation,
+    miou_from_confusion,
+    predict_dataset,
+)
+from segxai.models.train import TrainConfig, TrainResult, learning_rate, train_model
+from segxai.models.unet import BLOCKS, UNet, UNetConfig, count_parameters, layer_names_by_stage
+
+__all__ = [
+    "BLOCKS",
+    "BuiltinModel",
+    "BuiltinRecipe",
+    "TrainConfig",
+    "TrainResult",
+    "UNet",
+    "UNetConfig",
+    "builtin_recipe",
+    "confusion_matrix",
+    "count_parameters",
+    "default_cache_dir",
+    "evaluate_miou",
+    "evaluate_segmentation",
+    "layer_names_by_stage",
+    "learning_rate",
+    "load_checkpoint",
+    "load_optimizer_state",
+    "load_or_train_builtin",
+    "miou_from_confusion",
+    "predict_dataset",
+    "read_checkpoint_config",
+    "save_checkpoint",
+    "save_optimizer_state",
+    "train_model",
+]
