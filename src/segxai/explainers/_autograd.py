@@ -10,29 +10,18 @@ from torch import Tensor
 
 def vjp_many(scores: Sequence[Tensor], inputs: Sequence[Tensor], *,
              create_graph: bool) -> list[tuple[Tensor, ...]]:
-    """Gradients of each scalar in ``scores`` w.r.t. ``inputs`` from one forward graph.
+    """Gradients of each scalar in ``scores`` w.r.t. ``inputs``, all from one forward graph.
 
-    Uses one batched vector-Jacobian product (``is_grads_batched``) when there are several
-    scores, falling back to a loop with ``retain_graph`` if an operation cannot be batched.
+    One vector-Jacobian product per score, keeping the graph between them. A single batched
+    product (``torch.autograd.grad(..., is_grads_batched=True)``) gives the same gradients but
+    was measured slower on CPU (DeepLabV3-MobileNetV3, 256², 5 classes: 0.36 s vs 0.32 s for
+    input gradients, 0.18 s vs 0.16 s for Seg-Grad-CAM), so it is not used.
     Returns one tuple of gradients (one per input) per score.
     """
     inputs = list(inputs)
-    if len(scores) == 1:
-        grads = torch.autograd.grad(scores[0], inputs, create_graph=create_graph)
-        return [tuple(grads)]
-    stacked = torch.stack(list(scores))
-    if not create_graph:
-        eye = torch.eye(len(scores), dtype=stacked.dtype, device=stacked.device)
-        try:
-            grads = torch.autograd.grad(stacked, inputs, grad_outputs=eye,
-                                        is_grads_batched=True, retain_graph=True)
-            return [tuple(g[k] for g in grads) for k in range(len(scores))]
-        except RuntimeError:
-            pass  # an op without a batching rule: loop below
     out = []
     for k, s in enumerate(scores):
-        last = k == len(scores) - 1
-        grads = torch.autograd.grad(s, inputs, retain_graph=create_graph or not last,
-                                    create_graph=create_graph)
-        out.append(tuple(grads))
+        keep = create_graph or k < len(scores) - 1
+        out.append(tuple(torch.autograd.grad(s, inputs, retain_graph=keep,
+                                             create_graph=create_graph)))
     return out

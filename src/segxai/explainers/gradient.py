@@ -41,7 +41,7 @@ class VanillaGradient(Explainer):
 
     Map = ``reduce_c |∂S/∂x_c|`` with ``S`` the target score (default: the class's logits summed
     over the ROI). One forward and one backward per image; several targets share the forward
-    and use one batched vector-Jacobian product.
+    (one backward per target, reusing the graph).
 
     Args:
         reduce: channel reduction, ``"max"`` (default), ``"sum"`` or ``"mean"``.
