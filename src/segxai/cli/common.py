@@ -39,3 +39,23 @@ def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_default))
     tmp.replace(path)
+
+
+def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
+    """Parse ``KEY=VALUE`` strings; values are Python literals where they parse, else strings.
+
+    Raises:
+        ValueError: an item without ``=`` (the message names ``option``).
+    """
+    import ast
+
+    params: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"{option}: expected KEY=VALUE, got {item!r}")
+        key, value = item.split("=", 1)
+        try:
+            params[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            params[key.strip()] = value
+    return params

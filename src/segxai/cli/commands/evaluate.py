@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import add_common, parse_key_values, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,16 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        if "=" not in item or "." not in item.split("=", 1)[0]:
-            raise ValueError(f"--param: expected METHOD.KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
+    for key, value in parse_key_values(items, "--param").items():
+        if "." not in key:
+            raise ValueError(f"--param: expected METHOD.KEY=VALUE, got {key!r}")
         method, name = key.rsplit(".", 1)
-        try:
-            parsed: Any = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            parsed = value
-        out.setdefault(method.strip(), {})[name.strip()] = parsed
+        out.setdefault(method.strip(), {})[name.strip()] = value
     return out
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ast
 import inspect
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import add_common, parse_key_values, write_json
 
 TORCHVISION_MODELS = (
     "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
@@ -59,19 +58,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--list", action="store_true", help="list the registered explainers and exit")
     add_common(p, out_default="segxai-explain")
     p.set_defaults(func=run)
-
-
-def _parse_params(items: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--param: expected KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            params[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key.strip()] = value
-    return params
 
 
 def load_model(spec: str, *, weights: Path | None, num_classes: int, device: str, quick: bool,
@@ -174,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     methods = args.method or ["seg-grad-cam"]
     for m in methods:
         segxai.get_explainer(m)
-    params = _parse_params(args.param)
+    params = parse_key_values(args.param, "--param")
     model, adapter = load_model(args.model, weights=args.weights, num_classes=args.num_classes,
                                 device=args.device, quick=args.quick, progress=not args.quiet)
     x, pixels = load_image(args.image, adapter, args.size)

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import add_common, parse_key_values, write_json
 
 SEARCH_DEFAULTS = {"full": {"population": 32, "iterations": 60, "children": 8},
                    "quick": {"population": 8, "iterations": 4, "children": 4}}
@@ -121,18 +121,7 @@ def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int])
 
 
 def _method_params(items: list[str]) -> dict[str, Any]:
-    import ast
-
-    params: dict[str, Any] = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--method-param: expected KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        try:
-            params[key.strip()] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            params[key.strip()] = value
-    return params
+    return parse_key_values(items, "--method-param")
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
