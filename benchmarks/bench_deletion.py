@@ -14,9 +14,14 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import deeplab  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -25,22 +30,7 @@ def _sync(device: str) -> None:
 
 
 def build_model(device: str) -> torch.nn.Module:
-    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
-
-    torch.manual_seed(0)
-    model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=5)
-    model.to(device)
-    # calibrate BatchNorm statistics once on random data (cumulative average)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    model.train()
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(4, 3, 256, 256, generator=gen).to(device))
-    return model.eval()
+    return deeplab(device=device)
 
 
 def main() -> None:

@@ -31,39 +31,19 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import OutOnly, deeplab  # noqa: E402
+
 
 def build_model(seed: int = 0) -> nn.Module:
-    import torchvision
-
-    torch.manual_seed(seed)
-    model = torchvision.models.segmentation.deeplabv3_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=5)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the calibration batches
-    model.train()
-    with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(4, 3, 256, 256))
-    return model.eval()
-
-
-class OutOnly(nn.Module):
-    """torchvision's dict output → the ``'out'`` tensor (what pytorch-grad-cam expects)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
+    return deeplab(seed=seed)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
