@@ -53,6 +53,18 @@ def timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
     return (time.perf_counter() - t0, time.process_time() - c0), out
 
 
+def rotated_reps(fns: dict[str, Callable[[], Any]], reps: int, label: str,
+                 times: dict[str, list[tuple[float, float]]], results: dict[str, Any]) -> None:
+    """Run every function ``reps`` times, rotating the order each repetition."""
+    for rep in range(reps):
+        keys = list(fns)
+        keys = keys[rep % len(keys):] + keys[:rep % len(keys)]
+        for k in keys:
+            dt, results[k] = timed(fns[k])
+            times[k].append(dt)
+            print(f"  {label} rep {rep}: {k}: {dt[0]:.2f} s wall, {dt[1]:.2f} s CPU", flush=True)
+
+
 def warm_up(model: nn.Module, x: torch.Tensor) -> None:
     """A few batched forwards in both memory formats (allocator, oneDNN kernel caches)."""
     xb = x.expand(8, -1, -1, -1).contiguous()
@@ -128,14 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         times: dict[str, list[tuple[float, float]]] = {k: [] for k in occ}
         maps: dict[str, np.ndarray] = {}
         warm_up(model, x)
-        for rep in range(reps):
-            keys = list(occ)
-            keys = keys[rep % len(keys):] + keys[:rep % len(keys)]  # rotate the order
-            for k in keys:
-                dt, maps[k] = timed(occ[k])
-                times[k].append(dt)
-                print(f"  occlusion rep {rep}: {k}: {dt[0]:.2f} s wall, {dt[1]:.2f} s CPU",
-                      flush=True)
+        rotated_reps(occ, reps, "occlusion", times, maps)
         med = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
         cpu = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
         best_peer = min(("captum Occlusion ppe=1", "captum Occlusion ppe=16"), key=med.get)
@@ -211,14 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         times = {k: [] for k in abl}
         weights: dict[str, np.ndarray] = {}
         warm_up(model, x)
-        for rep in range(reps):
-            keys = list(abl)
-            keys = keys[rep % len(keys):] + keys[:rep % len(keys)]
-            for k in keys:
-                dt, weights[k] = timed(abl[k])
-                times[k].append(dt)
-                print(f"  ablation rep {rep}: {k}: {dt[0]:.2f} s wall, {dt[1]:.2f} s CPU",
-                      flush=True)
+        rotated_reps(abl, reps, "ablation", times, weights)
         med = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
         cpu = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
         peer = "pytorch-grad-cam AblationCAM"

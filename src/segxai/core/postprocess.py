@@ -8,7 +8,7 @@ from torch import Tensor
 
 from segxai.core.checks import check_fraction
 
-__all__ = ["minmax", "overlay", "top_p", "zscore"]
+__all__ = ["minmax", "overlay", "to_hwc", "top_p", "zscore"]
 
 
 def _check_maps(maps: Tensor) -> Tensor:
@@ -54,6 +54,18 @@ def top_p(maps: Tensor, p: float) -> Tensor:
     return torch.where(maps >= thresh, maps, torch.zeros_like(maps))
 
 
+def to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
+    """A ``(C, H, W)`` or ``(H, W, C)`` image (tensor or array) as ``(H, W, 3)`` in ``[0, 1]``."""
+    img = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
+        img = img.transpose(1, 2, 0)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 1:
+        img = np.repeat(img, 3, axis=-1)
+    return np.clip(img, 0.0, 1.0)
+
+
 def overlay(image: Tensor | np.ndarray, heat: Tensor | np.ndarray, alpha: float = 0.5,
             cmap: str = "jet") -> np.ndarray:
     """Blend a ``(3, H, W)`` or ``(H, W, 3)`` image in ``[0, 1]`` with a heat map ``(H, W)``.
@@ -62,17 +74,11 @@ def overlay(image: Tensor | np.ndarray, heat: Tensor | np.ndarray, alpha: float 
     """
     import matplotlib
 
-    img = image.detach().cpu().numpy() if isinstance(image, Tensor) else np.asarray(image)
-    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-        img = img.transpose(1, 2, 0)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
+    img = to_hwc(image)
     h = heat.detach().cpu().numpy() if isinstance(heat, Tensor) else np.asarray(heat, dtype=float)
     if h.shape != img.shape[:2]:
         raise ValueError(f"heat: expected shape {img.shape[:2]} to match the image, got {h.shape}")
     span = h.max() - h.min()
     h = (h - h.min()) / span if span > 0 else np.zeros_like(h)
     colours = matplotlib.colormaps[cmap](h)[..., :3]
-    return np.clip((1 - alpha) * np.clip(img, 0, 1) + alpha * colours, 0, 1)
+    return np.clip((1 - alpha) * img + alpha * colours, 0, 1)

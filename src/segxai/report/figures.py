@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from segxai.core.postprocess import to_hwc
+
 __all__ = [
     "class_colours",
     "colour_mask",
@@ -28,18 +30,6 @@ def _mpl():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
-    """A ``(C, H, W)`` or ``(H, W, C)`` image (tensor or array) as ``(H, W, 3)`` in ``[0, 1]``."""
-    img = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else np.asarray(image)
-    if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
-        img = img.transpose(1, 2, 0)
-    if img.ndim == 2:
-        img = img[..., None]
-    if img.shape[-1] == 1:
-        img = np.repeat(img, 3, axis=-1)
-    return np.clip(img, 0.0, 1.0)
 
 
 def _np(x: Tensor | np.ndarray) -> np.ndarray:
