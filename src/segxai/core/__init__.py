@@ -1,6 +1,7 @@
 """Core types shared by every part of segxai: model adapter, target, explanation, registry."""
 
 from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import Cost, Explanation
 from segxai.core.layers import capture_activations, find_layer, layer_names
 from segxai.core.postprocess import minmax, overlay, top_p, zscore
@@ -11,6 +12,7 @@ from segxai.core.registry import (
     list_explainers,
     register_explainer,
 )
+from segxai.core.runstore import RunStore
 from segxai.core.target import Target
 
 __all__ = [
@@ -18,6 +20,9 @@ __all__ = [
     "Explainer",
     "Explanation",
     "ModelAdapter",
+    "RunStore",
+    "SegxaiError",
+    "SegxaiTypeError",
     "Target",
     "adapt",
     "capture_activations",
