@@ -11,7 +11,7 @@ import json
 import time
 from pathlib import Path
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import add_common, plain_text, write_json
 
 DEFAULT_OUT = "segxai-train"
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "train", help="train the built-in U-Net (checkpoints, resume, val mIoU per epoch)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", default="shapes",
                    help=f"one of {', '.join(DATASETS)}, or a folder with images/ and masks/ "
                         "(default: shapes)")
