@@ -109,12 +109,19 @@ def add_deprecated(parser: argparse.ArgumentParser, old: str, *, dest: str, new:
 
 
 def load_cli_model(args: argparse.Namespace, *, seed: int = 0) -> Any:
-    """:func:`segxai.models.zoo.load_model` on the parsed model options."""
+    """``segxai.models.zoo.load_model`` on the parsed model options; its errors name the
+    command-line options (--model, --weights)."""
     from segxai.models.zoo import load_model
 
-    return load_model(str(args.model), weights=args.weights, num_classes=args.num_classes,
-                      device=args.device, quick=bool(getattr(args, "quick", False)),
-                      progress=not getattr(args, "quiet", False), seed=seed)
+    try:
+        return load_model(str(args.model), weights=args.weights, num_classes=args.num_classes,
+                          device=args.device, quick=bool(getattr(args, "quick", False)),
+                          progress=not getattr(args, "quiet", False), seed=seed)
+    except SegxaiError as exc:
+        message = str(exc)
+        if message.startswith(("model:", "weights:")):
+            raise type(exc)("--" + message) from exc
+        raise
 
 
 def _comma_list(text: str) -> list[str]:
