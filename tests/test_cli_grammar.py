@@ -185,3 +185,24 @@ def test_a_real_bug_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(explain, "run", broken)
     with pytest.raises(KeyError, match="bug"):
         main(["explain"])
+
+
+class _NotATensor:
+    pass
+
+
+def test_weights_are_never_unpickled(tmp_path: Path) -> None:
+    path = tmp_path / "evil.pt"
+    torch.save({"w": _NotATensor()}, path)
+    with pytest.raises(SegxaiError, match="weights_only=True"):
+        load_model("lraspp_mobilenet_v3_large", weights=path, num_classes=3)
+
+
+def test_smp_spec_builds_an_imagenet_normalised_model() -> None:
+    pytest.importorskip("segmentation_models_pytorch")
+    loaded = load_model("smp:Unet:resnet18", num_classes=3)
+    assert loaded.kind == "smp" and loaded.model.segxai_mean == "imagenet"
+    with torch.no_grad():
+        assert loaded.model(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
+    with pytest.raises(SegxaiError, match="smp:ARCH:ENCODER"):
+        load_model("smp:Unet", num_classes=3)
