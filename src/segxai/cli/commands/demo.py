@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p, out_default="segxai-report")
     p.add_argument("--cache", type=Path, default=None,
                    help="model cache directory (default $SEGXAI_CACHE or ~/.cache/segxai)")
-    p.add_argument("--images", type=int, default=4, help="sample images to explain (default 4)")
+    p.add_argument("--images", type=int, default=4, help="sample images to explain (default %(default)s)")
     p.add_argument("--sections", default=None,
                    help="comma-separated section modules to run (default: all), "
                         "e.g. s00_overview,s10_explainers")
