@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -47,7 +48,8 @@ class Row:
 
     @property
     def ratio(self) -> float:
-        return self.peer_s / self.ours_s if self.ours_s > 0 else float("nan")
+        ok = math.isfinite(self.ours_s) and self.ours_s > 0
+        return self.peer_s / self.ours_s if ok else float("nan")
 
 
 Parser = Callable[[str, Path], list[Row]]
@@ -130,13 +132,20 @@ def run_one(name: str, quick: bool, verbose: bool) -> tuple[list[Row], str | Non
             return [], f"{name}: could not read its results ({exc!r})"
 
 
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}" if math.isfinite(value) else "-"
+    return str(value).replace("|", "\\|")  # a literal | would split the markdown cell
+
+
 def format_table(rows: list[Row]) -> str:
     """The combined markdown table."""
     lines = ["| benchmark | ours | peer | ours s | peer s | peer/ours | note |",
              "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.benchmark} | {r.ours} | {r.peer} | {r.ours_s:.3f} | "
-                     f"{r.peer_s:.3f} | {r.ratio:.2f}x | {r.note} |")
+        ratio = f"{r.ratio:.2f}x" if math.isfinite(r.ratio) else "-"
+        cells = [_cell(v) for v in (r.benchmark, r.ours, r.peer, r.ours_s, r.peer_s)]
+        lines.append(f"| {' | '.join(cells)} | {ratio} | {_cell(r.note)} |")
     return "\n".join(lines)
 
 
@@ -163,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     for error in errors:
         print(f"FAILED {error}")
     if args.json is not None:
-        args.json.write_text(json.dumps([{**asdict(r), "ratio": r.ratio} for r in rows],
-                                        indent=2))
+        records = [{k: v if not isinstance(v, float) or math.isfinite(v) else None
+                    for k, v in {**asdict(r), "ratio": r.ratio}.items()} for r in rows]
+        args.json.write_text(json.dumps(records, indent=2))
     return 1 if errors else 0
 
 
