@@ -15,6 +15,7 @@ from segxai.models.checkpoint import (
     save_checkpoint,
     save_optimizer_state,
 )
+from segxai.models.mediapipe_selfie import selfie
 from segxai.models.metrics import (
     confusion_matrix,
     evaluate_miou,
@@ -49,5 +50,6 @@ __all__ = [
     "read_checkpoint_config",
     "save_checkpoint",
     "save_optimizer_state",
+    "selfie",
     "train_model",
 ]
