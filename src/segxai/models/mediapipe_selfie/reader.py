@@ -143,7 +143,7 @@ def _decode_options(tfl: Any, op: Any, kind: str) -> dict[str, Any]:
     return {}
 
 
-def _buffer_array(tfl: Any, model: Any, blob: bytes, tensor: Any, dtype: str) -> np.ndarray | None:
+def _buffer_array(model: Any, blob: bytes, tensor: Any, dtype: str) -> np.ndarray | None:
     buf = model.Buffers(tensor.Buffer())
     if buf is None:
         return None
@@ -193,7 +193,7 @@ def read_tflite(path: str | Path) -> TFLiteGraph:
         t = graph.Tensors(i)
         dtype = type_names[t.Type()]
         quant = t.Quantization()
-        data = _buffer_array(tfl, model, blob, t, dtype)
+        data = _buffer_array(model, blob, t, dtype)
         if data is not None and quant is not None and quant.ScaleLength() > 0:
             raise SegxaiError(f"tensor {t.Name().decode()!r}: expected float or float16 "
                               "weights, got a quantised tensor (not supported)")
