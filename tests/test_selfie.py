@@ -21,7 +21,7 @@ import segxai
 import segxai.models
 from segxai.core.errors import SegxaiError
 from segxai.models.mediapipe_selfie import fetch as fetch_mod
-from segxai.models.mediapipe_selfie.ops import build_op, same_padding
+from segxai.models.mediapipe_selfie.ops import TransposeConv, build_op, same_padding
 from segxai.models.mediapipe_selfie.parity import PHOTOS, compare_with_tflite, sample_images
 from segxai.models.mediapipe_selfie.reader import OpSpec, TFLiteGraph
 
@@ -130,6 +130,29 @@ def test_same_padding_puts_the_extra_pixel_last() -> None:
     assert same_padding(32, 3, 1) == (1, 1)
     assert same_padding(16, 1, 1) == (0, 0)
     assert same_padding(10, 3, 1, dilation=2) == (2, 2)
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [(2, "SAME"), (3, "SAME"), (4, "SAME"),
+                                                  (3, "VALID")])
+def test_transpose_conv_matches_its_definition(kernel, padding) -> None:
+    """out[y*s + ky - top, x*s + kx - left] += in[y, x] * w[ky, kx], cropped to s*n when SAME
+    (TFLite's transposed convolution), against a direct loop."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 2, 5, 6, generator=g, dtype=torch.float64)
+    w = torch.randn(2, 3, kernel, kernel, generator=g, dtype=torch.float64)
+    b = torch.randn(3, generator=g, dtype=torch.float64)
+    y = TransposeConv(w, b, (2, 2), padding)(x)
+    full_h, full_w = (5 - 1) * 2 + kernel, (6 - 1) * 2 + kernel
+    out_h, out_w = (10, 12) if padding == "SAME" else (full_h, full_w)
+    top, left = (full_h - out_h) // 2, (full_w - out_w) // 2
+    ref = torch.zeros(1, 3, full_h, full_w, dtype=torch.float64)
+    for i in range(5):
+        for j in range(6):
+            ref[0, :, 2 * i:2 * i + kernel, 2 * j:2 * j + kernel] += \
+                torch.einsum("c,cokl->okl", x[0, :, i, j], w)
+    ref = ref[..., top:top + out_h, left:left + out_w] + b.view(1, 3, 1, 1)
+    assert y.shape == (1, 3, out_h, out_w)
+    torch.testing.assert_close(y, ref)
 
 
 def test_unsupported_operator_is_named() -> None:
