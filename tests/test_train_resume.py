@@ -64,7 +64,7 @@ def test_resume_refuses_other_configuration(tmp_path) -> None:
     net = UNet(MODEL)
     data = make_shapes(24, size=32, seed=1)
     other = TrainConfig(epochs=5, batch_size=8, lr=5e-3, seed=7, max_steps_per_epoch=3)
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match="other settings"):
         train_model(net, data, None, other, out_dir=tmp_path / "run", progress=False)
 
 
