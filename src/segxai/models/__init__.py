@@ -15,13 +15,6 @@ from segxai.models.checkpoint import (
     save_checkpoint,
     save_optimizer_state,
 )
-from segxai.models.metrics import (
-    confusion_matrix,
-    evaluate_miou,
-    evaluate_segmentation,
-    miou_from_confusion,
-    predict_dataset,
-)
 from segxai.models.loop import TrainData, fit
 from segxai.models.losses import (
     Batch,
@@ -31,6 +24,13 @@ from segxai.models.losses import (
     StepContext,
     kl_distillation,
     segmentation_loss,
+)
+from segxai.models.metrics import (
+    confusion_matrix,
+    evaluate_miou,
+    evaluate_segmentation,
+    miou_from_confusion,
+    predict_dataset,
 )
 from segxai.models.schedule import epoch_generator, learning_rate, steps_per_epoch
 from segxai.models.train import TrainConfig, TrainResult, train_model
