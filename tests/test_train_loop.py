@@ -6,7 +6,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from segxai.continual.losses import ReplayMix, SeenClassLoss, seen_loss
@@ -79,7 +78,7 @@ def test_kl_distillation_by_hand() -> None:
         q = torch.softmax(t.flatten() / temp, 0)
         ref = float((q * (q / p).log()).sum()) * temp ** 2
         assert float(kl_distillation(s, t, temp)) == pytest.approx(ref, rel=1e-6)
-    assert float(kl_distillation(t, t, 3.0)) == pytest.approx(0.0, abs=1e-7)
+    assert float(kl_distillation(t, t, 3.0)) == pytest.approx(0.0, abs=1e-6)
     # mean over pixels: a second pixel with zero divergence halves the value
     s2 = torch.cat([s, t], dim=3)
     t2 = torch.cat([t, t], dim=3)
@@ -138,7 +137,7 @@ def test_saliency_matching_is_zero_for_the_teacher_itself() -> None:
     x = make_shapes(2, size=32, seed=3).images
     term = SaliencyMatching(net, 1.0)
     val = term(Batch(x), net(x), _ctx(net))
-    assert float(val) == pytest.approx(0.0, abs=1e-10)
+    assert float(val.detach()) == pytest.approx(0.0, abs=1e-10)
     other = _net(2)
     assert float(term(Batch(x), other(x), _ctx(other))) > 0
 
