@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -90,10 +90,10 @@ class StudyConfig:
     methods: tuple[str, ...] = ("gradient", "smoothgrad", "seg-grad-cam")
     transfer_methods: tuple[str, ...] | None = None
     transfer_from: str = "gradient"
-    target_kind: str = "shift"
+    target_kind: Literal["shift", "mirror", "box", "other-image"] = "shift"
     attack: AttackConfig = field(default_factory=AttackConfig)
     defence_beta: float = 3.0
-    defence: str = "transfer"
+    defence: Literal["transfer", "adaptive", "none"] = "transfer"
     explainer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 

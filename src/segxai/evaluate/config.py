@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.errors import SegxaiError
@@ -47,9 +47,9 @@ class EvalConfig:
     method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: int = 100
     batch_size: int = 32
-    score: str = "prob_mean"
-    deletion_substrate: str = "mean"
-    insertion_substrate: str = "blur"
+    score: Literal["prob_mean", "logit_ratio", "iou"] = "prob_mean"
+    deletion_substrate: Literal["black", "mean", "blur", "noise"] = "mean"
+    insertion_substrate: Literal["black", "mean", "blur", "noise"] = "blur"
     context_deletion: bool = True
     pointing_tolerance: float = 0.0
     sensitivity_samples: int = 0
