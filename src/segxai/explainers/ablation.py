@@ -147,7 +147,8 @@ class SegAblationCAM(PerturbationExplainer):
                  region: Literal["foreground", "background"] = "foreground",
                  ratio: float = 0.5, value: float = 0.0,
                  guard: Literal["abs", "prob", "drop", "none"] = "abs",
-                 score: Literal["target", "logit_sum", "prob_mean"] = "target", channels: Any = None, batch_size: int = 32,
+                 score: Literal["target", "logit_sum", "prob_mean"] = "target",
+                 channels: Any = None, batch_size: int = 32,
                  relu: bool = True, fold_bn: bool = True, channels_last: bool = True,
                  progress: bool = False) -> None:
         super().__init__()
@@ -196,7 +197,8 @@ class SegAblationCAM(PerturbationExplainer):
         assert model is not None and fm.module is not None
         name = module_name(model, layer)
         return {"name": name, "run_layer": fm.find(name) if fm.copied else layer, "split": [],
-                "size": tuple(images.shape[-2:]), "records": [{"maps": [], "weights": [], "y": [], "cams": []} for _ in targets]}
+                "size": tuple(images.shape[-2:]),
+                "records": [{"maps": [], "weights": [], "y": [], "cams": []} for _ in targets]}
 
     def plan(self, fm: FastModel, state: dict[str, Any], x: Tensor, i: int,
              targets: list[Target]) -> ImageWork:

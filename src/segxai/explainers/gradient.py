@@ -41,7 +41,8 @@ class VanillaGradient(GradientExplainer):
         abs: take ``|∂S/∂x|`` before reducing (default True).
     """
 
-    def __init__(self, reduce: Literal["max", "sum", "mean"] = "max", abs: bool = True) -> None:  # noqa: A002
+    def __init__(self, reduce: Literal["max", "sum", "mean"] = "max",
+                 abs: bool = True) -> None:  # noqa: A002
         super().__init__()
         self.params = {"reduce": check_choice(reduce, "reduce", REDUCTIONS), "abs": bool(abs)}
 

@@ -169,7 +169,8 @@ class Occlusion(PerturbationExplainer):
                                "noise"] = "grey",
                  score: Literal["target", "logit_sum", "prob_mean", "iou"] = "target",
                  batch_size: int = 32, dataset_mean: Any = None,
-                 noise: Literal["uniform", "gaussian"] = "uniform", noise_std: float = 0.25, blur_sigma: float = 5.0,
+                 noise: Literal["uniform", "gaussian"] = "uniform", noise_std: float = 0.25,
+                 blur_sigma: float = 5.0,
                  blur_kernel: int = 11, seed: int = 0, fold_bn: bool = True,
                  channels_last: bool = True, progress: bool = False) -> None:
         super().__init__()
