@@ -35,7 +35,9 @@ def plain_text(doc: str | None) -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented strict JSON atomically (the run store's writer)."""
+    """Write ``data`` as indented, strict JSON atomically (see
+    :func:`segxai.core.runstore.atomic_write_json`: NumPy values and paths converted, NaN as
+    null, keys sorted)."""
     atomic_write_json(path, data)
 
 

@@ -20,13 +20,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice, check_images, check_positive_int
 from segxai.core.postprocess import minmax
-from segxai.core.registry import get_explainer, make_generator
+from segxai.core.registry import get_explainer
 from segxai.core.target import Target
 
 __all__ = ["ProbeSet", "build_probe", "cam_distance", "cam_fitness", "distill",
@@ -92,48 +91,21 @@ def explanation_maps(model: nn.Module, probe: ProbeSet, device: str | torch.devi
     Returns:
         The maps.
     """
-    explainer = get_explainer(probe.method)(**probe.method_params)
     images = probe.pair_images().to(device)
     target = probe.target().to(device)
     model = model.to(device)
     if create_graph:
-        maps = _differentiable_cam(model, images, target, probe)
-    else:
-        maps = explainer(model, images, target).maps
-    return minmax(maps)
+        return minmax(_differentiable_cam(model, images, target, probe))
+    explainer = get_explainer(probe.method)(**probe.method_params)
+    return minmax(explainer(model, images, target).maps)
 
 
 def _differentiable_cam(model: nn.Module, images: Tensor, target: Target,
                         probe: ProbeSet) -> Tensor:
-    """Seg-Grad-CAM whose maps keep their graph w.r.t. the parameters (for the training
-    loss); the explainer API keeps graphs w.r.t. the input only."""
-    from segxai.explainers.cam import cam_from_gradients, resolve_layers
-
-    if probe.method != "seg-grad-cam":
-        raise ValueError(f"method: the saliency-matching loss supports 'seg-grad-cam', got "
-                         f"{probe.method!r}")
-    adapter = adapt(model)
-    layers = resolve_layers(adapter, images, probe.method_params.get("layer"))
-    store: list[Tensor] = []
-
-    def hook(_m: nn.Module, _i: object, out: Tensor) -> Tensor:
-        if not out.requires_grad:  # frozen network: differentiate from the layer on
-            out = out.detach().requires_grad_(True)
-        store.append(out)
-        return out
-
-    handle = layers[0].register_forward_hook(hook)
-    try:
-        logits = adapter(images)
-    finally:
-        handle.remove()
-    act = store[-1]
-    score = target.score_from_logits(logits).sum()
-    (grad,) = torch.autograd.grad(score, act, create_graph=True)
-    cam = cam_from_gradients(act, grad, probe.method_params.get("weighting", "gradcam"),
-                             probe.method_params.get("relu", True))
-    return F.interpolate(cam.unsqueeze(1), size=images.shape[-2:], mode="bilinear",
-                         align_corners=False)[:, 0]
+    """The probe's explainer maps (raw) whose graph reaches the model's parameters, in the
+    model's current train/eval mode (for the saliency-matching training loss)."""
+    explainer = get_explainer(probe.method)(**probe.method_params)
+    return explainer(model, images, target, differentiable_wrt="params").maps
 
 
 def cam_distance(model: nn.Module, probe: ProbeSet, device: str | torch.device = "cpu") -> float:
@@ -218,13 +190,18 @@ def distill(model: nn.Module, images: Tensor, teacher_logits: Tensor, *, steps: 
             device: str | torch.device = "cpu") -> nn.Module:
     """``steps`` Adam steps of pixel-wise KL distillation towards the teacher's logits.
 
+    Runs the one training loop (:func:`segxai.models.fit`) with the
+    :class:`~segxai.models.KLDistillation` term alone, a constant learning rate, no
+    augmentation and one step per epoch: each step trains on the first ``batch_size`` images
+    of a fresh permutation drawn from the epoch's generator (seeded by ``(seed, step)``).
+
     Args:
         model: the student (trained in place, left in eval mode).
         images: ``(m, C, H, W)`` training images.
         teacher_logits: ``(m, K, H, W)`` the teacher's logits on them.
         steps: optimisation steps (0 = unchanged).
         lr: Adam learning rate.
-        batch_size: images per step (drawn with a generator seeded by ``seed``).
+        batch_size: images per step.
         temperature: softmax temperature (loss scaled by T²).
         seed: minibatch order.
         device: torch device.
@@ -232,23 +209,16 @@ def distill(model: nn.Module, images: Tensor, teacher_logits: Tensor, *, steps: 
     Returns:
         The model.
     """
+    from segxai.models import KLDistillation, TrainConfig, TrainData, fit
+
     check_positive_int(steps, "steps", minimum=0)
     check_positive_int(batch_size, "batch_size")
     if steps == 0:
         return model.eval()
-    model = model.to(device).train()
-    adapter = adapt(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = make_generator(seed)
-    m = images.shape[0]
-    t = float(temperature)
-    for _ in range(steps):
-        idx = torch.randperm(m, generator=g)[: min(batch_size, m)]
-        x = images[idx].to(device)
-        target = F.softmax(teacher_logits[idx].to(device) / t, dim=1)
-        out = adapter(x)
-        loss = F.kl_div(F.log_softmax(out / t, dim=1), target, reduction="none").sum(1).mean()
-        opt.zero_grad(set_to_none=True)
-        (loss * t * t).backward()
-        opt.step()
-    return model.eval()
+    config = TrainConfig(epochs=steps, batch_size=batch_size, lr=lr, weight_decay=0.0,
+                         schedule="constant", augment=False, restore_best=False,
+                         max_steps_per_epoch=1, seed=seed)
+    data = TrainData(images, extras={"teacher_logits": teacher_logits})
+    fit(model, data, config, terms=[KLDistillation(1.0, temperature)], forward=adapt(model),
+        device=device, progress=False, desc="distill")
+    return model
