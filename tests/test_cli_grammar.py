@@ -110,9 +110,14 @@ def test_mistyped_method_suggests_close_names(command: list[str], tmp_path: Path
 
 def test_attack_offers_only_differentiable_methods(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from segxai.core.registry import get_explainer, list_explainers
+
+    offered = [m for m in list_explainers() if get_explainer(m).differentiable]
+    assert {"gradient", "smoothgrad", "seg-grad-cam"} <= set(offered)
+    assert "occlusion" not in offered
     assert main(["attack", "--quiet", "--out", str(tmp_path), "--method", "occlusion"]) == 2
     line = _one_error_line(capsys)
-    assert "expected one of gradient, seg-grad-cam, smoothgrad" in line
+    assert f"expected one of {', '.join(offered)}, got unknown method 'occlusion'" in line
     assert main(["attack", "--quiet", "--out", str(tmp_path), "--method", "gradient",
                  "--method", "smoothgrad"]) == 2
     assert "expected one method" in _one_error_line(capsys)
