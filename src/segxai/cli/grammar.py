@@ -61,6 +61,14 @@ def explainer_keys(method: str) -> list[str]:
             and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
+def _takes_any_key(method: str) -> bool:
+    """Whether the explainer's ``__init__`` has ``**kwargs`` (then it checks keys itself)."""
+    from segxai.core.registry import get_explainer
+
+    params = inspect.signature(get_explainer(method).__init__).parameters.values()
+    return any(p.kind == p.VAR_KEYWORD for p in params)
+
+
 class _Deprecated(argparse.Action):
     """A hidden old option name: prints a one-line note and stores into the new option."""
 
@@ -217,7 +225,7 @@ def resolve_params(items: Sequence[str], methods: Sequence[str]) -> dict[str, di
             raise SegxaiError(f"--param: expected a selected method ({', '.join(methods)}) "
                               f"before the dot, got {method!r} in {key!r}")
         valid = explainer_keys(method)
-        if name not in valid:
+        if name not in valid and not _takes_any_key(method):
             raise _unknown(f"{method} parameter", "--param", name, valid)
         out.setdefault(method, {})[name] = value
     return out
