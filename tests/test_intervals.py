@@ -16,14 +16,14 @@ import torch
 from scipy import stats
 
 from segxai.core.errors import SegxaiError
+from segxai.evaluate.agreement import ranking_agreement, spearman_interval
 from segxai.evaluate.intervals import (
     Interval,
+    bootstrap_interval,
     bootstrap_mean,
     format_interval,
     paired_difference,
-    ranking_agreement,
     sign_flip_test,
-    spearman_interval,
 )
 
 
@@ -121,6 +121,23 @@ def test_bootstrap_is_deterministic_and_accepts_tensors() -> None:
     assert a == b
     assert bootstrap_mean(x, seed=5) != a
     assert a.lo < a.estimate < a.hi
+
+
+def test_generic_bootstrap_interval_reproduces_the_mean() -> None:
+    x = np.random.default_rng(12).gamma(2.0, size=35)
+    mean = lambda idx: x[idx].mean(axis=1)  # noqa: E731
+    assert bootstrap_interval(mean, x.size, estimate=x.mean(), seed=3) == \
+        bootstrap_mean(x, seed=3)
+    # BCa with the jackknife computed from leave-one-out index rows = the closed form
+    generic = bootstrap_interval(mean, x.size, estimate=x.mean(), method="bca", seed=3)
+    closed = bootstrap_mean(x, method="bca", seed=3)
+    assert generic.method == closed.method == "bca"
+    assert generic.lo == pytest.approx(closed.lo, abs=1e-12)
+    assert generic.hi == pytest.approx(closed.hi, abs=1e-12)
+    with pytest.raises(SegxaiError, match="^n: expected at least 2 units"):
+        bootstrap_interval(mean, 1, estimate=0.0)
+    with pytest.raises(SegxaiError, match="^statistic: expected resamples with a defined"):
+        bootstrap_interval(lambda idx: np.full(len(idx), np.nan), 5, estimate=0.0)
 
 
 # ---------------------------------------------------------------------------- coverage

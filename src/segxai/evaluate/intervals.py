@@ -9,9 +9,8 @@ and vectorised: 10,000 resamples of a few hundred images take milliseconds.
 * :func:`paired_difference`: per-image differences ``values − baseline`` (a method against the
   random baseline on the same images): the bootstrap interval of their mean and a sign-flip
   (paired permutation) p-value from :func:`sign_flip_test`.
-* :func:`spearman_interval`: interval of Spearman's rho between paired values (pairs resampled
-  jointly); :func:`ranking_agreement`: rho between two rankings of methods (e.g. by two metrics,
-  layers or substrates) from per-image scores, images resampled.
+* :func:`bootstrap_interval`: the same for any statistic of resampled unit indices (used by
+  :mod:`segxai.evaluate.agreement` for rank correlations).
 * :func:`format_interval`: ``mean [lo, hi]``.
 
 Example:
@@ -28,19 +27,20 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = [
     "Interval",
     "PairedDifference",
+    "bootstrap_interval",
     "bootstrap_mean",
+    "check_options",
+    "check_values",
     "format_interval",
     "paired_difference",
-    "ranking_agreement",
     "sign_flip_test",
-    "spearman_interval",
 ]
 
 Method = Literal["percentile", "bca"]
@@ -117,7 +117,13 @@ def format_interval(estimate: float, lo: float, hi: float, digits: int = 3) -> s
 
 
 # ---------------------------------------------------------------------------- checks
-def _as_values(values: Any, name: str, minimum: int = 2, what: str = "an interval") -> np.ndarray:
+def check_values(values: Any, name: str, minimum: int = 2, what: str = "an interval") -> np.ndarray:
+    """``values`` (a sequence, array or tensor) as a 1-D float64 array of finite numbers.
+
+    Raises:
+        SegxaiError: not 1-D, fewer than ``minimum`` values (``name: expected at least 2 values
+            for an interval, got 1``) or a NaN/infinite value. SegxaiTypeError: not numbers.
+    """
     if hasattr(values, "detach"):  # a torch tensor, possibly on a GPU
         values = values.detach().cpu().numpy()
     if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
@@ -138,7 +144,8 @@ def _as_values(values: Any, name: str, minimum: int = 2, what: str = "an interva
     return x
 
 
-def _check_options(level: float, resamples: int, method: str) -> None:
+def check_options(level: float, resamples: int, method: str) -> None:
+    """Refuse a level outside (0, 1), fewer than 10 resamples or an unknown method."""
     if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
         raise SegxaiError(f"level: expected a number in (0, 1), got {level!r}")
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 10:
@@ -170,23 +177,45 @@ def _leave_one_out(n: int) -> Callable[[int, int], np.ndarray]:
     return make
 
 
-def _interval(estimate: float, stat: Callable[[np.ndarray], np.ndarray], n: int, *,
-              width: int, level: float, resamples: int, method: str, seed: int,
-              jackknife: np.ndarray | None = None) -> Interval:
-    """The bootstrap interval of the statistic ``stat`` (index rows → one value per row)."""
+def bootstrap_interval(statistic: Callable[[np.ndarray], np.ndarray], n: int, *,
+                       estimate: float, width: int = 1, level: float = 0.95,
+                       resamples: int = 10_000, method: Method = "percentile", seed: int = 0,
+                       jackknife: np.ndarray | None = None) -> Interval:
+    """Bootstrap interval of any statistic of ``n`` units, vectorised over resamples.
+
+    Args:
+        statistic: maps a ``(b, m)`` integer array of unit indices (each row one resample, or
+            one leave-one-out sample for BCa) to the ``b`` statistics; NaN marks an undefined
+            resample, which is left out.
+        n: number of units (rows are drawn with replacement from ``0 … n-1``).
+        estimate: the statistic on the full sample.
+        width: array elements gathered per index (sizes the chunks that bound memory).
+        level: confidence level.
+        resamples: bootstrap resamples.
+        method: ``"percentile"`` or ``"bca"``.
+        seed: seed of the :class:`numpy.random.Generator`.
+        jackknife: the ``n`` leave-one-out statistics for BCa, if known in closed form
+            (computed with ``statistic`` otherwise).
+
+    Returns:
+        An :class:`Interval`.
+    """
+    check_options(level, resamples, method)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise SegxaiError(f"n: expected at least 2 units for an interval, got {n!r}")
     rng = np.random.default_rng(seed)
-    boot = _chunked(stat, resamples, n, width,
+    boot = _chunked(statistic, resamples, n, width,
                     lambda a, b: rng.integers(0, n, size=(b - a, n)))
     boot = boot[np.isfinite(boot)]
     if boot.size < 2:
-        raise SegxaiError(f"values: expected data whose resamples give a defined statistic, got "
-                          f"{boot.size} of {resamples} defined")
+        raise SegxaiError(f"statistic: expected resamples with a defined value, got {boot.size} "
+                          f"of {resamples}")
     alpha = 1.0 - level
     probs = np.array([alpha / 2, 1 - alpha / 2])
     used = "percentile"
     if method == "bca":
         if jackknife is None:
-            jackknife = _chunked(stat, n, n - 1, width, _leave_one_out(n))
+            jackknife = _chunked(statistic, n, n - 1, width, _leave_one_out(n))
         bca = _bca_probabilities(estimate, boot, jackknife, probs)
         if bca is None:
             used = "percentile (bca undefined)"
@@ -241,15 +270,15 @@ def bootstrap_mean(values: Sequence[float] | np.ndarray, *, level: float = 0.95,
     Raises:
         SegxaiError: fewer than 2 values, non-finite values or a bad option.
     """
-    x = _as_values(values, "values")
-    _check_options(level, resamples, method)
+    x = check_values(values, "values")
+    check_options(level, resamples, method)
     n = x.size
     if np.ptp(x) == 0:
         return _degenerate(float(x[0]), n, level, resamples)
     jack = (x.sum() - x) / (n - 1)
-    return _interval(float(x.mean()), lambda idx: x[idx].mean(axis=1), n, width=1,
-                     level=level, resamples=resamples, method=method, seed=seed,
-                     jackknife=jack)
+    return bootstrap_interval(lambda idx: x[idx].mean(axis=1), n, estimate=float(x.mean()),
+                              level=level, resamples=resamples, method=method, seed=seed,
+                              jackknife=jack)
 
 
 def sign_flip_test(differences: Sequence[float] | np.ndarray, *,
@@ -272,7 +301,7 @@ def sign_flip_test(differences: Sequence[float] | np.ndarray, *,
     Returns:
         ``(p_value, exact)``.
     """
-    d = _as_values(differences, "differences", what="a test")
+    d = check_values(differences, "differences", what="a test")
     _check_alternative(alternative)
     if isinstance(permutations, bool) or not isinstance(permutations, int) or permutations < 10:
         raise SegxaiError(f"permutations: expected an integer >= 10, got {permutations!r}")
@@ -329,8 +358,8 @@ def paired_difference(values: Sequence[float] | np.ndarray,
         >>> r.difference.format(2), r.p_value, r.exact
         ('0.25 [0.15, 0.35]', 0.125, True)
     """
-    a = _as_values(values, "values")
-    b = _as_values(baseline, "baseline")
+    a = check_values(values, "values")
+    b = check_values(baseline, "baseline")
     if a.size != b.size:
         raise SegxaiError(f"baseline: expected {a.size} values (one per image of values), got "
                           f"{b.size}")
@@ -338,103 +367,3 @@ def paired_difference(values: Sequence[float] | np.ndarray,
     interval = bootstrap_mean(d, level=level, resamples=resamples, method=method, seed=seed)
     p, exact = sign_flip_test(d, alternative=alternative, permutations=permutations, seed=seed)
     return PairedDifference(interval, float(p), alternative, exact)
-
-
-# ---------------------------------------------------------------------------- rank correlation
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair of ``x`` and ``y`` (average ranks for ties; NaN where a
-    row is constant)."""
-    rx = stats.rankdata(x, axis=-1)
-    ry = stats.rankdata(y, axis=-1)
-    rx -= rx.mean(axis=-1, keepdims=True)
-    ry -= ry.mean(axis=-1, keepdims=True)
-    den = np.sqrt(np.sum(rx * rx, axis=-1) * np.sum(ry * ry, axis=-1))
-    num = np.sum(rx * ry, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
-
-
-def spearman_interval(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,
-                      level: float = 0.95, resamples: int = 10_000,
-                      method: Method = "percentile", seed: int = 0) -> Interval:
-    """Spearman's rho between paired values with a bootstrap interval (pairs resampled jointly).
-
-    Use it for two scores of the same units (e.g. per-image insertion AUC under two
-    substrates). Resamples in which either side is constant (rho undefined) are left out.
-
-    Args:
-        x: first values (at least 3, not all equal).
-        y: second values, paired with ``x``.
-        level: confidence level.
-        resamples: bootstrap resamples.
-        method: ``"percentile"`` or ``"bca"``.
-        seed: seed of the :class:`numpy.random.Generator`.
-
-    Returns:
-        An :class:`Interval` of rho.
-    """
-    a = _as_values(x, "x", minimum=3, what="a rank-correlation interval")
-    b = _as_values(y, "y", minimum=3, what="a rank-correlation interval")
-    if a.size != b.size:
-        raise SegxaiError(f"y: expected {a.size} values (paired with x), got {b.size}")
-    _check_options(level, resamples, method)
-    for name, v in (("x", a), ("y", b)):
-        if np.ptp(v) == 0:
-            raise SegxaiError(f"{name}: expected values that are not all equal (rho is "
-                              f"undefined), got a constant")
-    estimate = float(_spearman_rows(a[None], b[None])[0])
-    return _interval(estimate, lambda idx: _spearman_rows(a[idx], b[idx]), a.size, width=2,
-                     level=level, resamples=resamples, method=method, seed=seed)
-
-
-def _as_scores(scores: Any, name: str) -> np.ndarray:
-    if hasattr(scores, "detach"):
-        scores = scores.detach().cpu().numpy()
-    try:
-        s = np.asarray(scores, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise SegxaiTypeError(f"{name}: expected an (images, methods) array of numbers, got "
-                              f"{type(scores).__name__}") from err
-    if s.ndim != 2 or s.shape[0] < 2 or s.shape[1] < 3:
-        raise SegxaiError(f"{name}: expected an (images, methods) array with at least 2 images "
-                          f"and 3 methods, got shape {s.shape}")
-    if not np.all(np.isfinite(s)):
-        raise SegxaiError(f"{name}: expected finite numbers, got NaN or infinity")
-    return s
-
-
-def ranking_agreement(scores_a: np.ndarray, scores_b: np.ndarray, *, level: float = 0.95,
-                      resamples: int = 10_000, method: Method = "percentile",
-                      seed: int = 0) -> Interval:
-    """Spearman's rho between two rankings of the same methods, with an interval over images.
-
-    ``scores_a[i, m]`` and ``scores_b[i, m]`` are method ``m``'s scores on image ``i`` under two
-    settings (two metrics, layers, substrates or models). Each setting ranks the methods by
-    their mean over the images; rho compares the two rankings. The interval resamples images
-    (rows of both arrays together), so it says how much the agreement depends on which images
-    were drawn (the methods are fixed, not sampled).
-
-    Args:
-        scores_a: ``(images, methods)`` scores under the first setting (≥ 2 images, ≥ 3
-            methods).
-        scores_b: the same images and methods under the second setting.
-        level: confidence level.
-        resamples: bootstrap resamples of the images.
-        method: ``"percentile"`` or ``"bca"`` (jackknife over images).
-        seed: seed of the :class:`numpy.random.Generator`.
-
-    Returns:
-        An :class:`Interval` of rho (resamples with tied-constant means are left out).
-    """
-    a = _as_scores(scores_a, "scores_a")
-    b = _as_scores(scores_b, "scores_b")
-    if a.shape != b.shape:
-        raise SegxaiError(f"scores_b: expected shape {a.shape} (as scores_a), got {b.shape}")
-    _check_options(level, resamples, method)
-    estimate = float(_spearman_rows(a.mean(0)[None], b.mean(0)[None])[0])
-    if not np.isfinite(estimate):
-        raise SegxaiError("scores_a, scores_b: expected method means that are not all equal "
-                          "(rho is undefined), got a constant ranking")
-    return _interval(estimate, lambda idx: _spearman_rows(a[idx].mean(1), b[idx].mean(1)),
-                     a.shape[0], width=2 * a.shape[1], level=level, resamples=resamples,
-                     method=method, seed=seed)
