@@ -1,4 +1,6 @@
-"""Tests of the U-Net's ``skips`` option: an encoder–decoder without skip connections."""
+"""Tests of the U-Net's ``skips`` option: an encoder–decoder without skip connections.
+
+The hand parameter count and the training test run for both settings in test_models.py."""
 
 from __future__ import annotations
 
@@ -6,20 +8,15 @@ import json
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from segxai.core.errors import SegxaiError
 from segxai.core.layers import find_layer
-from segxai.data import make_shapes
 from segxai.models import (
-    TrainConfig,
     UNet,
     UNetConfig,
-    count_parameters,
     layer_names_by_stage,
     load_checkpoint,
     save_checkpoint,
-    train_model,
 )
 
 
@@ -43,19 +40,6 @@ def test_no_skip_forward_is_the_plain_chain_of_stages() -> None:
     for stage in net.decoder:
         h = stage.block(stage.up(h))
     torch.testing.assert_close(net(x), net.head(h), atol=0, rtol=0)
-
-
-def test_no_skip_parameter_count_by_hand() -> None:
-    net = UNet(UNetConfig(depth=1, base_width=2, num_classes=2, in_channels=1, skips=False))
-
-    def block(cin: int, cout: int) -> int:  # two conv (no bias) + BN pairs
-        return cin * cout * 9 + 2 * cout + cout * cout * 9 + 2 * cout
-
-    expect = block(1, 2) + block(2, 4)  # encoder stage, bottleneck
-    expect += 4 * 2 * 4 + 2  # transposed conv 2x2 (4 -> 2) + bias
-    expect += block(2, 2)  # decoder block on the up-sampled path only (no +2 skip channels)
-    expect += 2 * 2 + 2  # head 1x1
-    assert count_parameters(net) == expect
 
 
 def test_skips_option_serialisation_and_default_unchanged() -> None:
@@ -87,18 +71,3 @@ def test_checkpoint_records_the_option(tmp_path) -> None:
     stored = json.loads((tmp_path / "with" / "config.json").read_text())
     assert "skips" not in stored["model"]
     assert load_checkpoint(tmp_path / "with").config.skips is True
-
-
-def test_no_skip_network_trains() -> None:
-    torch.manual_seed(0)
-    data = make_shapes(16, size=32, seed=0)
-    net = UNet(UNetConfig(depth=2, base_width=4, skips=False))
-    x, y = data.images[:8], data.masks[:8]
-    net.eval()
-    with torch.no_grad():
-        before = float(F.cross_entropy(net(x), y))
-    cfg = TrainConfig(epochs=3, batch_size=8, lr=1e-2, augment=False, restore_best=False)
-    res = train_model(net, data, None, cfg, progress=False)
-    with torch.no_grad():
-        after = float(F.cross_entropy(net(x), y))
-    assert after < before and res.history[-1]["loss"] < res.history[0]["loss"]
