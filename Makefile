@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.segxai-installed
 export HF_HUB_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: demo test install lint bench clean
+.PHONY: demo test install typecheck bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,7 @@ $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
 	$(PIP) install -q -e ".[dev,bench,smp,ray,data]"
 	$(PIP) install -q --no-deps stardist==0.9.2 nilearn==0.14.1
+	$(PY) -m segxai.models.mediapipe_selfie
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +29,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m mypy
+	$(PY) -m mypy --strict src/segxai/core
 	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
