@@ -247,7 +247,7 @@ def test_confusion_iou_and_task_metrics():
     pred = rng.integers(0, 4, 200)
     target = rng.integers(0, 4, 200)
     target[:5] = 255
-    conf = confusion_matrix(pred, target, 5)
+    conf = confusion_matrix(pred, target, 5, ignore_index=255)
     for c in range(4):
         tp = sum(1 for p, t in zip(pred, target) if p == c and t == c)
         fp = sum(1 for p, t in zip(pred, target) if p == c and t != c and t != 255)

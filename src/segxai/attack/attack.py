@@ -58,6 +58,7 @@ from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.layers import module_name
 from segxai.core.registry import Explainer, get_explainer
+from segxai.core.stats import pearson
 from segxai.core.target import Target, check_target
 
 __all__ = ["AttackConfig", "AttackResult", "attack", "evaluate_attack", "make_explainer",
@@ -395,10 +396,8 @@ def _metrics(adapter: ModelAdapter, images: Tensor, x_adv: Tensor, m0: Tensor, m
 
 
 def _pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Differentiable per-image Pearson correlation of ``(N, H, W)`` maps."""
-    x = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
-    y = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
-    return (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1) + 1e-12)
+    """Differentiable per-image Pearson correlation of ``(N, H, W)`` maps (0 if constant)."""
+    return torch.nan_to_num(pearson(a.flatten(1), b.flatten(1), dim=1), nan=0.0)
 
 
 def _check_target_map(target_map: Tensor, images: Tensor) -> Tensor:

@@ -44,6 +44,7 @@ from torch import Tensor
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice, check_images, check_positive_int
 from segxai.core.registry import get_explainer, list_explainers, make_generator
+from segxai.core.stats import spearman
 from segxai.core.target import Target
 from segxai.evaluate.complexity import complexity, sparseness
 from segxai.evaluate.cost import cost_metrics
@@ -354,7 +355,7 @@ def interpret(summary: Sequence[dict[str, Any]]) -> list[str]:
                      f"{slow['seconds'] / max(fast['seconds'], 1e-9):.0f}x).")
         ins = [r for r in timed if np.isfinite(r.get("insertion_auc", np.nan))]
         if len(ins) >= 3:
-            rho = _spearman([r["seconds"] for r in ins], [r["insertion_auc"] for r in ins])
+            rho = spearman([r["seconds"] for r in ins], [r["insertion_auc"] for r in ins])
             if np.isfinite(rho):
                 trend = ("more compute tended to buy better insertion AUC" if rho > 0.3 else
                          "more compute did not buy better insertion AUC" if rho < -0.3 else
@@ -377,14 +378,6 @@ def interpret(summary: Sequence[dict[str, Any]]) -> list[str]:
         lines.append(f"Means over only {n} image(s): differences of a few hundredths are within "
                      "noise.")
     return lines
-
-
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    from scipy import stats
-
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
 
 
 def _summary_markdown(summary: list[dict[str, Any]], lines: list[str], config: EvalConfig,

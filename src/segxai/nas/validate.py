@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from segxai.core.checks import check_positive_int
+from segxai.core.stats import kendall, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.evolution import Budget
 from segxai.nas.search import ScoringTask, build_candidate, score_candidate
@@ -105,8 +106,6 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
     Returns:
         One dict per proxy: ``proxy, kendall_tau, spearman_rho, top_k_overlap, k``.
     """
-    from scipy import stats
-
     miou = np.array([r["trained_miou"] for r in rows], dtype=float)
     k = max(2, int(round(top_fraction * len(rows))))
     top_true = set(np.argsort(-miou, kind="stable")[:k].tolist())
@@ -114,8 +113,8 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
     for p in proxies:
         s = np.array([r["scores"][p] for r in rows], dtype=float)
         s = np.where(np.isfinite(s), s, -1e300)
-        tau = stats.kendalltau(s, miou).statistic
-        rho = stats.spearmanr(s, miou).statistic
+        tau = kendall(s, miou)
+        rho = spearman(s, miou)
         top_p = set(np.argsort(-s, kind="stable")[:k].tolist())
         out.append({"proxy": p, "kendall_tau": _clean(tau), "spearman_rho": _clean(rho),
                     "top_k_overlap": len(top_p & top_true) / k, "k": k})
