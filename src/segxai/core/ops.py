@@ -15,7 +15,16 @@ from torch import Tensor
 
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 
-__all__ = ["gaussian_blur"]
+__all__ = ["gaussian_blur", "gaussian_taps"]
+
+
+def gaussian_taps(kernel_size: int, sigma: float, *, dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> Tensor:
+    """The 1-D Gaussian ``exp(-x² / 2σ²)`` at ``x = -r..r`` (``r = kernel_size // 2``),
+    normalised to sum 1; shared by :func:`gaussian_blur` and the SSIM window."""
+    taps = torch.arange(kernel_size, dtype=dtype, device=device) - kernel_size // 2
+    g = torch.exp(-(taps**2) / (2 * float(sigma) ** 2))
+    return g / g.sum()
 
 
 def gaussian_blur(images: Tensor, *, sigma: float = 5.0, kernel_size: int = 11) -> Tensor:
@@ -57,9 +66,7 @@ def gaussian_blur(images: Tensor, *, sigma: float = 5.0, kernel_size: int = 11) 
         raise SegxaiError(f"sigma: expected a positive number, got {sigma!r}")
     kernel_size = int(kernel_size)
     r = kernel_size // 2
-    taps = torch.arange(kernel_size, dtype=images.dtype, device=images.device) - r
-    g = torch.exp(-(taps**2) / (2 * float(sigma) ** 2))
-    g = g / g.sum()
+    g = gaussian_taps(kernel_size, sigma, dtype=images.dtype, device=images.device)
     c = images.shape[1]
     mode = "reflect" if min(images.shape[-2:]) > r else "replicate"
     out = F.pad(images, (r, r, 0, 0), mode=mode)

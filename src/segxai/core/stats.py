@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segxai.core.errors import SegxaiError
+from segxai.core.ops import gaussian_taps
 from segxai.core.postprocess import minmax
 
 __all__ = ["confusion_matrix", "iou_from_confusion", "kendall", "mean_iou", "pearson", "rank",
@@ -77,8 +78,8 @@ def pearson(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any, *,
         den = (xc.norm(dim=dim) * yc.norm(dim=dim)).clamp_min(torch.finfo(x.dtype).tiny)
         r = (xc * yc).sum(dim) / den
         return torch.where(const, torch.full_like(r, float("nan")), r)
-    xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
-    yt = torch.as_tensor(np.asarray(y, dtype=np.float64))
+    xt, yt = (torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v,
+                                         dtype=np.float64)) for v in (x, y))
     r = pearson(xt, yt, dim=dim)
     return float(r) if r.dim() == 0 else r.numpy()
 
@@ -101,7 +102,7 @@ def spearman(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any) -> floa
     input is constant or contains NaN.
 
     Example:
-        >>> spearman([1, 2, 3, 4], [1, 4, 9, 16])
+        >>> round(spearman([1, 2, 3, 4], [1, 4, 9, 16]), 12)
         1.0
     """
     a, b = _pair(x, y)
@@ -119,8 +120,8 @@ def kendall(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any) -> float
     (``O(n²)`` time, ``O(n)`` memory per row).
 
     Example:
-        >>> kendall([1, 2, 3], [1, 3, 2])
-        0.3333333333333333
+        >>> round(kendall([1, 2, 3], [1, 3, 2]), 12)
+        0.333333333333
     """
     a, b = _pair(x, y)
     if _undefined(a, b):
@@ -134,7 +135,7 @@ def kendall(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any) -> float
         px += float(np.abs(sx).sum())
         py += float(np.abs(sy).sum())
     # every unordered pair was counted twice (i, j) and (j, i), in numerator and both counts
-    return s / np.sqrt(px * py)
+    return float(s / np.sqrt(px * py))
 
 
 def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = True,
@@ -168,9 +169,7 @@ def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = Tr
         x, y = minmax(x), minmax(y)
     radius = int(3.5 * sigma + 0.5) if window is None else (int(window) - 1) // 2
     radius = max(0, min(radius, (min(x.shape[-2:]) - 1) // 2))
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    g = torch.exp(-(taps**2) / (2 * float(sigma) ** 2))
-    g = g / g.sum()
+    g = gaussian_taps(2 * radius + 1, sigma, dtype=x.dtype, device=x.device)
     win = (g[:, None] * g[None, :]).view(1, 1, 2 * radius + 1, 2 * radius + 1)
     x, y = x.unsqueeze(1), y.unsqueeze(1)
 
