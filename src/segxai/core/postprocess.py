@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -16,6 +18,14 @@ def _check_maps(maps: Tensor) -> Tensor:
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
         raise ValueError(f"maps: expected an (N, H, W) tensor, got {shape}")
     return maps
+
+
+@overload
+def minmax(maps: Tensor, eps: float = 1e-12) -> Tensor: ...
+
+
+@overload
+def minmax(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray: ...
 
 
 def minmax(maps: Tensor | np.ndarray, eps: float = 1e-12) -> Tensor | np.ndarray:

@@ -13,7 +13,7 @@ One implementation each; the evaluation, attack, NAS and continual code call the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, overload
 
 import numpy as np
 import torch
@@ -46,8 +46,15 @@ def _undefined(a: np.ndarray, b: np.ndarray) -> bool:
             or a.min() == a.max() or b.min() == b.max())
 
 
-def pearson(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any, *,
-            dim: int | None = None) -> Tensor | np.ndarray | float:
+@overload
+def pearson(x: Tensor, y: Tensor, *, dim: int | None = None) -> Tensor: ...
+
+
+@overload
+def pearson(x: Any, y: Any, *, dim: int | None = None) -> np.ndarray | float: ...
+
+
+def pearson(x: Any, y: Any, *, dim: int | None = None) -> Tensor | np.ndarray | float:
     """Pearson correlation; NaN where either input is constant.
 
     Args:
@@ -183,6 +190,16 @@ def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = Tr
     c1, c2 = 0.01**2, 0.03**2
     s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return s.flatten(1).mean(1).reshape(lead)
+
+
+@overload
+def confusion_matrix(pred: Tensor, target: Tensor | np.ndarray, num_classes: int,
+                     ignore_index: int | None = None) -> Tensor: ...
+
+
+@overload
+def confusion_matrix(pred: np.ndarray, target: Tensor | np.ndarray, num_classes: int,
+                     ignore_index: int | None = None) -> np.ndarray: ...
 
 
 def confusion_matrix(pred: Tensor | np.ndarray, target: Tensor | np.ndarray, num_classes: int,

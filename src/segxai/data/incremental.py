@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -139,20 +140,22 @@ def parse_tasks(spec: str | Sequence[int] | Sequence[Sequence[int]],
         [[4, 1], [2]]
     """
     order = _foreground(classes)
+    items: list[Any]
     if isinstance(spec, str):
         text = spec.strip()
         if re.fullmatch(r"\d+([+-]\d+)*", text):
-            spec = [int(v) for v in re.split(r"[+-]", text)]
+            items = [int(v) for v in re.split(r"[+-]", text)]
         elif re.fullmatch(r"\d+(,\d+)*(/\d+(,\d+)*)*", text):
-            spec = [[int(v) for v in part.split(",")] for part in text.split("/")]
+            items = [[int(v) for v in part.split(",")] for part in text.split("/")]
         else:
             raise SegxaiError(f"tasks: expected sizes like '2-1-1' or '2+2', or class ids like "
                               f"'1,2/3/4', got {spec!r}")
-    if isinstance(spec, bytes) or not isinstance(spec, Sequence) or not spec:
+    elif isinstance(spec, bytes) or not isinstance(spec, Sequence) or not spec:
         raise SegxaiError(f"tasks: expected a non-empty task list, got {spec!r}")
-    spec = list(spec)
-    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in spec):
-        sizes = [int(s) for s in spec]
+    else:
+        items = list(spec)
+    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
+        sizes = [int(s) for s in items]
         if any(s < 1 for s in sizes) or sum(sizes) > len(order) or (
                 complete and sum(sizes) != len(order)):
             raise SegxaiError(f"tasks: sizes {sizes} must be >= 1 and sum to "
@@ -165,7 +168,7 @@ def parse_tasks(spec: str | Sequence[int] | Sequence[Sequence[int]],
         return out
     allowed, seen = set(order), set()
     groups: list[list[int]] = []
-    for t, g in enumerate(spec):
+    for t, g in enumerate(items):
         if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or not g:
             raise SegxaiError(f"tasks: task {t} must be a non-empty list of class ids, got {g!r}")
         ids = [int(c) for c in g]
