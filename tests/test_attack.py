@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -31,6 +32,8 @@ from segxai.attack import (
     shift_map,
 )
 from segxai.attack.study import StudyConfig, choose_target, robustness_study
+from segxai.core.errors import SegxaiError
+from segxai.core.runstore import RunStore
 
 EPS = 8 / 255
 
@@ -270,22 +273,50 @@ def test_study_resumes_from_its_checkpoint(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(study_mod, "attack", boom)
     again = robustness_study(net, x, cfg, checkpoint_dir=tmp_path, progress=False)
     assert again.records == json.loads(json.dumps(first.records))
-    # half-finished: only the missing image is attacked
-    (tmp_path / "images" / "0001.json").unlink()
+    # cut after 4 rows (image 0: two attacks and the transfer; image 1: gradient): only the
+    # missing (image, method) rows are computed on resume, and the results are the same
+    cut = tmp_path / "cut"
+
+    def kill_after_four(store, name, row):
+        if len(store.rows(name)) >= 4:
+            raise _Killed
+
+    monkeypatch.setattr(study_mod, "attack", _real_attack)
+    monkeypatch.setattr(RunStore, "on_row", kill_after_four)
+    with pytest.raises(_Killed):
+        robustness_study(net, x, cfg, checkpoint_dir=cut, progress=False)
+    monkeypatch.setattr(RunStore, "on_row", None)
     calls = []
-    monkeypatch.setattr(study_mod, "attack", lambda *a, **k: calls.append(1) or
+    monkeypatch.setattr(study_mod, "attack", lambda *a, **k: calls.append(a[3]) or
                         _real_attack(*a, **k))
-    robustness_study(net, x, cfg, checkpoint_dir=tmp_path, progress=False)
-    assert len(calls) == 2  # two methods, one image
+    resumed = robustness_study(net, x, cfg, checkpoint_dir=cut, progress=False)
+    assert calls == ["seg-grad-cam"]  # one method, one image
+    assert _without_seconds(resumed.records) == _without_seconds(first.records)
+    assert len((cut / "results.jsonl").read_text().splitlines()) == 6
     other = StudyConfig(methods=("gradient",), attack=AttackConfig(iterations=5))
     with pytest.raises(ValueError, match="other settings"):
         robustness_study(net, x, other, checkpoint_dir=tmp_path, progress=False)
+    beta = replace(cfg, defence_beta=2.0)
+    with pytest.raises(SegxaiError, match=r"other settings \(differing: defence_beta\)"):
+        robustness_study(net, x, beta, checkpoint_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="not differentiable"):
         StudyConfig(methods=("occlusion",)).validate()
 
 
 def _real_attack(*args, **kwargs):
     return attack(*args, **kwargs)
+
+
+class _Killed(Exception):
+    """Raised by the RunStore.on_row hook to cut a study after some rows (a simulated kill)."""
+
+
+def _without_seconds(value):
+    if isinstance(value, dict):
+        return {k: _without_seconds(v) for k, v in value.items() if k != "seconds"}
+    if isinstance(value, list):
+        return [_without_seconds(v) for v in value]
+    return value
 
 
 # ---------------------------------------------------------------- CLI

@@ -12,19 +12,35 @@ from pathlib import Path
 
 import pytest
 
-from segxai.continual.experiment import KILL_ENV, ContinualConfig
+from segxai.continual.experiment import ContinualConfig
 
 ARGS = ["continual", "--quick", "--quiet", "--strategies", "none,full,saliency-box",
         "--epochs", "1", "--n-train", "40", "--size", "16", "--seeds", "1",
         "--budget-bytes", "12000"]
 
+# Runs the CLI; with a task index as first argument, RunStore.on_row SIGKILLs the process
+# right after the first row (= completed checkpoint) of that task.
+_SCRIPT = r"""
+import json, os, signal, sys
+from segxai.cli import main
+from segxai.core.runstore import RunStore
 
-def _run(out: Path, kill_after: int | None = None) -> subprocess.CompletedProcess:
+kill_after = int(sys.argv[1])
+if kill_after >= 0:
+    def on_row(store, name, row):
+        if name == "rows" and row["task"] == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+    RunStore.on_row = on_row
+sys.exit(main(json.loads(sys.argv[2])))
+"""
+
+
+def _run(out: Path, kill_after: int | None = None,
+         args: list[str] | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env.pop(KILL_ENV, None)
-    if kill_after is not None:
-        env[KILL_ENV] = str(kill_after)
-    return subprocess.run([sys.executable, "-m", "segxai.cli", *ARGS, "--out", str(out)],
+    argv = [*(args if args is not None else ARGS), "--out", str(out)]
+    return subprocess.run([sys.executable, "-c", _SCRIPT,
+                           str(-1 if kill_after is None else kill_after), json.dumps(argv)],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -59,10 +75,9 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     # a different configuration in the same directory is refused
     cfg = json.loads((clean / "config.json").read_text())
     assert ContinualConfig.from_dict(cfg).size == 16
-    other = subprocess.run([sys.executable, "-m", "segxai.cli", *ARGS[:-2], "--budget-bytes",
-                            "999", "--out", str(clean)], capture_output=True, text=True,
-                           timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1"))
-    assert other.returncode == 2 and "different configuration" in other.stderr
+    other = _run(clean, args=[*ARGS[:-2], "--budget-bytes", "999"])
+    assert other.returncode == 2 and "other settings" in other.stderr
+    assert "budget_bytes" in other.stderr
 
 
 def test_config_validation():

@@ -4,21 +4,19 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from kill_after_rows import run_killed
+from segxai.core.errors import SegxaiError
 from segxai.evaluate import RANDOM_BASELINE, EvalConfig, evaluate_methods, interpret
 from segxai.models import save_checkpoint
 from segxai.models.unet import UNet, UNetConfig
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class _Blob(nn.Module):
@@ -82,10 +80,26 @@ def test_runner_tidy_table_and_checkpoint(tmp_path: Path) -> None:
     assert more.computed == 3
     assert {r["method"] for r in _read_csv(tmp_path / "results.csv")} == {
         "gradient", "seg-grad-cam", RANDOM_BASELINE}
-    # other settings in the same directory are refused
+    # other settings in the same directory are refused, naming the differing keys
     with pytest.raises(ValueError, match="other settings"):
         evaluate_methods(_Blob(), x, masks, config=EvalConfig(methods=["gradient"], steps=9),
                          out_dir=tmp_path, progress=False)
+
+
+def test_resume_with_other_settings_names_the_keys(tmp_path: Path) -> None:
+    x, masks = _images()
+    evaluate_methods(_Blob(), x, masks, config=EvalConfig(methods=["gradient"], steps=8),
+                     out_dir=tmp_path, progress=False, write_figures=False)
+    with pytest.raises(SegxaiError, match=r"differing: score, steps\)"):
+        evaluate_methods(_Blob(), x, masks, out_dir=tmp_path, progress=False,
+                         config=EvalConfig(methods=["gradient"], steps=9, score="logit_ratio"))
+    # warmup changes timings only and methods may be added: both resume
+    again = evaluate_methods(_Blob(), x, masks, out_dir=tmp_path, progress=False,
+                             write_figures=False,
+                             config=EvalConfig(methods=["gradient", "seg-grad-cam"], steps=8,
+                                               warmup=False))
+    assert again.computed == 3
+    assert json.loads((tmp_path / "run.json").read_text())["kind"] == "evaluate"
 
 
 def test_interpretation_follows_the_numbers() -> None:
@@ -102,12 +116,13 @@ def test_interpretation_follows_the_numbers() -> None:
     assert "Pareto-optimal on (seconds, insertion AUC): a, b." in text
 
 
-def _cli(args: list[str], env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "SEGXAI_EVAL_STOP_AFTER"}
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
-                **(env_extra or {})})
-    return subprocess.run([sys.executable, "-m", "segxai.cli", "evaluate", *args],
-                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+def _cli(args: list[str], kill_after: int | None = None) -> subprocess.CompletedProcess:
+    """``segxai evaluate ARGS`` in a subprocess, SIGKILLed after ``kill_after`` rows."""
+    return run_killed(f"""
+        import sys
+        from segxai.cli import main
+        sys.exit(main(["evaluate", *{args!r}]))
+    """, kill_after, rows="progress")
 
 
 def _without_seconds(rows: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -132,7 +147,7 @@ def test_cli_resume_after_sigkill(tmp_path: Path) -> None:
                      out_dir=tmp_path / "full", progress=False)
 
     part = tmp_path / "part"
-    killed = _cli([*common, "--out", str(part)], {"SEGXAI_EVAL_STOP_AFTER": "2"})
+    killed = _cli([*common, "--out", str(part)], kill_after=2)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (part / "results.csv").exists()
     first = (part / "progress.jsonl").read_text().splitlines()

@@ -12,7 +12,13 @@ import torch
 from segxai.cli import main
 from segxai.data import make_shapes
 from segxai.models import TrainConfig, UNet, UNetConfig, save_checkpoint
-from segxai.nas import StudentConfig, cpu_latency_ms, train_student
+from segxai.nas import (
+    ScoringTask,
+    StudentConfig,
+    ValidationTask,
+    cpu_latency_ms,
+    train_student,
+)
 from segxai.nas.search import build_candidate
 from segxai.nas.space import build_unet
 
@@ -103,3 +109,67 @@ def test_student_distillation_and_saliency_terms_train() -> None:
     with pytest.raises(ValueError, match="teacher"):
         train_student(student, data, tc, student_config=StudentConfig(lam=1.0))
     assert cpu_latency_ms(student, (3, 32, 32), repeats=3, warmup=1) > 0
+
+
+class _Killed(Exception):
+    """Raised by the RunStore.on_row hook to cut a run after some rows (a simulated kill)."""
+
+
+def _validation_task():
+    from segxai.nas import SearchSpace, build_probe
+    from segxai.nas.validate import sample_architectures
+
+    teacher = UNet(UNetConfig(depth=2, base_width=4, num_classes=5)).eval()
+    with torch.no_grad():
+        teacher.head.bias.copy_(torch.tensor([0.0, 0.3, 0.3, 0.3, 0.3]))
+    data = make_shapes(4, size=32, seed=2)
+    probe = build_probe(teacher, data.images[:2], data.masks[:2])
+    task = ValidationTask(scoring=ScoringTask(probe=probe, proxies=("cam", "params")),
+                          train_data=make_shapes(8, size=32, seed=3),
+                          val_data=make_shapes(4, size=32, seed=4),
+                          train_config=TrainConfig(epochs=1, batch_size=8, restore_best=False,
+                                                   augment=False))
+    space = SearchSpace(resolution=(32, 32), depths=(2,), base_widths=(2, 4), num_classes=5)
+    return task, sample_architectures(space, None, 3, seed=0)
+
+
+def _without_timing(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "train_seconds"} for r in rows]
+
+
+def test_validation_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
+    import segxai.nas.validate as validate_mod
+    from segxai.core.errors import SegxaiError
+    from segxai.core.runstore import RunStore
+
+    task, configs = _validation_task()
+    reference = validate_mod.run_validation(task, configs, out_dir=tmp_path / "ref",
+                                            progress=False)
+    out = tmp_path / "cut"
+
+    def kill_after_two(store, name, row):
+        if len(store.rows(name)) >= 2:
+            raise _Killed
+
+    monkeypatch.setattr(RunStore, "on_row", kill_after_two)
+    with pytest.raises(_Killed):
+        validate_mod.run_validation(task, configs, out_dir=out, progress=False, chunk=1)
+    monkeypatch.setattr(RunStore, "on_row", None)
+    assert not (out / "validation.csv").exists()
+    assert len((out / "validated.jsonl").read_text().splitlines()) == 2
+    calls = []
+    real = validate_mod.validation_item
+    monkeypatch.setattr(validate_mod, "validation_item",
+                        lambda t, item: calls.append(item) or real(t, item))
+    resumed = validate_mod.run_validation(task, configs, out_dir=out, progress=False, chunk=1)
+    assert [c for c, _ in calls] == configs[2:]  # only the unfinished architecture
+    assert _without_timing(resumed["rows"]) == _without_timing(reference["rows"])
+    assert resumed["correlations"] == reference["correlations"]
+    assert (out / "correlations.csv").read_text() == \
+        (tmp_path / "ref" / "correlations.csv").read_text()
+    with pytest.raises(SegxaiError, match=r"differing: proxies, seed\)"):
+        validate_mod.run_validation(
+            ValidationTask(scoring=ScoringTask(probe=task.scoring.probe, proxies=("params",)),
+                           train_data=task.train_data, val_data=task.val_data,
+                           train_config=task.train_config),
+            configs, seed=1, out_dir=out, progress=False)

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -13,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kill_after_rows import run_killed
+from segxai.core.errors import SegxaiError
 from segxai.nas import Budget, EvolutionSettings, evolve
 
 TOY = textwrap.dedent('''
@@ -39,12 +39,12 @@ TOY = textwrap.dedent('''
     def fitness(configs, seeds):
         return [-float(sum((c[k] - OPT[k]) ** 2 for k in OPT)) for c in configs]
 
-    def run(state_path=None, seed=0, iterations=60, crossover=0.3, random_search=False):
+    def run(out=None, seed=0, iterations=60, crossover=0.3, random_search=False):
         settings = EvolutionSettings(population=12, iterations=iterations,
                                      children_per_iteration=4, seed=seed,
                                      crossover_prob=crossover, random_search=random_search)
         res = evolve(Toy(), fitness, settings, budget=Budget(max_params=15),
-                     state_path=state_path, progress=False, space_id="toy")
+                     store=out, progress=False, space_id="toy")
         d = res.to_dict()
         d.pop("seconds"); d.pop("resumed_from")
         return d
@@ -132,29 +132,35 @@ def test_zen_nas_mutation_schedule() -> None:
 
 def test_resume_after_sigkill_gives_identical_result(toy, tmp_path: Path) -> None:
     mod, script = toy
-    reference = mod.run(state_path=tmp_path / "ref" / "state.json")
-    state = tmp_path / "killed" / "state.json"
-    env = {**os.environ, "SEGXAI_NAS_KILL_AFTER": "7"}
-    proc = subprocess.run([sys.executable, str(script), str(state)], env=env,
-                          capture_output=True, text=True, timeout=120)
+    reference = mod.run(out=tmp_path / "ref")
+    out = tmp_path / "killed"
+    proc = run_killed(f"""
+        import sys
+        sys.path.insert(0, {str(script.parent)!r})
+        import toy_search
+        toy_search.run(out={str(out)!r})
+    """, 7, rows="iterations", timeout=120)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    assert json.loads(state.read_text())["iteration"] == 7
-    env.pop("SEGXAI_NAS_KILL_AFTER")
-    proc = subprocess.run([sys.executable, str(script), str(state)], env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, proc.stderr
-    resumed = json.loads(proc.stdout)
-    assert resumed == json.loads(json.dumps(reference))
+    assert json.loads((out / "search_state.json").read_text())["iteration"] == 7
+    assert len((out / "iterations.jsonl").read_text().splitlines()) == 7
+    resumed = mod.run(out=out)  # in-process
+    assert resumed["history"] == reference["history"]
+    assert json.loads(json.dumps(resumed)) == json.loads(json.dumps(reference))
+    assert [json.loads(line) for line in (out / "iterations.jsonl").read_text().splitlines()] \
+        == json.loads(json.dumps(reference["history"]))
     # no temp files left behind
-    assert [p.name for p in state.parent.iterdir()] == ["state.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["iterations.jsonl", "run.json",
+                                                     "search_state.json"]
 
 
 def test_resume_with_other_settings_is_refused(toy, tmp_path: Path) -> None:
     mod, _ = toy
-    state = tmp_path / "s.json"
-    mod.run(state_path=state, iterations=3)
-    with pytest.raises(ValueError, match="different settings"):
-        mod.run(state_path=state, iterations=3, seed=9)
+    mod.run(out=tmp_path, iterations=3)
+    with pytest.raises(SegxaiError, match=r"other settings \(differing: settings\.seed\)"):
+        mod.run(out=tmp_path, iterations=3, seed=9)
+    with pytest.raises(SegxaiError,
+                       match=r"differing: settings\.crossover_prob, settings\.iterations\)"):
+        mod.run(out=tmp_path, iterations=4, crossover=0.5)
 
 
 def test_failed_scores_rank_last() -> None:

@@ -13,6 +13,7 @@ from segxai.core.runstore import (
     RunStore,
     atomic_write_json,
     fingerprint,
+    publish_directory,
     read_rows,
     settings_diff,
 )
@@ -103,3 +104,16 @@ def test_on_row_hook_simulates_a_kill(tmp_path, monkeypatch):
         for i in range(3):
             store.append_row("rows", {"i": i})
     assert [r["i"] for r in read_rows(tmp_path / "rows.jsonl")] == [0, 1]
+
+
+def test_publish_directory_keeps_the_first_finished(tmp_path):
+    work, final = tmp_path / "entry.partial", tmp_path / "entry"
+    work.mkdir()
+    (work / "model.txt").write_text("mine")
+    assert publish_directory(work, final)
+    assert (final / "model.txt").read_text() == "mine" and not work.exists()
+    late = tmp_path / "late.partial"  # another process finishing second
+    late.mkdir()
+    (late / "model.txt").write_text("theirs")
+    assert not publish_directory(late, final)
+    assert (final / "model.txt").read_text() == "mine" and not late.exists()

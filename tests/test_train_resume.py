@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from segxai.core.runstore import RunStore, read_rows
 from segxai.data import make_shapes
 from segxai.models import TrainConfig, UNet, UNetConfig, train_model
 
@@ -64,15 +64,51 @@ def test_resume_refuses_other_configuration(tmp_path) -> None:
     net = UNet(MODEL)
     data = make_shapes(24, size=32, seed=1)
     other = TrainConfig(epochs=5, batch_size=8, lr=5e-3, seed=7, max_steps_per_epoch=3)
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match="other settings"):
         train_model(net, data, None, other, out_dir=tmp_path / "run", progress=False)
 
 
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_at_the_row_hook(tmp_path, monkeypatch) -> None:
+    """A run stopped by RunStore.on_row right after epoch 3's row resumes to the same weights."""
+    full, full_res = _run(tmp_path / "full")
+
+    def kill(store, name, row):
+        if name == "epochs" and row["epoch"] == 3:
+            raise _Killed
+
+    monkeypatch.setattr(RunStore, "on_row", kill)
+    with pytest.raises(_Killed):
+        _run(tmp_path / "part")
+    monkeypatch.setattr(RunStore, "on_row", None)
+    assert [r["epoch"] for r in read_rows(tmp_path / "part" / "epochs.jsonl")] == [1, 2, 3]
+    torch.manual_seed(99)
+    resumed, res = _run(tmp_path / "part")
+    assert res.resumed_from == 3 and res.completed
+    assert _same_weights(full.state_dict(), resumed.state_dict())
+    assert res.val_mious == full_res.val_mious
+    rows = read_rows(tmp_path / "part" / "epochs.jsonl")
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    assert [(r["loss"], r["val_miou"]) for r in rows] == \
+        [(r["loss"], r["val_miou"]) for r in read_rows(tmp_path / "full" / "epochs.jsonl")]
+
+
 _CHILD = r"""
-import sys, torch
+import os, signal, sys, torch
 torch.set_num_threads(1)
+from segxai.core.runstore import RunStore
+from segxai.core.runstore import RunStore, read_rows
 from segxai.data import make_shapes
 from segxai.models import TrainConfig, UNet, UNetConfig, train_model
+
+def kill(store, name, row):
+    if name == "epochs" and row["epoch"] == int(sys.argv[2]):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+RunStore.on_row = kill
 torch.manual_seed(0)
 net = UNet(UNetConfig(depth=2, base_width=4))
 cfg = TrainConfig(epochs=4, batch_size=8, lr=5e-3, seed=7, max_steps_per_epoch=3)
@@ -82,30 +118,17 @@ train_model(net, make_shapes(24, size=32, seed=1), make_shapes(8, size=32, seed=
 
 
 def test_resume_after_sigkill(tmp_path) -> None:
-    """Kill a training subprocess with SIGKILL once it has finished an epoch, then resume."""
+    """A training subprocess SIGKILLed (by the row hook) after epoch 2 resumes in-process."""
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(out)], env=env)
+    proc = subprocess.run([sys.executable, "-c", _CHILD, str(out), "2"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
     state = out / "train_state.json"
-    deadline = time.time() + 120
-    epochs = 0
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if state.is_file():
-                try:
-                    epochs = json.loads(state.read_text())["epochs_run"]
-                except (json.JSONDecodeError, KeyError):
-                    epochs = 0
-                if epochs >= 1:
-                    break
-            time.sleep(0.02)
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait()
     if not state.is_file():
         pytest.fail("the training subprocess wrote no train_state.json")
     killed_at = json.loads(state.read_text())["epochs_run"]
+    assert killed_at == 2
     full, _ = _run(tmp_path / "full")
     resumed, res = _run(out)
     assert res.completed and res.resumed_from == killed_at

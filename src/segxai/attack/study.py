@@ -14,18 +14,21 @@ predicted pixels, both fixed from the clean image):
    evaluated on the x_adv of the ``transfer_from`` attack: how far their map moves towards
    the target of the same kind built from their own clean map.
 
-Per-image records are written to ``checkpoint_dir/images/NNNN.json`` as soon as an image is
-done; a rerun with the same settings skips finished images (resume).
+With a ``checkpoint_dir`` the study is a :class:`~segxai.core.runstore.RunStore` of kind
+``"attack-study"`` whose settings are the :class:`StudyConfig`, the seed and the number of
+images: each finished (image, attacked method) and (image, transfer method) is appended as one
+row to ``results.jsonl`` as soon as it is done (the x_adv of ``transfer_from`` is stored
+beside it, so the transfer rows of an image can resume without re-attacking), and a rerun
+with the same settings skips the finished rows; other settings are refused with the
+differing keys named.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -35,13 +38,17 @@ from segxai.attack.attack import AttackConfig, AttackResult, attack, evaluate_at
 from segxai.attack.targets import TARGET_KINDS, make_target_map
 from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.checks import check_choice
+from segxai.core.errors import SegxaiError
 from segxai.core.registry import explain, get_explainer, list_explainers
+from segxai.core.runstore import RunStore
 from segxai.core.target import Target
 
 __all__ = ["StudyConfig", "StudyResult", "choose_target", "robustness_study",
            "summarize_records"]
 
 DEFAULT_TRANSFER = ("occlusion", "seg-ablation-cam")
+KIND = "attack-study"
+ROWS = "results"  # one row per finished (image, method)
 
 
 def choose_target(model: Any, images: Tensor) -> Target:
@@ -83,10 +90,10 @@ class StudyConfig:
     methods: tuple[str, ...] = ("gradient", "smoothgrad", "seg-grad-cam")
     transfer_methods: tuple[str, ...] | None = None
     transfer_from: str = "gradient"
-    target_kind: str = "shift"
+    target_kind: Literal["shift", "mirror", "box", "other-image"] = "shift"
     attack: AttackConfig = field(default_factory=AttackConfig)
     defence_beta: float = 3.0
-    defence: str = "transfer"
+    defence: Literal["transfer", "adaptive", "none"] = "transfer"
     explainer_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     attack_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -170,65 +177,68 @@ def _params(cfg: StudyConfig, method: str, seed: int) -> dict[str, Any]:
     return params
 
 
-def _study_image(adapter: ModelAdapter, x: Tensor, target: Target, other: Tensor | None,
-                 other_target: Target | None, cfg: StudyConfig, seed: int,
-                 progress: bool) -> tuple[dict[str, Any], dict[str, AttackResult]]:
-    rec: dict[str, Any] = {"class_index": int(target.class_index[0]), "attacks": {},
-                           "transfer": {}}
-    results: dict[str, AttackResult] = {}
-    succ, mina = cfg.attack.success_pearson, cfg.attack.min_agreement
+def _target_for(adapter: ModelAdapter, other: Tensor | None, other_target: Target | None,
+                cfg: StudyConfig, method: str, params: dict[str, Any],
+                beta: float | None) -> Tensor | str:
+    """The attack's target: a kind name, or for ``"other-image"`` the next image's map."""
+    if cfg.target_kind != "other-image":
+        return cfg.target_kind
+    assert other is not None and other_target is not None
+    if beta is None:
+        maps = explain(adapter, other, other_target, method=method, **params).maps
+    else:
+        from segxai.attack.softplus import softplus_model
 
-    def target_for(method: str, params: dict[str, Any], beta: float | None) -> Tensor | str:
-        if cfg.target_kind != "other-image":
-            return cfg.target_kind
-        assert other is not None and other_target is not None
-        if beta is None:
+        assert adapter.module is not None
+        with softplus_model(adapter.module, beta):
             maps = explain(adapter, other, other_target, method=method, **params).maps
-        else:
-            from segxai.attack.softplus import softplus_model
+    return make_target_map("other-image", maps, other_maps=maps)
 
-            assert adapter.module is not None
-            with softplus_model(adapter.module, beta):
-                maps = explain(adapter, other, other_target, method=method, **params).maps
-        return make_target_map("other-image", maps, other_maps=maps)
 
-    for method in cfg.methods:
-        params = _params(cfg, method, seed)
-        acfg = cfg.attack_config(method)
-        res = attack(adapter, x, target, method, target_for(method, params, None), acfg,
-                     explainer_params=params, progress=progress)
-        results[method] = res
-        entry = {**_one(res.metrics), "seconds": res.seconds,
-                 "kept_iteration": res.kept_iteration[0]}
-        if cfg.defence == "transfer":
-            ev = evaluate_attack(adapter, x, res.x_adv, target,
-                                 target_for(method, params, cfg.defence_beta), method,
-                                 explainer_params=params, defence_beta=cfg.defence_beta,
-                                 success_pearson=succ, min_agreement=mina)
-            entry["defended"] = _one(ev["metrics"])
-        elif cfg.defence == "adaptive":
-            t0 = time.perf_counter()
-            dres = attack(adapter, x, target, method, target_for(method, params, cfg.defence_beta),
-                          acfg, explainer_params=params, progress=progress,
-                          defence_beta=cfg.defence_beta)
-            entry["defended"] = {**_one(dres.metrics), "seconds": time.perf_counter() - t0}
-        rec["attacks"][method] = entry
-    transfer = cfg.resolved_transfer()
-    if transfer:
-        x_adv = results[cfg.transfer_from].x_adv
-        for method in transfer:
-            params = _params(cfg, method, seed)
-            t0 = time.perf_counter()
-            tmap: Tensor | str = cfg.target_kind
-            if cfg.target_kind == "other-image":
-                assert other is not None and other_target is not None
-                tmap = explain(adapter, other, other_target, method=method, **params).maps
-            ev = evaluate_attack(adapter, x, x_adv, target, tmap, method,
-                                 explainer_params=params, success_pearson=succ,
-                                 min_agreement=mina)
-            rec["transfer"][method] = {**_one(ev["metrics"]), "from": cfg.transfer_from,
-                                       "seconds": time.perf_counter() - t0}
-    return rec, results
+def _attack_entry(adapter: ModelAdapter, x: Tensor, target: Target, other: Tensor | None,
+                  other_target: Target | None, cfg: StudyConfig, method: str, seed: int,
+                  progress: bool) -> tuple[dict[str, Any], AttackResult]:
+    """One attacked method on one image (with the defence of ``cfg``)."""
+    succ, mina = cfg.attack.success_pearson, cfg.attack.min_agreement
+    params = _params(cfg, method, seed)
+    acfg = cfg.attack_config(method)
+    res = attack(adapter, x, target, method, _target_for(adapter, other, other_target, cfg,
+                                                          method, params, None),
+                 acfg, explainer_params=params, progress=progress)
+    entry = {**_one(res.metrics), "seconds": res.seconds, "kept_iteration": res.kept_iteration[0]}
+    if cfg.defence == "transfer":
+        ev = evaluate_attack(adapter, x, res.x_adv, target,
+                             _target_for(adapter, other, other_target, cfg, method, params,
+                                         cfg.defence_beta), method,
+                             explainer_params=params, defence_beta=cfg.defence_beta,
+                             success_pearson=succ, min_agreement=mina)
+        entry["defended"] = _one(ev["metrics"])
+    elif cfg.defence == "adaptive":
+        t0 = time.perf_counter()
+        dres = attack(adapter, x, target, method,
+                      _target_for(adapter, other, other_target, cfg, method, params,
+                                  cfg.defence_beta),
+                      acfg, explainer_params=params, progress=progress,
+                      defence_beta=cfg.defence_beta)
+        entry["defended"] = {**_one(dres.metrics), "seconds": time.perf_counter() - t0}
+    return entry, res
+
+
+def _transfer_entry(adapter: ModelAdapter, x: Tensor, x_adv: Tensor, target: Target,
+                    other: Tensor | None, other_target: Target | None, cfg: StudyConfig,
+                    method: str, seed: int) -> dict[str, Any]:
+    """How far ``method``'s map moves towards its target on the transferred ``x_adv``."""
+    params = _params(cfg, method, seed)
+    t0 = time.perf_counter()
+    tmap: Tensor | str = cfg.target_kind
+    if cfg.target_kind == "other-image":
+        assert other is not None and other_target is not None
+        tmap = explain(adapter, other, other_target, method=method, **params).maps
+    ev = evaluate_attack(adapter, x, x_adv, target, tmap, method, explainer_params=params,
+                         success_pearson=cfg.attack.success_pearson,
+                         min_agreement=cfg.attack.min_agreement)
+    return {**_one(ev["metrics"]), "from": cfg.transfer_from,
+            "seconds": time.perf_counter() - t0}
 
 
 def summarize_records(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -272,6 +282,62 @@ def summarize_records(records: list[dict[str, Any]]) -> dict[str, list[dict[str,
     return {"attacked": rows, "transferred": trows}
 
 
+def _null_to_nan(entry: dict[str, Any]) -> dict[str, Any]:
+    # rows store non-finite metrics as JSON null; records hold NaN either way
+    return {k: _null_to_nan(v) if isinstance(v, dict) else
+            (float("nan") if v is None and k != "kept_iteration" else v)
+            for k, v in entry.items()}
+
+
+def _x_adv_name(index: int) -> str:
+    return f"x_adv/{index:04d}.safetensors"
+
+
+def _study_image(adapter: ModelAdapter, images: Tensor, targets: Target, i: int,
+                 cfg: StudyConfig, seed: int, progress: bool, store: RunStore | None,
+                 done: dict[tuple[int, str, str], dict[str, Any]],
+                 ) -> tuple[dict[str, Any], dict[str, AttackResult]]:
+    """The record of image ``i`` (rows in ``done`` reused, the others computed and stored)
+    and the attacks computed in this call."""
+    x = images[i:i + 1]
+    j = (i + 1) % images.shape[0]
+    other = images[j:j + 1] if cfg.target_kind == "other-image" else None
+    other_t = targets[j] if cfg.target_kind == "other-image" else None
+    target = targets[i]
+    rec: dict[str, Any] = {"index": i, "class_index": int(target.class_index[0]),
+                           "attacks": {}, "transfer": {}}
+    transfer = cfg.resolved_transfer()
+    fresh: dict[str, AttackResult] = {}
+
+    def finish(part: str, method: str, entry: dict[str, Any]) -> None:
+        row = {"index": i, "class_index": rec["class_index"], "part": part, "method": method,
+               "entry": entry}
+        if store is not None:
+            store.append_row(ROWS, row)
+        done[(i, part, method)] = row
+
+    for method in cfg.methods:
+        if (i, "attack", method) not in done:
+            entry, res = _attack_entry(adapter, x, target, other, other_t, cfg, method, seed,
+                                       progress)
+            fresh[method] = res
+            if store is not None and transfer and method == cfg.transfer_from:
+                store.write_tensors(_x_adv_name(i), {"x_adv": res.x_adv})
+            finish("attack", method, entry)
+        rec["attacks"][method] = _null_to_nan(done[(i, "attack", method)]["entry"])
+    for method in transfer:
+        if (i, "transfer", method) not in done:
+            if cfg.transfer_from in fresh:
+                x_adv = fresh[cfg.transfer_from].x_adv
+            else:  # attacked before a resume: its x_adv was stored with its row
+                assert store is not None
+                x_adv = store.read_tensors(_x_adv_name(i))["x_adv"].to(x.device)
+            finish("transfer", method, _transfer_entry(adapter, x, x_adv, target, other,
+                                                       other_t, cfg, method, seed))
+        rec["transfer"][method] = _null_to_nan(done[(i, "transfer", method)]["entry"])
+    return rec, fresh
+
+
 def robustness_study(model: Any, images: Tensor, config: StudyConfig | None = None, *,
                      checkpoint_dir: str | Path | None = None, progress: bool = True,
                      device: str = "cpu", seed: int = 0) -> StudyResult:
@@ -282,14 +348,20 @@ def robustness_study(model: Any, images: Tensor, config: StudyConfig | None = No
         model: a segmentation ``nn.Module`` (or :class:`ModelAdapter`).
         images: ``(N, C, H, W)`` clean model-space images (``N >= 2`` for ``"other-image"``).
         config: a :class:`StudyConfig`.
-        checkpoint_dir: write one JSON per finished image there and skip finished images when
-            rerun with the same settings.
+        checkpoint_dir: the run directory (a :class:`~segxai.core.runstore.RunStore` of kind
+            ``"attack-study"``): one row per finished (image, method) in ``results.jsonl``,
+            the transferred x_adv in ``x_adv/``; rerun with the same settings it skips the
+            finished rows, with other settings it is refused.
         progress: progress bars.
         device: torch device of the model and images.
         seed: seed of the SmoothGrad noise draws (unless given in ``explainer_params``).
 
     Returns:
         A :class:`StudyResult`.
+
+    Raises:
+        SegxaiError: bad settings, or ``checkpoint_dir`` holds a study with other settings
+            (the message names the differing keys).
     """
     t0 = time.perf_counter()
     cfg = (config or StudyConfig()).validate()
@@ -297,42 +369,20 @@ def robustness_study(model: Any, images: Tensor, config: StudyConfig | None = No
     images = adapter.check(images)
     n = images.shape[0]
     if cfg.target_kind == "other-image" and n < 2:
-        raise ValueError("images: the 'other-image' target needs at least 2 images")
+        raise SegxaiError("images: the 'other-image' target needs at least 2 images")
     targets = choose_target(adapter, images)
-    ckpt = Path(checkpoint_dir) if checkpoint_dir is not None else None
     cfg_dict = {**cfg.to_dict(), "seed": seed, "n_images": n}
-    fingerprint = hashlib.sha256(json.dumps(cfg_dict, sort_keys=True, default=str)
-                                 .encode()).hexdigest()[:16]
-    if ckpt is not None:
-        (ckpt / "images").mkdir(parents=True, exist_ok=True)
-        meta = ckpt / "study_config.json"
-        if meta.exists():
-            old = json.loads(meta.read_text())
-            if old.get("fingerprint") != fingerprint:
-                raise ValueError(f"checkpoint_dir: {ckpt} holds a study with other settings; "
-                                 "use another directory or delete it")
-        else:
-            meta.write_text(json.dumps({"fingerprint": fingerprint, "config": cfg_dict},
-                                       indent=2, default=str))
+    store = RunStore(checkpoint_dir, kind=KIND, settings=cfg_dict) \
+        if checkpoint_dir is not None else None
+    done: dict[tuple[int, str, str], dict[str, Any]] = {}
+    for row in store.rows(ROWS) if store is not None else ():
+        done[(int(row["index"]), row["part"], row["method"])] = row
     records: list[dict[str, Any]] = []
     examples: dict[str, AttackResult] = {}
     for i in tqdm(range(n), disable=not progress, desc="attack study"):
-        path = ckpt / "images" / f"{i:04d}.json" if ckpt is not None else None
-        if path is not None and path.exists():
-            records.append(json.loads(path.read_text()))
-            continue
-        j = (i + 1) % n
-        other = images[j:j + 1] if cfg.target_kind == "other-image" else None
-        other_t = targets[j] if cfg.target_kind == "other-image" else None
-        rec, results = _study_image(adapter, images[i:i + 1], targets[i], other, other_t, cfg,
-                                    seed, progress)
-        rec = {"index": i, **rec}
-        if not examples:
-            examples = results
-        if path is not None:
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(rec, indent=2))
-            tmp.replace(path)
+        rec, fresh = _study_image(adapter, images, targets, i, cfg, seed, progress, store, done)
+        if not examples and len(fresh) == len(cfg.methods):
+            examples = fresh
         records.append(rec)
     return StudyResult(records, summarize_records(records), cfg_dict, examples,
                        time.perf_counter() - t0)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from segxai.core.runstore import atomic_write_json
 
 
 def add_common(parser: argparse.ArgumentParser, *, out_default: str | None = None) -> None:
@@ -22,23 +21,11 @@ def add_common(parser: argparse.ArgumentParser, *, out_default: str | None = Non
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
-
-
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON atomically (write to a temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_default))
-    tmp.replace(path)
+    """Write ``data`` as indented, strict JSON atomically (see
+    :func:`segxai.core.runstore.atomic_write_json`: NumPy values and paths converted, NaN as
+    null, keys sorted)."""
+    atomic_write_json(path, data)
 
 
 def parse_key_values(items: list[str], option: str) -> dict[str, Any]:

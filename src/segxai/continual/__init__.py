@@ -39,6 +39,13 @@ from segxai.continual.learner import (
     train_task,
     unbiased_distillation,
 )
+from segxai.continual.losses import (
+    ReplayMix,
+    SeenClassLoss,
+    UnbiasedDistillation,
+    mib_init,
+    seen_loss,
+)
 from segxai.continual.memory import ReplayMemory
 from segxai.continual.metrics import confusion_matrix, iou_per_class, task_metrics
 from segxai.continual.scenario import (
@@ -56,6 +63,9 @@ __all__ = [
     "STRATEGIES",
     "ContinualConfig",
     "ReplayMemory",
+    "ReplayMix",
+    "SeenClassLoss",
+    "UnbiasedDistillation",
     "build_memory",
     "compress",
     "confusion_matrix",
@@ -65,6 +75,7 @@ __all__ = [
     "iou_per_class",
     "load_results",
     "masked_logits",
+    "mib_init",
     "nearest_resize",
     "parse_tasks",
     "plot_results",
@@ -75,6 +86,7 @@ __all__ = [
     "saliency_maps",
     "saliency_patch",
     "seen_classes",
+    "seen_loss",
     "summarise",
     "task_indices",
     "task_masks",

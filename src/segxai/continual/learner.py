@@ -1,36 +1,40 @@
 """The incremental learner: masked-logit training with replay, optional MiB distillation,
 exemplar selection with saliency, and evaluation.
 
-Head: the network has one logit per class of the whole dataset from the start, and the logits
-of classes not seen yet are masked (set to a large negative value) in the loss and at
-prediction. This is equivalent to a head that grows by one output per new class (the masked
-outputs receive no gradient from the cross-entropy and never win the argmax).
-
-Loss: pixel-wise cross-entropy over the seen classes with ignore label 255 (plus, by default,
-the soft Dice loss over the seen classes, as the built-in model's training uses); a fraction
-``ratio`` of every minibatch is drawn from the replay memory (SSUL-M replaces half). With
-``distill > 0`` the MiB losses are added (Cermelli et al., CVPR 2020): the new classes'
-head rows are initialised from the background row with bias ``b_bg − log(N_new + 1)``, and
-the unbiased distillation term
-``−mean_pixels Σ_{c ∈ old} q_c log p̃_c`` with ``q`` the old model's softmax over the classes it
-knew, ``p̃_bg = Σ_{c ∈ {bg} ∪ new} p_c`` and ``p̃_c = p_c`` otherwise.
+Training goes through the one loop (:func:`segxai.models.fit`); the continual pieces (seen-class
+masking, MiB unbiased distillation and initialisation, replay mixing) are loss terms and hooks
+in :mod:`segxai.continual.losses`. Loss: pixel-wise cross-entropy over the seen classes with
+ignore label 255 (plus, by default, the soft Dice loss over the seen classes, as the built-in
+model's training uses); a fraction ``ratio`` of every minibatch is drawn from the replay memory
+(SSUL-M replaces half). With ``distill > 0`` the MiB distillation term is added.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from segxai.continual.compress import compress
+from segxai.continual.losses import (
+    IGNORE,
+    MASK_VALUE,
+    ReplayMix,
+    SeenClassLoss,
+    UnbiasedDistillation,
+    masked_logits,
+    mib_init,
+    seen_loss,
+    unbiased_distillation,
+)
 from segxai.continual.memory import ReplayMemory
 from segxai.continual.metrics import confusion_matrix, iou_per_class
+from segxai.models.loop import TrainData, fit
+from segxai.models.losses import LossTerm
+from segxai.models.trainconfig import TrainConfig
 
 __all__ = [
     "MASK_VALUE",
@@ -40,108 +44,10 @@ __all__ = [
     "mib_init",
     "predict",
     "saliency_maps",
+    "seen_loss",
     "train_task",
     "unbiased_distillation",
 ]
-
-MASK_VALUE = -1.0e4
-IGNORE = 255
-
-
-def masked_logits(logits: Tensor, seen: Sequence[int]) -> Tensor:
-    """Logits with every class not in ``seen`` set to :data:`MASK_VALUE`."""
-    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
-    keep[list(seen)] = True
-    return logits.masked_fill(~keep.view(1, -1, 1, 1), MASK_VALUE)
-
-
-def _head(model: nn.Module, num_classes: int) -> nn.Conv2d:
-    head = getattr(model, "head", None)
-    if isinstance(head, nn.Conv2d) and head.out_channels == num_classes:
-        return head
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)
-             and m.out_channels == num_classes]
-    if not convs:
-        raise ValueError("model: no Conv2d head with one output per class found")
-    return convs[-1]
-
-
-@torch.no_grad()
-def mib_init(model: nn.Module, new_classes: Sequence[int], num_classes: int) -> None:
-    """MiB initialisation: new rows = background row, biases ``b_bg − log(N_new + 1)``
-    (background's bias too)."""
-    head = _head(model, num_classes)
-    new = list(new_classes)
-    if head.bias is None:
-        raise ValueError("model: the head needs a bias for the MiB initialisation")
-    bias = head.bias[0] - float(np.log(len(new) + 1))
-    head.weight[new] = head.weight[0:1].expand(len(new), *head.weight.shape[1:]).clone()
-    head.bias[new] = bias
-    head.bias[0] = bias
-
-
-def unbiased_distillation(new_logits: Tensor, old_logits: Tensor, old_seen: Sequence[int],
-                          new_classes: Sequence[int], ignore: Tensor | None = None) -> Tensor:
-    """MiB unbiased knowledge distillation (mean over pixels).
-
-    Args:
-        new_logits: ``(N, K, H, W)`` current model logits (unmasked).
-        old_logits: ``(N, K, H, W)`` old model logits.
-        old_seen: classes the old model knew (background included).
-        new_classes: classes of the current task.
-        ignore: optional ``(N, H, W)`` bool of pixels to leave out.
-
-    Returns:
-        Scalar loss.
-    """
-    old_seen = list(old_seen)
-    q = old_logits[:, old_seen].softmax(1)
-    all_seen = sorted({*old_seen, *new_classes})
-    logz = torch.logsumexp(new_logits[:, all_seen], dim=1, keepdim=True)
-    fg = [c for c in old_seen if c != 0]
-    log_bg = torch.logsumexp(new_logits[:, [0, *new_classes]], dim=1, keepdim=True) - logz
-    log_p = torch.cat([log_bg, new_logits[:, fg] - logz], dim=1)
-    per_pixel = -(q * log_p).sum(1)
-    if ignore is not None:
-        per_pixel = per_pixel[~ignore]
-    return per_pixel.mean() if per_pixel.numel() else new_logits.sum() * 0.0
-
-
-def seen_loss(logits: Tensor, target: Tensor, seen: Sequence[int], *,
-              dice: bool = True) -> Tensor:
-    """Cross-entropy over the seen classes (ignore 255), plus the soft Dice loss
-    ``1 − (2 Σ p_c g_c + 1) / (Σ p_c + Σ g_c + 1)`` averaged over the seen classes.
-
-    Args:
-        logits: ``(N, K, H, W)`` raw logits.
-        target: ``(N, H, W)`` labels (255 = ignore).
-        seen: the classes not masked.
-        dice: add the Dice term (it counters the dominance of background pixels).
-
-    Returns:
-        Scalar loss.
-    """
-    masked = masked_logits(logits, seen)
-    loss = F.cross_entropy(masked, target, ignore_index=IGNORE)
-    if not dice:
-        return loss
-    valid = (target != IGNORE).unsqueeze(1).to(logits.dtype)
-    seen = list(seen)
-    probs = masked.softmax(1)[:, seen] * valid
-    onehot = torch.stack([(target == c) for c in seen], 1).to(logits.dtype) * valid
-    inter = (probs * onehot).sum((0, 2, 3))
-    total = probs.sum((0, 2, 3)) + onehot.sum((0, 2, 3))
-    return loss + (1 - (2 * inter + 1) / (total + 1)).mean()
-
-
-def _one_cycle(step: int, total: int, warmup: float = 0.1) -> float:
-    """Learning-rate factor: linear warm-up from 1/25 over ``warmup`` of the steps, then
-    cosine down to 1e-4."""
-    w = max(1, int(round(warmup * total)))
-    if step < w:
-        return 1 / 25 + (1 - 1 / 25) * step / w
-    u = min(1.0, (step - w) / max(1, total - w))
-    return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * u))
 
 
 def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[int], *,
@@ -153,10 +59,13 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
                desc: str = "train") -> list[float]:
     """Train ``model`` on one task (in place) with replay mixed into every minibatch.
 
-    Each step takes ``batch_size − m`` current images (an epoch is one pass over them, in a
-    seeded random order) and ``m = round(ratio · batch_size)`` memory samples drawn uniformly
-    with replacement (``m = 0`` while the memory is empty). A fresh Adam optimiser with a one-cycle schedule (warm-up, cosine) is used per
-    task, so a run resumed between tasks is identical to an uninterrupted one.
+    Each step takes ``batch_size − m`` current images (an epoch is the full batches of a
+    fresh permutation of them, drawn from the epoch's generator) and
+    ``m = round(ratio · batch_size)`` memory samples drawn uniformly with replacement from the
+    same generator (``m = 0`` while the memory is empty). The one loop (:func:`segxai.models.fit`)
+    runs with a fresh Adam optimiser (AdamW without weight decay), the one-cycle schedule with
+    10 % warm-up and no augmentation, so a run resumed between tasks is identical to an
+    uninterrupted one.
 
     Args:
         model: network returning ``N×K×H×W`` logits.
@@ -168,7 +77,7 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         epochs: passes over the task's images.
         batch_size: images per step.
         ratio: fraction of each batch from memory, in ``[0, 1)``.
-        lr: Adam learning rate.
+        lr: peak Adam learning rate.
         seed: seeds the batch order and the memory draws.
         old_model: the model after the previous task (for ``distill``).
         old_seen: classes the old model knew.
@@ -189,47 +98,21 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
     has_memory = memory_images is not None and len(memory_images) > 0
     n_mem = int(round(float(ratio) * batch_size)) if has_memory else 0
     n_cur = max(1, batch_size - n_mem)
-    g_order = torch.Generator().manual_seed(int(seed) * 1000 + 1)
-    g_mem = torch.Generator().manual_seed(int(seed) * 1000 + 2)
-    seen = list(seen)
-    model.to(device).train()
-    if old_model is not None:
+    config = TrainConfig(epochs=epochs, batch_size=n_cur, lr=lr, weight_decay=0.0,
+                         schedule="onecycle", warmup=0.1, augment=False, restore_best=False,
+                         seed=seed)
+    terms: list[LossTerm] = [SeenClassLoss(list(seen), dice)]
+    if distill > 0 and old_model is not None:
         old_model.to(device).eval()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    losses: list[float] = []
-    steps_per_epoch = (len(images) + n_cur - 1) // n_cur
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: _one_cycle(step, epochs * steps_per_epoch))
-    bar = tqdm(total=epochs * steps_per_epoch, desc=desc, disable=not progress, leave=False)
-    for _ in range(epochs):
-        perm = torch.randperm(len(images), generator=g_order)
-        total, count = 0.0, 0
-        for start in range(0, len(images), n_cur):
-            idx = perm[start:start + n_cur]
-            x, y = images[idx], masks[idx]
-            if n_mem:
-                j = torch.randint(len(memory_images), (n_mem,), generator=g_mem)
-                x = torch.cat([x, memory_images[j]])
-                y = torch.cat([y, memory_masks[j]])
-            x, y = x.to(device), y.to(device)
-            logits = model(x)
-            loss = seen_loss(logits, y, seen, dice=dice)
-            if distill > 0 and old_model is not None:
-                with torch.no_grad():
-                    old_logits = old_model(x)
-                loss = loss + distill * unbiased_distillation(logits, old_logits, old_seen,
-                                                              new_classes, ignore=y == IGNORE)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(x)
-            count += len(x)
-            bar.update(1)
-        losses.append(total / max(count, 1))
-    bar.close()
-    model.eval()
-    return losses
+        terms.append(UnbiasedDistillation(old_model, list(old_seen), list(new_classes),
+                                          weight=distill))
+    hook = None
+    if n_mem:
+        assert memory_images is not None and memory_masks is not None
+        hook = ReplayMix(memory_images, memory_masks, n_mem)
+    result = fit(model, TrainData(images, masks, ignore_index=IGNORE), config, terms=terms,
+                 batch_hook=hook, device=device, progress=progress, desc=desc)
+    return result.losses
 
 
 @torch.no_grad()

@@ -14,8 +14,8 @@ The memory is saved as ``memory.npz`` (arrays only, loaded with ``allow_pickle=F
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from segxai.continual.compress import (
     exemplar_nbytes,
     reconstruct,
 )
+from segxai.core.runstore import atomic_write_bytes, atomic_write_json
 
 __all__ = ["ReplayMemory"]
 
@@ -163,16 +164,13 @@ class ReplayMemory:
                     arrays[key] = a
                     names.append(name)
                 index[str(c)].append(names)
-        tmp = directory / "memory.npz.tmp"
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, directory / "memory.npz")
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write_bytes(directory / "memory.npz", buf.getvalue())
         meta = {"strategy": self.strategy, "budget_bytes": self.budget_bytes,
                 "size": list(self.size), "params": self.params, "classes": self.classes,
                 "items": index, "nbytes": self.nbytes, "exemplars": len(self)}
-        tmp_json = directory / "memory.json.tmp"
-        tmp_json.write_text(json.dumps(meta, indent=2))
-        os.replace(tmp_json, directory / "memory.json")
+        atomic_write_json(directory / "memory.json", meta)
 
     @classmethod
     def load(cls, directory: str | Path) -> ReplayMemory:

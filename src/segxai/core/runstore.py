@@ -36,6 +36,7 @@ import io
 import json
 import math
 import os
+import shutil
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -50,6 +51,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "fingerprint",
+    "publish_directory",
     "read_rows",
     "settings_diff",
     "to_jsonable",
@@ -123,6 +125,26 @@ def atomic_write_json(path: str | Path, data: Any, *, indent: int | None = 2) ->
     """Write ``data`` as strict JSON (keys sorted) to ``path`` atomically."""
     text = json.dumps(to_jsonable(data), indent=indent, sort_keys=True, allow_nan=False)
     return atomic_write_text(path, text + "\n")
+
+
+def publish_directory(work: str | Path, final: str | Path) -> bool:
+    """Move the finished directory ``work`` to ``final`` in one rename, so that readers see
+    all of it or nothing (e.g. a model cache entry built under a temporary name).
+
+    If ``final`` cannot be replaced (another process published it first), ``work`` is
+    removed and ``final`` kept.
+
+    Returns:
+        Whether ``work`` became ``final``.
+    """
+    work, final = Path(work), Path(final)
+    try:
+        os.replace(work, final)  # refuses a non-empty ``final`` directory
+    except OSError:
+        shutil.rmtree(work, ignore_errors=True)
+        return False
+    _fsync_dir(final.parent)
+    return True
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:

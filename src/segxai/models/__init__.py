@@ -15,6 +15,17 @@ from segxai.models.checkpoint import (
     save_checkpoint,
     save_optimizer_state,
 )
+from segxai.models.loop import TrainData, fit
+from segxai.models.losses import (
+    Batch,
+    KLDistillation,
+    LossTerm,
+    SegmentationLoss,
+    StepContext,
+    kl_distillation,
+    segmentation_loss,
+)
+from segxai.models.mediapipe_selfie import selfie
 from segxai.models.metrics import (
     confusion_matrix,
     evaluate_miou,
@@ -22,13 +33,20 @@ from segxai.models.metrics import (
     miou_from_confusion,
     predict_dataset,
 )
-from segxai.models.train import TrainConfig, TrainResult, learning_rate, train_model
+from segxai.models.schedule import epoch_generator, learning_rate, steps_per_epoch
+from segxai.models.train import TrainConfig, TrainResult, train_model
 from segxai.models.unet import BLOCKS, UNet, UNetConfig, count_parameters, layer_names_by_stage
 
 __all__ = [
     "BLOCKS",
+    "Batch",
     "BuiltinModel",
     "BuiltinRecipe",
+    "KLDistillation",
+    "LossTerm",
+    "SegmentationLoss",
+    "StepContext",
+    "TrainData",
     "TrainConfig",
     "TrainResult",
     "UNet",
@@ -38,7 +56,10 @@ __all__ = [
     "count_parameters",
     "default_cache_dir",
     "evaluate_miou",
+    "epoch_generator",
     "evaluate_segmentation",
+    "fit",
+    "kl_distillation",
     "layer_names_by_stage",
     "learning_rate",
     "load_checkpoint",
@@ -49,5 +70,8 @@ __all__ = [
     "read_checkpoint_config",
     "save_checkpoint",
     "save_optimizer_state",
+    "segmentation_loss",
+    "selfie",
+    "steps_per_epoch",
     "train_model",
 ]

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from segxai.core.runstore import atomic_write_text, publish_directory
 from segxai.data.dataset import SegDataset
 from segxai.data.synthetic import make_shapes
 from segxai.models.checkpoint import load_checkpoint, read_checkpoint_config
@@ -146,14 +147,11 @@ def load_or_train_builtin(cache_dir: str | Path | None = None, quick: bool = Fal
         model = UNet(recipe.model)
         result = train_model(model, train_data, val_data, recipe.train, out_dir=work,
                              device=device, progress=progress)
-        (work / "recipe.json").write_text(json.dumps(
+        atomic_write_text(work / "recipe.json", json.dumps(
             {**recipe.to_dict(), "train_seconds": result.seconds}, indent=2))
         if not (final / "model.safetensors").is_file():
-            shutil.rmtree(final, ignore_errors=True)
-            try:
-                os.replace(work, final)
-            except OSError:  # another process finished first: use its model
-                shutil.rmtree(work, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)  # an incomplete entry
+            publish_directory(work, final)  # if another process finished first: use its model
         else:
             shutil.rmtree(work, ignore_errors=True)
     model = load_checkpoint(final, device=device)

@@ -8,14 +8,14 @@ flattened into ``optimizer.safetensors`` (tensors) and ``optimizer.json`` (every
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
+from segxai.core.runstore import atomic_write_bytes, atomic_write_text
 from segxai.models.unet import UNet, UNetConfig
 
 __all__ = [
@@ -30,19 +30,9 @@ __all__ = [
 FORMAT = "segxai-unet-v1"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def save_state_dict(tensors: dict[str, Tensor], path: Path) -> None:
     """Save a flat ``name -> tensor`` dict as safetensors (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, save({k: v.detach().cpu().contiguous() for k, v in tensors.items()}))
 
 
 def save_checkpoint(model: UNet, directory: str | Path, *, class_names: list[str] | None = None,
@@ -67,7 +57,7 @@ def save_checkpoint(model: UNet, directory: str | Path, *, class_names: list[str
                             "class_names": list(class_names) if class_names else None}
     if extra:
         data.update(extra)
-    _atomic_write_text(directory / "config.json", json.dumps(data, indent=2))
+    atomic_write_text(directory / "config.json", json.dumps(data, indent=2))
     return directory
 
 
@@ -142,7 +132,7 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, directory: str | Path
     save_state_dict(tensors, directory / "optimizer.safetensors")
     meta = {"param_groups": _to_json(sd["param_groups"]), "scalars": scalars,
             "ids": [str(pid) for pid in sd["state"]]}
-    _atomic_write_text(directory / "optimizer.json", json.dumps(meta))
+    atomic_write_text(directory / "optimizer.json", json.dumps(meta))
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, directory: str | Path) -> None:

@@ -25,7 +25,13 @@ from segxai.nas.fitness import ProbeSet, build_probe, cam_distance, cam_fitness,
 from segxai.nas.proxies import PROXIES, compute_proxy, grad_norm, naswot, synflow
 from segxai.nas.search import ScoringTask, make_probe, run_search, score_candidates
 from segxai.nas.space import SearchSpace, build_unet
-from segxai.nas.student import StudentConfig, cpu_latency_ms, train_student
+from segxai.nas.student import (
+    SaliencyMatching,
+    StudentConfig,
+    cpu_latency_ms,
+    student_terms,
+    train_student,
+)
 from segxai.nas.validate import (
     ValidationTask,
     correlations,
@@ -41,6 +47,7 @@ __all__ = [
     "ProbeSet",
     "RayBackend",
     "ScoringTask",
+    "SaliencyMatching",
     "SearchResult",
     "SearchSpace",
     "StudentConfig",
@@ -65,5 +72,6 @@ __all__ = [
     "sample_architectures",
     "score_candidates",
     "synflow",
+    "student_terms",
     "train_student",
 ]

@@ -12,18 +12,18 @@ the batch size is a search setting, not a backend property, so the result does n
 the backend. Each candidate's seed is derived from the search seed and the candidate's
 configuration (:func:`~segxai.nas.state.derive_seed`), never from global random state.
 
-The state (population, NumPy generator state, evaluated cache, history) is written atomically
-after every iteration; a search restarted on the same state file resumes and returns the same
-result as an uninterrupted run. Setting the environment variable ``SEGXAI_NAS_KILL_AFTER=k``
-makes the process SIGKILL itself right after checkpointing iteration ``k`` (used by the
-resume test).
+The search writes through a :class:`~segxai.core.runstore.RunStore` (kind ``"nas-search"``,
+settings :func:`search_identity`): the state (population, NumPy generator state, evaluated
+cache, history) is rewritten atomically to ``search_state.json`` after every iteration, and
+then the iteration's history entry is appended as a row to ``iterations.jsonl``. A search
+restarted on the same directory resumes and returns the same result as an uninterrupted
+run; other settings, space or budget are refused with the differing keys named. Tests cut a
+search after ``k`` iterations with :attr:`RunStore.on_row`.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -33,12 +33,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from segxai.core.checks import check_fraction, check_positive_int
-from segxai.nas.state import atomic_write_json, config_key, derive_seed, read_json
+from segxai.core.errors import SegxaiError
+from segxai.core.runstore import RunStore, settings_diff
+from segxai.nas.state import config_key, derive_seed, open_store
 
-__all__ = ["Budget", "EvolutionSettings", "SearchResult", "SpaceLike", "evolve"]
+__all__ = ["Budget", "EvolutionSettings", "SearchResult", "SpaceLike", "evolve",
+           "search_identity"]
 
 STATE_VERSION = 1
-KILL_ENV = "SEGXAI_NAS_KILL_AFTER"
+KIND = "nas-search"
+STATE_FILE = "search_state.json"
+ITERATIONS = "iterations"  # rows: one history entry per finished iteration
 
 
 class SpaceLike(Protocol):
@@ -143,10 +148,17 @@ class SearchResult:
 Evaluator = Callable[[list[dict[str, Any]], list[int]], list[float]]
 
 
+def search_identity(settings: EvolutionSettings, space_id: str,
+                    budget: Budget | None = None) -> dict[str, Any]:
+    """What determines a search's result: the run settings of its :class:`RunStore`."""
+    return {"version": STATE_VERSION, "settings": asdict(settings), "space": space_id,
+            "budget": asdict(budget or Budget())}
+
+
 def _fresh_state(settings: EvolutionSettings, space_id: str, budget: Budget) -> dict[str, Any]:
     rng = np.random.Generator(np.random.PCG64(settings.seed))
-    return {"version": STATE_VERSION, "settings": asdict(settings), "space": space_id,
-            "budget": asdict(budget), "iteration": 0, "population": [], "cache": {},
+    return {**search_identity(settings, space_id, budget), "iteration": 0, "population": [],
+            "cache": {},
             "measures": {}, "rng": rng.bit_generator.state, "candidates_scored": 0,
             "rejected": 0, "history": [], "seconds": 0.0}
 
@@ -156,8 +168,26 @@ def _rank(population: list[list[Any]]) -> list[list[Any]]:
     return sorted(population, key=lambda item: (-item[1], item[0]))
 
 
+def _load_state(store: RunStore, identity: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved state of ``store`` (``None`` when fresh); its identity must be ``identity``."""
+    state = store.read_json(STATE_FILE)
+    if state is None:
+        return None
+    differ = settings_diff({k: state.get(k) for k in identity}, identity)
+    if differ:
+        raise SegxaiError(f"out: {store.root} holds a search with other settings "
+                          f"(differing: {', '.join(differ)}); resume with the same settings "
+                          "or choose another --out directory")
+    # a kill between the state write and its row leaves a history entry without a row
+    logged = {int(r["iteration"]) for r in store.rows(ITERATIONS)}
+    for entry in state["history"]:
+        if int(entry["iteration"]) not in logged:
+            store.append_row(ITERATIONS, entry)
+    return state
+
+
 def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *,
-           budget: Budget | None = None, state_path: str | Path | None = None,
+           budget: Budget | None = None, store: RunStore | str | Path | None = None,
            progress: bool = True, space_id: str = "") -> SearchResult:
     """Run (or resume) the evolutionary search.
 
@@ -167,26 +197,24 @@ def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *
             non-finite scores count as failures and rank last).
         settings: population, iterations, seed, ...
         budget: hard limits on parameters, FLOPs and depth.
-        state_path: JSON checkpoint; if it exists with the same settings the search resumes.
+        store: the run directory (a path opens a :class:`RunStore` of kind ``"nas-search"``
+            with :func:`search_identity` as settings); if it holds a state with the same
+            settings the search resumes. ``None``: nothing written, nothing resumed.
         progress: show a progress bar with the best score, parameters and FLOPs.
         space_id: text identifying the space (checked on resume).
 
     Returns:
         The :class:`SearchResult`.
+
+    Raises:
+        SegxaiError: ``store`` holds a search with other settings, space or budget (the
+            message names the differing keys), or no admissible candidate was found.
     """
     budget = budget or Budget()
-    state_path = Path(state_path) if state_path is not None else None
-    state = None
-    resumed_from = 0
-    if state_path is not None and state_path.exists():
-        state = read_json(state_path)
-        expected = _fresh_state(settings, space_id, budget)
-        for key in ("version", "settings", "space", "budget"):
-            if state.get(key) != expected[key]:
-                raise ValueError(f"state_path: {state_path} holds a search with different "
-                                 f"{key} ({state.get(key)!r} vs {expected[key]!r}); use "
-                                 "another output directory or delete it")
-        resumed_from = int(state["iteration"])
+    identity = search_identity(settings, space_id, budget)
+    store = open_store(store, kind=KIND, settings=identity)
+    state = _load_state(store, identity) if store is not None else None
+    resumed_from = int(state["iteration"]) if state is not None else 0
     if state is None:
         state = _fresh_state(settings, space_id, budget)
     rng = np.random.Generator(np.random.PCG64())
@@ -195,7 +223,6 @@ def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *
     measures: dict[str, dict[str, int]] = state["measures"]
     population: list[list[Any]] = state["population"]
     configs: dict[str, dict[str, Any]] = {}
-    kill_after = os.environ.get(KILL_ENV)
     t_start = time.perf_counter()
     seconds_before = float(state["seconds"])
 
@@ -265,15 +292,15 @@ def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *
             state["iteration"] += 1
             best_key, best_score = population[0]
             m = measure(configs_of(best_key))
-            state["history"].append({"iteration": state["iteration"], "best_score": best_score,
-                                     "params": m["params"], "flops": m["flops"],
-                                     "candidates_scored": state["candidates_scored"]})
+            entry = {"iteration": state["iteration"], "best_score": best_score,
+                     "params": m["params"], "flops": m["flops"],
+                     "candidates_scored": state["candidates_scored"]}
+            state["history"].append(entry)
             state["rng"] = rng.bit_generator.state
             state["seconds"] = seconds_before + time.perf_counter() - t_start
-            if state_path is not None:
-                atomic_write_json(state_path, state)
-                if kill_after is not None and state["iteration"] >= int(kill_after):
-                    os.kill(os.getpid(), signal.SIGKILL)
+            if store is not None:
+                store.write_json(STATE_FILE, state)
+                store.append_row(ITERATIONS, entry)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(best=f"{best_score:.4g}", params=m["params"], flops=m["flops"])
@@ -281,10 +308,10 @@ def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *
         if bar is not None:
             bar.close()
     state["seconds"] = seconds_before + time.perf_counter() - t_start
-    if state_path is not None:
-        atomic_write_json(state_path, state)
+    if store is not None:
+        store.write_json(STATE_FILE, state)
     if not population:
-        raise ValueError("budget: no admissible candidate was found; relax the budget")
+        raise SegxaiError("budget: no admissible candidate was found; relax the budget")
     members = []
     for key, score in population:
         m = measure(configs_of(key))
@@ -302,7 +329,7 @@ def _score_batch(evaluate: Evaluator, children: Sequence[dict[str, Any]], seed: 
     if todo:
         new = evaluate([children[i] for i in todo], [derive_seed(seed, keys[i]) for i in todo])
         if len(new) != len(todo):
-            raise ValueError(f"evaluate: returned {len(new)} scores for {len(todo)} candidates")
+            raise SegxaiError(f"evaluate: returned {len(new)} scores for {len(todo)} candidates")
         for i, s in zip(todo, new):
             s = float(s)
             cache[keys[i]] = s if np.isfinite(s) else -1e300

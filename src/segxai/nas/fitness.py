@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice, check_images, check_positive_int
 from segxai.core.postprocess import minmax
-from segxai.core.registry import get_explainer, make_generator
+from segxai.core.registry import get_explainer
 from segxai.core.target import Target
 
 __all__ = ["ProbeSet", "build_probe", "cam_distance", "cam_fitness", "distill",
@@ -218,13 +218,18 @@ def distill(model: nn.Module, images: Tensor, teacher_logits: Tensor, *, steps: 
             device: str | torch.device = "cpu") -> nn.Module:
     """``steps`` Adam steps of pixel-wise KL distillation towards the teacher's logits.
 
+    Runs the one training loop (:func:`segxai.models.fit`) with the
+    :class:`~segxai.models.KLDistillation` term alone, a constant learning rate, no
+    augmentation and one step per epoch: each step trains on the first ``batch_size`` images
+    of a fresh permutation drawn from the epoch's generator (seeded by ``(seed, step)``).
+
     Args:
         model: the student (trained in place, left in eval mode).
         images: ``(m, C, H, W)`` training images.
         teacher_logits: ``(m, K, H, W)`` the teacher's logits on them.
         steps: optimisation steps (0 = unchanged).
         lr: Adam learning rate.
-        batch_size: images per step (drawn with a generator seeded by ``seed``).
+        batch_size: images per step.
         temperature: softmax temperature (loss scaled by T²).
         seed: minibatch order.
         device: torch device.
@@ -232,23 +237,16 @@ def distill(model: nn.Module, images: Tensor, teacher_logits: Tensor, *, steps: 
     Returns:
         The model.
     """
+    from segxai.models import KLDistillation, TrainConfig, TrainData, fit
+
     check_positive_int(steps, "steps", minimum=0)
     check_positive_int(batch_size, "batch_size")
     if steps == 0:
         return model.eval()
-    model = model.to(device).train()
-    adapter = adapt(model)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    g = make_generator(seed)
-    m = images.shape[0]
-    t = float(temperature)
-    for _ in range(steps):
-        idx = torch.randperm(m, generator=g)[: min(batch_size, m)]
-        x = images[idx].to(device)
-        target = F.softmax(teacher_logits[idx].to(device) / t, dim=1)
-        out = adapter(x)
-        loss = F.kl_div(F.log_softmax(out / t, dim=1), target, reduction="none").sum(1).mean()
-        opt.zero_grad(set_to_none=True)
-        (loss * t * t).backward()
-        opt.step()
-    return model.eval()
+    config = TrainConfig(epochs=steps, batch_size=batch_size, lr=lr, weight_decay=0.0,
+                         schedule="constant", augment=False, restore_best=False,
+                         max_steps_per_epoch=1, seed=seed)
+    data = TrainData(images, extras={"teacher_logits": teacher_logits})
+    fit(model, data, config, terms=[KLDistillation(1.0, temperature)], forward=adapt(model),
+        device=device, progress=False, desc="distill")
+    return model

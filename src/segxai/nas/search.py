@@ -17,13 +17,13 @@ import torch
 from torch import nn
 
 from segxai.core.checks import check_choice, check_positive_int
+from segxai.core.runstore import RunStore
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.counting import network_counts
-from segxai.nas.evolution import Budget, EvolutionSettings, evolve
+from segxai.nas.evolution import KIND, Budget, EvolutionSettings, evolve, search_identity
 from segxai.nas.fitness import ProbeSet, build_probe
 from segxai.nas.proxies import PROXIES, compute_proxy
 from segxai.nas.space import SearchSpace, build_unet
-from segxai.nas.state import atomic_write_json
 
 __all__ = ["ScoringTask", "make_probe", "probe_data", "run_search", "score_candidate",
            "score_candidates"]
@@ -143,7 +143,9 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
         crossover_prob: probability of uniform crossover.
         random_search: sample every child uniformly (the random-search baseline).
         backend: where candidates are scored (default in-process).
-        out_dir: if given, ``search_state.json`` (checkpoint, resumed) and ``search.json``.
+        out_dir: if given, the run directory (a :class:`~segxai.core.runstore.RunStore` of
+            kind ``"nas-search"``): ``search_state.json`` and ``iterations.jsonl``
+            (checkpoint, resumed) and ``search.json``.
         progress: progress bars.
         fewshot_steps: steps of ``cam-fewshot``.
         device: torch device.
@@ -169,11 +171,12 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
     def evaluate(configs: list[dict[str, Any]], seeds: list[int]) -> list[float]:
         return [r[proxy] for r in score_candidates(task, configs, seeds, backend)]
 
-    out = Path(out_dir) if out_dir is not None else None
+    store = RunStore(out_dir, kind=KIND,
+                     settings=search_identity(settings, space.space_id, budget)) \
+        if out_dir is not None else None
     t0 = time.perf_counter()
-    result = evolve(space, evaluate, settings, budget=budget,
-                    state_path=out / "search_state.json" if out is not None else None,
-                    progress=progress, space_id=space.space_id)
+    result = evolve(space, evaluate, settings, budget=budget, store=store, progress=progress,
+                    space_id=space.space_id)
     teacher_counts = network_counts(teacher, shape, device)
     best = result.best
     summary = {
@@ -198,6 +201,6 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
         "history": result.history,
         "population": result.population[:10],
     }
-    if out is not None:
-        atomic_write_json(out / "search.json", summary)
+    if store is not None:
+        store.write_json("search.json", summary)
     return summary

@@ -1,46 +1,22 @@
-"""Search-state checkpoints: JSON, written atomically (temp file, fsync, rename).
+"""Identity of architectures in search state: canonical keys and derived seeds.
 
-A search killed at any moment (even with SIGKILL) leaves either the previous or the new
-checkpoint on disk, never a half-written one, so a restarted search resumes from the last
-completed iteration and, being deterministic, finishes with the identical result.
+Search and validation state is written through :class:`~segxai.core.runstore.RunStore`
+(atomic files, append-only rows, a settings fingerprint); what is left here is how a
+configuration is named in that state (:func:`config_key`) and how its seed is derived from
+the run's seed (:func:`derive_seed`), independently of any global random state, so that a
+resumed run recomputes exactly what an uninterrupted one would have.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write_json", "config_key", "derive_seed", "read_json"]
+from segxai.core.runstore import RunStore
 
-
-def atomic_write_json(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically.
-
-    Args:
-        path: destination file.
-        data: JSON-serialisable object.
-
-    Returns:
-        The path written.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, sort_keys=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    return path
-
-
-def read_json(path: str | Path) -> Any:
-    """Read a JSON file."""
-    with open(path, encoding="utf-8") as fh:
-        return json.load(fh)
+__all__ = ["config_key", "derive_seed", "open_store"]
 
 
 def config_key(config: dict[str, Any]) -> str:
@@ -53,3 +29,16 @@ def derive_seed(seed: int, *parts: object) -> int:
     random state (the same inputs give the same seed in every process)."""
     h = hashlib.sha256(repr((int(seed),) + tuple(str(p) for p in parts)).encode("utf-8"))
     return int.from_bytes(h.digest()[:8], "big") & ((1 << 63) - 1)
+
+
+def open_store(out: RunStore | str | Path | None, *, kind: str,
+               settings: dict[str, Any]) -> RunStore | None:
+    """``out`` as a :class:`RunStore` of ``kind`` with ``settings`` (``None`` stays ``None``;
+    a store passed in is used as it is).
+
+    Raises:
+        SegxaiError: ``out`` holds a run of another kind or with other settings.
+    """
+    if out is None or isinstance(out, RunStore):
+        return out
+    return RunStore(out, kind=kind, settings=settings)

@@ -1,13 +1,16 @@
-"""Training the searched student: cross-entropy, optional distillation and saliency matching.
+"""Training the searched student: segmentation loss, optional distillation and saliency matching.
 
 The loss of one minibatch is
 
-    L = (1 − α)·CE(S(x), y) + α·T²·KL(softmax(T(x)/T) ‖ softmax(S(x)/T)) + λ·mean ‖CAM_T − CAM_S‖²,
+    L = (1 − α)·Seg(S(x), y) + α·T²·KL(softmax(T(x)/T) ‖ softmax(S(x)/T)) + λ·mean ‖CAM_T − CAM_S‖²,
 
-where the saliency term compares min-max normalised Seg-Grad-CAM maps (each network's default
-layer) of one class per image (the largest non-background class of the teacher's prediction,
-whose predicted pixels form the ROI), differentiable w.r.t. the student's parameters. With
-``α = λ = 0`` the schedule is :func:`segxai.models.train_model` itself.
+where ``Seg`` is the training configuration's segmentation loss (cross-entropy, plus Dice by
+default) and the saliency term compares min-max normalised Seg-Grad-CAM maps (each network's
+default layer) of one class per image (the largest non-background class of the teacher's
+prediction, whose predicted pixels form the ROI), differentiable w.r.t. the student's
+parameters. Every setting goes through the one training loop (:func:`segxai.models.fit`):
+schedule, seeding and augmentation do not depend on α and λ, and ``α = λ = 0`` is
+:func:`segxai.models.train_model` bit for bit.
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segxai.core.checks import check_fraction
 from segxai.core.postprocess import minmax
+from segxai.models.losses import Batch, KLDistillation, LossTerm, SegmentationLoss, StepContext
 from segxai.nas.backends import single_thread
 from segxai.nas.fitness import ProbeSet, _differentiable_cam
 
-__all__ = ["StudentConfig", "cpu_latency_ms", "train_student"]
+__all__ = ["SaliencyMatching", "StudentConfig", "cpu_latency_ms", "student_terms",
+           "train_student"]
 
 
 @dataclass
@@ -68,109 +72,101 @@ def _cam_targets(teacher_logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return idx, cls[idx], roi
 
 
-def _flip(x: Tensor, y: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """Random horizontal and vertical flips per image."""
-    flips = torch.rand(x.shape[0], 2, generator=g) < 0.5
-    x, y = x.clone(), y.clone()
-    for axis in (0, 1):
-        sel = flips[:, axis]
-        if bool(sel.any()):
-            x[sel] = x[sel].flip(-1 - axis)
-            y[sel] = y[sel].flip(-1 - axis)
-    return x, y
+@dataclass
+class SaliencyMatching:
+    """Saliency matching ``mean_images ‖CAM_T − CAM_S‖² / (H·W)`` (a loss term of the loop).
+
+    For each image the target is the largest non-background class of the teacher's
+    prediction and its predicted pixels (images where the teacher predicts only background
+    are skipped); both maps are min-max normalised Seg-Grad-CAM maps at each network's
+    default layer, the student's differentiable w.r.t. its parameters.
+
+    Attributes:
+        teacher: the frozen teacher.
+        weight: λ.
+        name: the term's name.
+    """
+
+    teacher: nn.Module
+    weight: float = 1.0
+    name: str = "saliency"
+
+    def __call__(self, batch: Batch, logits: Tensor, context: StepContext) -> Tensor:
+        from segxai.core.target import Target
+
+        img_idx, cls, roi = _cam_targets(batch.teacher_logits(self.teacher))
+        if not img_idx.numel():
+            return logits.sum() * 0.0
+        probe = ProbeSet(images=torch.empty(0), image_index=torch.empty(0),
+                         class_index=torch.empty(0), roi=torch.empty(0),
+                         teacher_maps=torch.empty(0), num_classes=int(logits.shape[1]))
+        target = Target(cls, roi)
+        xs = batch.images[img_idx]
+        with torch.enable_grad():
+            cam_t = minmax(_differentiable_cam(self.teacher, xs, target, probe)).detach()
+        cam_s = minmax(_differentiable_cam(context.model, xs, target, probe))
+        h, w = batch.images.shape[-2:]
+        return (cam_t - cam_s).pow(2).flatten(1).sum(1).mean() / (h * w)
+
+    def describe(self) -> dict[str, Any]:
+        return {"weight": self.weight, "method": "seg-grad-cam"}
+
+
+def student_terms(student_config: StudentConfig, loss: str = "ce+dice",
+                  teacher: nn.Module | None = None) -> list[LossTerm]:
+    """The loss terms of :func:`train_student` (terms of weight 0 included; the loop skips
+    them).
+
+    Args:
+        student_config: α, λ and the temperature.
+        loss: the segmentation loss kind (``TrainConfig.loss``).
+        teacher: the teacher (needed when ``alpha`` or ``lam`` > 0).
+
+    Returns:
+        ``[segmentation (1 − α), KL (α), saliency (λ)]``.
+    """
+    sc = student_config
+    if (sc.alpha > 0 or sc.lam > 0) and teacher is None:
+        raise ValueError("teacher: needed for distillation (alpha > 0) or saliency "
+                         "matching (lam > 0)")
+    terms: list[LossTerm] = [SegmentationLoss(loss, weight=1.0 - sc.alpha)]
+    if teacher is not None:
+        terms.append(KLDistillation(sc.alpha, sc.temperature, teacher=teacher))
+        terms.append(SaliencyMatching(teacher, sc.lam))
+    return terms
 
 
 def train_student(model: nn.Module, train_data: Any, train_config: Any, *,
                   teacher: nn.Module | None = None,
                   student_config: StudentConfig | None = None, val_data: Any = None,
                   device: str = "cpu", progress: bool = True) -> dict[str, Any]:
-    """Train ``model`` (in place) and return a summary.
+    """Train ``model`` (in place) with :func:`segxai.models.fit` and return a summary.
 
     Args:
         model: a :class:`segxai.models.UNet`.
         train_data: training ``SegDataset``.
         train_config: ``segxai.models.TrainConfig`` (epochs, batch, lr, schedule, seed, ...).
         teacher: the teacher (needed when ``alpha`` or ``lam`` > 0).
-        student_config: distillation weights (default: plain cross-entropy).
-        val_data: evaluation set for the final mIoU.
+        student_config: distillation weights (default: the segmentation loss alone).
+        val_data: evaluation set for the final mIoU (not used during training).
         device: torch device.
         progress: progress bar.
 
     Returns:
-        ``{"seconds", "val_miou", "loss_history"}``.
+        ``{"seconds", "val_miou", "loss_history"}`` (loss of every step).
     """
-    from segxai.models import evaluate_miou, learning_rate, train_model
+    from segxai.models import evaluate_miou, fit
 
     sc = student_config or StudentConfig()
-    t0 = time.perf_counter()
-    if sc.alpha == 0 and sc.lam == 0:
-        train_model(model, train_data, None, train_config, device=device, progress=progress)
-        history: list[float] = []
-    else:
-        if teacher is None:
-            raise ValueError("teacher: needed for distillation (alpha > 0) or saliency "
-                             "matching (lam > 0)")
+    terms = student_terms(sc, train_config.loss, teacher)
+    if teacher is not None:
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        model.to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=train_config.lr,
-                                weight_decay=train_config.weight_decay)
-        n = len(train_data)
-        steps = max(1, n // train_config.batch_size)
-        if train_config.max_steps_per_epoch is not None:
-            steps = min(steps, train_config.max_steps_per_epoch)
-        total = steps * train_config.epochs
-        history = []
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-            bar = tqdm(total=total, desc="student", leave=False)
-        probe = ProbeSet(images=torch.empty(0), image_index=torch.empty(0), class_index=torch.empty(0),
-                         roi=torch.empty(0), teacher_maps=torch.empty(0),
-                         num_classes=train_data.num_classes)
-        for epoch in range(train_config.epochs):
-            g = torch.Generator().manual_seed(int(train_config.seed) * 1_000_003 + epoch)
-            perm = torch.randperm(n, generator=g)
-            for s in range(steps):
-                idx = perm[s * train_config.batch_size:(s + 1) * train_config.batch_size]
-                x, y = train_data.images[idx], train_data.masks[idx]
-                if train_config.augment:
-                    x, y = _flip(x, y, g)
-                x, y = x.to(device), y.to(device)
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(epoch * steps + s, total, train_config)
-                model.train()
-                out = model(x)
-                loss = (1 - sc.alpha) * F.cross_entropy(out, y)
-                with torch.no_grad():
-                    t_out = teacher(x)
-                if sc.alpha > 0:
-                    tt = sc.temperature
-                    kd = F.kl_div(F.log_softmax(out / tt, 1), F.softmax(t_out / tt, 1),
-                                  reduction="none").sum(1).mean()
-                    loss = loss + sc.alpha * tt * tt * kd
-                if sc.lam > 0:
-                    img_idx, cls, roi = _cam_targets(t_out)
-                    if img_idx.numel():
-                        from segxai.core.target import Target
-
-                        target = Target(cls, roi)
-                        xs = x[img_idx]
-                        with torch.enable_grad():
-                            cam_t = minmax(_differentiable_cam(teacher, xs, target, probe)).detach()
-                        cam_s = minmax(_differentiable_cam(model, xs, target, probe))
-                        loss = loss + sc.lam * (cam_t - cam_s).pow(2).flatten(1).sum(1).mean() \
-                            / (x.shape[-1] * x.shape[-2])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                history.append(float(loss.detach()))
-                if bar is not None:
-                    bar.update(1)
-        if bar is not None:
-            bar.close()
-        model.eval()
+    t0 = time.perf_counter()
+    history: list[float] = []
+    fit(model, train_data, train_config, terms=terms, device=device, progress=progress,
+        desc="student", on_step=lambda _step, loss: history.append(loss))
     val = evaluate_miou(model, val_data, device=device) if val_data is not None else None
     return {"seconds": time.perf_counter() - t0, "val_miou": val, "loss_history": history}
 

@@ -2,14 +2,18 @@
 
 ``M`` architectures are sampled uniformly under the budget; each is scored by every proxy at
 the same initialisation and trained with one identical short schedule
-(:func:`segxai.models.train_model`); Kendall τ and Spearman ρ (``scipy.stats``) of every proxy
+(:func:`segxai.models.train_model`); Kendall τ and Spearman ρ (``core.stats``) of every proxy
 against the trained mIoU and the top-k overlap (share of the k best architectures by mIoU
 that are also among the k best by the proxy) are reported.
+
+With an output directory the run is a :class:`~segxai.core.runstore.RunStore` of kind
+``"nas-validate"`` (settings :func:`validation_identity`): every finished architecture is
+appended as one row to ``validated.jsonl``, so a killed run resumes where it stopped and a
+directory holding a validation with other settings is refused, naming the differing keys.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +22,19 @@ from typing import Any
 import numpy as np
 
 from segxai.core.checks import check_positive_int
+from segxai.core.runstore import RunStore
 from segxai.core.stats import kendall, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.evolution import Budget
 from segxai.nas.search import ScoringTask, build_candidate, score_candidate
 from segxai.nas.space import SearchSpace
-from segxai.nas.state import atomic_write_json, config_key, derive_seed, read_json
+from segxai.nas.state import config_key, derive_seed, open_store
 
 __all__ = ["ValidationTask", "correlations", "run_validation", "sample_architectures",
-           "validation_item"]
+           "validation_identity", "validation_item"]
+
+KIND = "nas-validate"
+VALIDATED = "validated"  # rows: one finished architecture each
 
 
 def sample_architectures(space: SearchSpace, budget: Budget | None, m: int, seed: int = 0,
@@ -126,36 +134,67 @@ def _clean(v: float) -> float:
     return v if math.isfinite(v) else 0.0
 
 
+def validation_identity(task: ValidationTask, seed: int) -> dict[str, Any]:
+    """What determines the per-architecture results: the run settings of the store.
+
+    The architectures themselves are not part of it: rows are keyed by configuration, so a
+    resumed run may validate more (or other) architectures.
+    """
+    sc = task.scoring
+    train = task.train_config
+    return {"proxies": list(sc.proxies), "seed": int(seed),
+            "fewshot": {"steps": sc.fewshot_steps, "lr": sc.fewshot_lr,
+                        "batch": sc.fewshot_batch},
+            "probe": {"method": sc.probe.method, "method_params": sc.probe.method_params,
+                      "pairs": sc.probe.pairs, "eps": sc.probe.eps},
+            "train": train.to_dict() if hasattr(train, "to_dict") else repr(train),
+            "train_images": len(task.train_data), "val_images": len(task.val_data)}
+
+
+def _number(v: Any) -> float:
+    # rows store non-finite numbers as JSON null
+    return float("nan") if v is None else float(v)
+
+
+def _decode(row: dict[str, Any]) -> dict[str, Any]:
+    """A row as :func:`validation_item` returned it (NaN where the row holds null)."""
+    out = {k: v for k, v in row.items() if k != "key"}
+    out["scores"] = {p: _number(v) for p, v in row["scores"].items()}
+    out["trained_miou"] = _number(row["trained_miou"])
+    return out
+
+
 def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed: int = 0,
                    backend: InProcessBackend | RayBackend | None = None,
-                   out_dir: str | Path | None = None, progress: bool = True,
+                   out_dir: str | Path | RunStore | None = None, progress: bool = True,
                    chunk: int = 4, top_fraction: float = 0.2) -> dict[str, Any]:
     """Score and train every architecture; write ``validation.csv``/``correlations.csv``.
 
-    Finished architectures are checkpointed in ``validation_state.json`` after every chunk of
-    ``chunk`` items, so a killed run resumes where it stopped.
+    Every finished architecture is appended as a row to ``validated.jsonl`` as soon as its
+    chunk of ``chunk`` items is done, so a killed run resumes where it stopped.
 
     Args:
         task: proxies, probe, data and schedule.
         configs: the architectures (:func:`sample_architectures`).
         seed: seeds of the candidates are derived from it and each configuration.
         backend: in-process (default) or Ray.
-        out_dir: output directory (``None``: nothing written, nothing resumed).
+        out_dir: output directory or store (``None``: nothing written, nothing resumed).
         progress: progress bar.
         chunk: items per checkpoint.
         top_fraction: see :func:`correlations`.
 
     Returns:
         ``rows`` (per architecture), ``correlations``, ``proxies``.
+
+    Raises:
+        SegxaiError: ``out_dir`` holds a validation with other settings (the message names
+            the differing keys).
     """
     backend = backend or InProcessBackend()
-    out = Path(out_dir) if out_dir is not None else None
-    state_file = out / "validation_state.json" if out is not None else None
+    store = open_store(out_dir, kind=KIND, settings=validation_identity(task, seed))
     done: dict[str, dict[str, Any]] = {}
-    if state_file is not None and state_file.exists():
-        saved = read_json(state_file)
-        if saved.get("proxies") == list(task.scoring.proxies) and saved.get("seed") == seed:
-            done = saved["done"]
+    for row in store.rows(VALIDATED) if store is not None else ():
+        done[row["key"]] = _decode(row)
     todo = [c for c in configs if config_key(c) not in done]
     bar = None
     if progress:
@@ -168,9 +207,8 @@ def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed:
             items = [(c, derive_seed(seed, config_key(c))) for c in part]
             for c, r in zip(part, backend.map(validation_item, task, items)):
                 done[config_key(c)] = r
-            if state_file is not None:
-                atomic_write_json(state_file, {"proxies": list(task.scoring.proxies),
-                                               "seed": seed, "done": done})
+                if store is not None:
+                    store.append_row(VALIDATED, {"key": config_key(c), **r})
             if bar is not None:
                 bar.update(len(part))
     finally:
@@ -179,8 +217,8 @@ def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed:
     rows = [done[config_key(c)] for c in configs]
     proxies = list(task.scoring.proxies)
     corr = correlations(rows, proxies, top_fraction)
-    if out is not None:
-        write_validation_csv(out, rows, proxies, corr)
+    if store is not None:
+        write_validation_csv(store, rows, proxies, corr)
     return {"rows": rows, "correlations": corr, "proxies": proxies}
 
 
@@ -193,24 +231,20 @@ def arch_name(config: dict[str, Any]) -> str:
             f"{config['block'][0]}D{dec}")
 
 
-def write_validation_csv(out: Path, rows: list[dict[str, Any]], proxies: list[str],
+def write_validation_csv(store: RunStore, rows: list[dict[str, Any]], proxies: list[str],
                          corr: list[dict[str, Any]]) -> None:
-    """``validation.csv`` (architecture, proxy, score, trained_miou) and
-    ``correlations.csv`` (proxy, kendall_tau, spearman_rho, top_k_overlap)."""
-    out.mkdir(parents=True, exist_ok=True)
-    with open(out / "validation.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["architecture", "proxy", "score", "trained_miou", "params", "flops"])
-        for r in rows:
-            for p in proxies:
-                w.writerow([arch_name(r["config"]), p, repr(float(r["scores"][p])),
-                            repr(float(r["trained_miou"])), r["params"], r["flops"]])
-    with open(out / "correlations.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        w.writerow(["proxy", "kendall_tau", "spearman_rho", "top_k_overlap"])
-        for c in corr:
-            w.writerow([c["proxy"], repr(c["kendall_tau"]), repr(c["spearman_rho"]),
-                        repr(c["top_k_overlap"])])
+    """``validation.csv`` (architecture, proxy, score, trained_miou, params, flops) and
+    ``correlations.csv`` (proxy, kendall_tau, spearman_rho, top_k_overlap), written
+    atomically through ``store``."""
+    store.write_csv("validation.csv", (
+        {"architecture": arch_name(r["config"]), "proxy": p,
+         "score": repr(float(r["scores"][p])), "trained_miou": repr(float(r["trained_miou"])),
+         "params": r["params"], "flops": r["flops"]} for r in rows for p in proxies),
+        fieldnames=["architecture", "proxy", "score", "trained_miou", "params", "flops"])
+    store.write_csv("correlations.csv", (
+        {"proxy": c["proxy"], "kendall_tau": repr(c["kendall_tau"]),
+         "spearman_rho": repr(c["spearman_rho"]), "top_k_overlap": repr(c["top_k_overlap"])}
+        for c in corr), fieldnames=["proxy", "kendall_tau", "spearman_rho", "top_k_overlap"])
 
 
 def scatter_figure(rows: list[dict[str, Any]], proxies: list[str], corr: list[dict[str, Any]]):

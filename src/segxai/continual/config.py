@@ -1,0 +1,134 @@
+"""Settings of the continual-segmentation experiment (:class:`ContinualConfig`)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from segxai.continual.compress import STRATEGIES
+from segxai.continual.scenario import validate_tasks
+
+__all__ = ["FULL_EXEMPLAR_BYTES_64", "ContinualConfig", "quick_config"]
+
+FULL_EXEMPLAR_BYTES_64 = 4 * 64 * 64 + 4
+
+
+def _default_model() -> dict[str, Any]:
+    return {"depth": 3, "base_width": 8, "num_classes": 5}
+
+
+@dataclass
+class ContinualConfig:
+    """Settings of a continual experiment (JSON-serialisable).
+
+    Attributes:
+        tasks: foreground classes of each task (default ``[[1, 2], [3], [4]]``: disc + square,
+            then triangle, then ring).
+        strategies: memory strategies (:data:`segxai.continual.compress.STRATEGIES`).
+        seeds: seeds (model init, training data, batch order, selection).
+        budget_bytes: memory budget in bytes (default: 20 full 64×64 exemplars incl. meta).
+        epochs: epochs per incremental task.
+        base_epochs: epochs of task 0 (None: ``epochs``); the base task is trained once per
+            seed and shared by all strategies, so a longer base schedule is cheap.
+        batch_size: images per step.
+        ratio: fraction of each batch replayed from memory.
+        lr: Adam learning rate.
+        r: compression ratio (``downsample``, outside the box, EPR patch area ``1/r``).
+        tau: saliency-box threshold.
+        patch: EPR patch side (None: ``size / √r``).
+        explainer: saliency method (any registered explainer).
+        pseudo_threshold: old-class pseudo-label confidence for stored masks (None = off).
+        saliency_on: classes whose saliency places the patch / box: ``"selected"`` (the class
+            the exemplar is stored for) or ``"present"`` (every labelled class in it).
+        distill: MiB unbiased-distillation weight (0 = off).
+        n_train: training images generated per seed (each task uses those with its classes).
+        n_val: validation images (one fixed set for all seeds).
+        size: image side.
+        model: :class:`segxai.models.UNetConfig` fields.
+    """
+
+    tasks: list[list[int]] = field(default_factory=lambda: [[1, 2], [3], [4]])
+    strategies: list[str] = field(default_factory=lambda: list(STRATEGIES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    budget_bytes: int = 20 * FULL_EXEMPLAR_BYTES_64
+    epochs: int = 8
+    base_epochs: int | None = 30
+    batch_size: int = 16
+    ratio: float = 0.5
+    lr: float = 3e-3
+    r: float = 4.0
+    tau: float = 0.6
+    patch: int | None = None
+    explainer: str = "seg-grad-cam"
+    pseudo_threshold: float | None = 0.7
+    saliency_on: Literal["selected", "present"] = "selected"
+    distill: float = 0.0
+    n_train: int = 300
+    n_val: int = 100
+    size: int = 64
+    model: dict[str, Any] = field(default_factory=_default_model)
+
+    def __post_init__(self) -> None:
+        from segxai.data import SHAPES_CLASSES
+
+        self.tasks = validate_tasks(self.tasks, len(SHAPES_CLASSES))
+        if len(self.tasks) < 2:
+            raise ValueError("tasks: expected at least two tasks")
+        if not self.strategies or any(s not in STRATEGIES for s in self.strategies):
+            raise ValueError(f"strategies: expected a non-empty subset of {STRATEGIES}, "
+                             f"got {self.strategies!r}")
+        if len(set(self.strategies)) != len(self.strategies):
+            raise ValueError(f"strategies: duplicates in {self.strategies!r}")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds: expected distinct integers, got {self.seeds!r}")
+        self.seeds = [int(s) for s in self.seeds]
+        for name in ("budget_bytes",):
+            if int(getattr(self, name)) < 0:
+                raise ValueError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
+        if self.base_epochs is not None and (isinstance(self.base_epochs, bool) or not
+                                             isinstance(self.base_epochs, int)
+                                             or self.base_epochs < 1):
+            raise ValueError(f"base_epochs: expected an integer >= 1, got {self.base_epochs!r}")
+        for name in ("epochs", "batch_size", "n_train", "n_val", "size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+        if self.size < 16:
+            raise ValueError(f"size: expected at least 16 pixels, got {self.size}")
+        if not 0.0 <= float(self.ratio) < 1.0:
+            raise ValueError(f"ratio: expected a fraction in [0, 1), got {self.ratio!r}")
+        if not 0.0 <= float(self.tau) < 1.0:
+            raise ValueError(f"tau: expected a threshold in [0, 1), got {self.tau!r}")
+        if not float(self.r) >= 1.0:
+            raise ValueError(f"r: expected a compression ratio >= 1, got {self.r!r}")
+        if self.patch is not None and not 1 <= int(self.patch) <= self.size:
+            raise ValueError(f"patch: expected a side in [1, {self.size}], got {self.patch!r}")
+        if self.saliency_on not in ("selected", "present"):
+            raise ValueError(f"saliency_on: expected 'selected' or 'present', got "
+                             f"{self.saliency_on!r}")
+        if self.distill < 0:
+            raise ValueError(f"distill: expected a weight >= 0, got {self.distill!r}")
+        import segxai.explainers  # noqa: F401  (registers the built-in explainers)
+        from segxai.core.registry import list_explainers
+
+        if self.explainer not in list_explainers():
+            raise ValueError(f"explainer: expected one of {list_explainers()}, "
+                             f"got {self.explainer!r}")
+        self.model = dict(self.model)
+        self.model["num_classes"] = len(SHAPES_CLASSES)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ContinualConfig:
+        return cls(**data)
+
+
+def quick_config(**overrides: Any) -> ContinualConfig:
+    """The same pipeline at a size that runs in about a minute (32×32, one seed)."""
+    base = {"seeds": [0], "epochs": 3, "base_epochs": 6, "n_train": 120, "n_val": 40, "size": 32,
+            "budget_bytes": 20 * (4 * 32 * 32 + 4),
+            "model": {"depth": 2, "base_width": 8, "num_classes": 5}}
+    base.update(overrides)
+    return ContinualConfig(**base)

@@ -1,0 +1,161 @@
+"""The continual learner's pieces for the one training loop: seen-class masking, the MiB
+unbiased distillation and initialisation (Cermelli et al., CVPR 2020), and replay mixing.
+
+Head: the network has one logit per class of the whole dataset from the start, and the logits
+of classes not seen yet are masked (set to a large negative value) in the loss and at
+prediction. This is equivalent to a head that grows by one output per new class (the masked
+outputs receive no gradient from the cross-entropy and never win the argmax).
+
+MiB: the new classes' head rows are initialised from the background row with bias
+``b_bg − log(N_new + 1)``, and the unbiased distillation term is
+``−mean_pixels Σ_{c ∈ old} q_c log p̃_c`` with ``q`` the old model's softmax over the classes it
+knew, ``p̃_bg = Σ_{c ∈ {bg} ∪ new} p_c`` and ``p̃_c = p_c`` otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from segxai.models.losses import Batch, StepContext, segmentation_loss
+
+__all__ = ["IGNORE", "MASK_VALUE", "ReplayMix", "SeenClassLoss", "UnbiasedDistillation",
+           "masked_logits", "mib_init", "seen_loss", "unbiased_distillation"]
+
+MASK_VALUE = -1.0e4
+IGNORE = 255
+
+
+def masked_logits(logits: Tensor, seen: Sequence[int]) -> Tensor:
+    """Logits with every class not in ``seen`` set to :data:`MASK_VALUE`."""
+    keep = torch.zeros(logits.shape[1], dtype=torch.bool, device=logits.device)
+    keep[list(seen)] = True
+    return logits.masked_fill(~keep.view(1, -1, 1, 1), MASK_VALUE)
+
+
+def seen_loss(logits: Tensor, target: Tensor, seen: Sequence[int], *,
+              dice: bool = True) -> Tensor:
+    """Cross-entropy over the seen classes (ignore 255), plus the soft Dice loss
+    ``1 − (2 Σ p_c g_c + 1) / (Σ p_c + Σ g_c + 1)`` averaged over the seen classes.
+
+    Args:
+        logits: ``(N, K, H, W)`` raw logits.
+        target: ``(N, H, W)`` labels (255 = ignore).
+        seen: the classes not masked.
+        dice: add the Dice term (it counters the dominance of background pixels).
+
+    Returns:
+        Scalar loss.
+    """
+    return segmentation_loss(masked_logits(logits, seen), target, "ce+dice" if dice else "ce",
+                             IGNORE, classes=list(seen))
+
+
+def unbiased_distillation(new_logits: Tensor, old_logits: Tensor, old_seen: Sequence[int],
+                          new_classes: Sequence[int], ignore: Tensor | None = None) -> Tensor:
+    """MiB unbiased knowledge distillation (mean over pixels).
+
+    Args:
+        new_logits: ``(N, K, H, W)`` current model logits (unmasked).
+        old_logits: ``(N, K, H, W)`` old model logits.
+        old_seen: classes the old model knew (background included).
+        new_classes: classes of the current task.
+        ignore: optional ``(N, H, W)`` bool of pixels to leave out.
+
+    Returns:
+        Scalar loss.
+    """
+    old_seen = list(old_seen)
+    q = old_logits[:, old_seen].softmax(1)
+    all_seen = sorted({*old_seen, *new_classes})
+    logz = torch.logsumexp(new_logits[:, all_seen], dim=1, keepdim=True)
+    fg = [c for c in old_seen if c != 0]
+    log_bg = torch.logsumexp(new_logits[:, [0, *new_classes]], dim=1, keepdim=True) - logz
+    log_p = torch.cat([log_bg, new_logits[:, fg] - logz], dim=1)
+    per_pixel = -(q * log_p).sum(1)
+    if ignore is not None:
+        per_pixel = per_pixel[~ignore]
+    return per_pixel.mean() if per_pixel.numel() else new_logits.sum() * 0.0
+
+
+def _head(model: nn.Module, num_classes: int) -> nn.Conv2d:
+    head = getattr(model, "head", None)
+    if isinstance(head, nn.Conv2d) and head.out_channels == num_classes:
+        return head
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)
+             and m.out_channels == num_classes]
+    if not convs:
+        raise ValueError("model: no Conv2d head with one output per class found")
+    return convs[-1]
+
+
+@torch.no_grad()
+def mib_init(model: nn.Module, new_classes: Sequence[int], num_classes: int) -> None:
+    """MiB initialisation: new rows = background row, biases ``b_bg − log(N_new + 1)``
+    (background's bias too)."""
+    head = _head(model, num_classes)
+    new = list(new_classes)
+    if head.bias is None:
+        raise ValueError("model: the head needs a bias for the MiB initialisation")
+    bias = head.bias[0] - float(np.log(len(new) + 1))
+    head.weight[new] = head.weight[0:1].expand(len(new), *head.weight.shape[1:]).clone()
+    head.bias[new] = bias
+    head.bias[0] = bias
+
+
+@dataclass
+class SeenClassLoss:
+    """Loss term: :func:`seen_loss` (cross-entropy and Dice over the seen classes only)."""
+
+    seen: list[int]
+    dice: bool = True
+    weight: float = 1.0
+    name: str = "seen"
+
+    def __call__(self, batch: Batch, logits: Tensor, context: StepContext) -> Tensor:
+        assert batch.masks is not None
+        return seen_loss(logits, batch.masks, self.seen, dice=self.dice)
+
+    def describe(self) -> dict[str, Any]:
+        return {"seen": list(self.seen), "dice": self.dice, "weight": self.weight}
+
+
+@dataclass
+class UnbiasedDistillation:
+    """Loss term: :func:`unbiased_distillation` towards ``old_model`` (ignored pixels skipped)."""
+
+    old_model: nn.Module
+    old_seen: list[int]
+    new_classes: list[int]
+    weight: float = 1.0
+    name: str = "mib-distillation"
+
+    def __call__(self, batch: Batch, logits: Tensor, context: StepContext) -> Tensor:
+        ignore = batch.masks == IGNORE if batch.masks is not None else None
+        return unbiased_distillation(logits, batch.teacher_logits(self.old_model),
+                                     self.old_seen, self.new_classes, ignore=ignore)
+
+    def describe(self) -> dict[str, Any]:
+        return {"old_seen": list(self.old_seen), "new_classes": list(self.new_classes),
+                "weight": self.weight}
+
+
+@dataclass
+class ReplayMix:
+    """Batch hook: append ``n`` memory samples drawn uniformly with replacement from the
+    epoch's generator to every minibatch (SSUL-M-style replay)."""
+
+    images: Tensor
+    masks: Tensor
+    n: int
+
+    def __call__(self, batch: Batch, g: torch.Generator) -> Batch:
+        j = torch.randint(len(self.images), (self.n,), generator=g)
+        assert batch.masks is not None
+        return Batch(torch.cat([batch.images, self.images[j]]),
+                     torch.cat([batch.masks, self.masks[j]]), batch.extras, batch.ignore_index)

@@ -1,0 +1,185 @@
+"""One seed of the continual experiment: the shared base task, then every strategy's tasks,
+checkpointed per task through the experiment's :class:`~segxai.core.runstore.RunStore`.
+
+Files (relative to the store)::
+
+    base/seed{s}/                   model.safetensors + base.json: the model after task 0
+                                    (shared by all strategies: task 0 has no memory yet, so
+                                    its training is the same for all)
+    runs/{strategy}/seed{s}/        state.json (task done, IoUs, rows), model_t{t}.safetensors,
+                                    memory_t{t}/memory.npz + memory.json
+    rows.jsonl                      one row per completed (strategy, seed, task), appended
+                                    after its checkpoint (``RunStore.on_row`` sees each)
+
+The per-task randomness is derived from ``(seed, task)`` and every task starts a fresh
+optimiser, so a run resumed from the last completed task ends with the same numbers as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from segxai.continual.config import ContinualConfig
+from segxai.continual.learner import build_memory, evaluate_ious, mib_init, train_task
+from segxai.continual.memory import ReplayMemory
+from segxai.continual.metrics import task_metrics
+from segxai.continual.scenario import eval_masks, seen_classes, task_indices, task_masks
+from segxai.continual.summary import write_results
+from segxai.core.runstore import RunStore
+
+__all__ = ["open_store", "run_seed"]
+
+
+def open_store(config: ContinualConfig, out: str | Path) -> RunStore:
+    """The experiment's store (kind ``"continual"``; other settings there are refused)."""
+    return RunStore(out, kind="continual", settings=config.to_dict())
+
+
+def _nan_to_none(values: Any) -> Any:
+    if isinstance(values, float) and math.isnan(values):
+        return None
+    if isinstance(values, (list, tuple)):
+        return [_nan_to_none(v) for v in values]
+    return values
+
+
+def _none_to_nan(values: list[Any]) -> np.ndarray:
+    return np.array([math.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+
+def _make_model(config: ContinualConfig, seed: int) -> nn.Module:
+    from segxai.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(int(seed))
+    return UNet(UNetConfig.from_dict(config.model))
+
+
+def _data(config: ContinualConfig, seed: int) -> tuple[Any, Any]:
+    from segxai.data import make_shapes
+
+    train = make_shapes(config.n_train, size=config.size, seed=10_000 + int(seed))
+    val = make_shapes(config.n_val, size=config.size, seed=99_991)
+    return train, val
+
+
+def _task_data(train: Any, config: ContinualConfig, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = task_indices(train.masks, config.tasks, t)
+    return train.images[idx], task_masks(train.masks[idx], config.tasks, t)
+
+
+def _row(strategy: str, seed: int, t: int, metrics: dict[str, float],
+         memory: ReplayMemory) -> dict[str, Any]:
+    return {"strategy": strategy, "seed": seed, "task": t, **metrics,
+            "exemplars": len(memory), "bytes": memory.nbytes}
+
+
+def _base_task(config: ContinualConfig, seed: int, store: RunStore, train: Any, val: Any,
+               device: str, progress: bool) -> tuple[str, np.ndarray]:
+    """Train (or reload) the task-0 model of ``seed``; returns its file and IoUs."""
+    folder = f"base/seed{seed}"
+    state = store.read_json(f"{folder}/base.json")
+    if state is not None:
+        return f"{folder}/model.safetensors", _none_to_nan(state["iou"])
+    start = time.perf_counter()
+    model = _make_model(config, seed)
+    images, masks = _task_data(train, config, 0)
+    seen = seen_classes(config.tasks, 0)
+    epochs = config.base_epochs if config.base_epochs is not None else config.epochs
+    train_task(model, images, masks, seen, epochs=epochs, batch_size=config.batch_size,
+               ratio=config.ratio, lr=config.lr, seed=seed * 100, device=device,
+               progress=progress, desc=f"seed {seed} task 0")
+    iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, 0), seen,
+                        config.model["num_classes"], device=device)
+    store.write_tensors(f"{folder}/model.safetensors", model.state_dict())
+    store.write_json(f"{folder}/base.json", {"iou": _nan_to_none(iou.tolist()),
+                                             "seconds": time.perf_counter() - start})
+    return f"{folder}/model.safetensors", iou
+
+
+def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunStore,
+                  train: Any, val: Any, base_model: str, base_iou: np.ndarray, device: str,
+                  progress: bool, bar: Any) -> None:
+    folder = f"runs/{strategy}/seed{seed}"
+    num_classes = config.model["num_classes"]
+    size = (config.size, config.size)
+    patch = None if config.patch is None else (int(config.patch), int(config.patch))
+    params = {"r": config.r, "tau": config.tau, "patch": config.patch,
+              "explainer": config.explainer}
+    model = _make_model(config, seed)
+    state = store.read_json(f"{folder}/state.json")
+    if state is not None:
+        done = int(state["task"])
+        model.load_state_dict(store.read_tensors(f"{folder}/model_t{done}.safetensors"))
+        memory = ReplayMemory.load(store.root / folder / f"memory_t{done}")
+        ious = [_none_to_nan(v) for v in state["ious"]]
+        rows = state["rows"]
+        seconds = state["seconds"]
+    else:
+        done = -1
+        memory = ReplayMemory(strategy, config.budget_bytes, size, params)
+        ious, rows, seconds = [], [], 0.0
+    for t in range(done + 1, len(config.tasks)):
+        start = time.perf_counter()
+        images, masks = _task_data(train, config, t)
+        seen = seen_classes(config.tasks, t)
+        if t == 0:
+            model.load_state_dict(store.read_tensors(base_model))
+            iou = base_iou
+        else:
+            old_model = None
+            old_seen = seen_classes(config.tasks, t - 1)
+            if config.distill > 0:
+                old_model = _make_model(config, seed)
+                old_model.load_state_dict(model.state_dict())
+                old_model.eval()
+                mib_init(model, config.tasks[t], num_classes)
+            mem_img, mem_msk = memory.reconstructed()
+            train_task(model, images, masks, seen,
+                       memory_images=torch.from_numpy(mem_img).float() / 255.0,
+                       memory_masks=torch.from_numpy(mem_msk).long(),
+                       epochs=config.epochs, batch_size=config.batch_size, ratio=config.ratio,
+                       lr=config.lr, seed=seed * 100 + t, old_model=old_model,
+                       old_seen=old_seen, new_classes=config.tasks[t], distill=config.distill,
+                       device=device, progress=progress, desc=f"{strategy} s{seed} t{t}")
+            iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, t), seen,
+                                num_classes, device=device)
+        build_memory(memory, model, images, masks, task=t, new_classes=config.tasks[t],
+                     seen=seen, seed=seed, explainer=config.explainer, r=config.r,
+                     tau=config.tau, patch=patch, pseudo_threshold=config.pseudo_threshold,
+                     saliency_on=config.saliency_on, device=device)
+        ious.append(iou)
+        rows.append(_row(strategy, seed, t, task_metrics(ious, config.tasks), memory))
+        seconds += time.perf_counter() - start
+        # checkpoint: new files first, then the state that points at them, then clean up
+        store.write_tensors(f"{folder}/model_t{t}.safetensors", model.state_dict())
+        memory.save(store.path(f"{folder}/memory_t{t}/memory.json").parent)
+        store.write_json(f"{folder}/state.json", {
+            "task": t, "ious": [_nan_to_none(v.tolist()) for v in ious],
+            "rows": [{k: _nan_to_none(v) for k, v in r.items()} for r in rows],
+            "seconds": seconds})
+        if t > 0:
+            (store.root / folder / f"model_t{t - 1}.safetensors").unlink(missing_ok=True)
+            shutil.rmtree(store.root / folder / f"memory_t{t - 1}", ignore_errors=True)
+        write_results(store, config)
+        if bar is not None and t > 0:
+            bar.update(1)
+        store.append_row("rows", rows[-1])
+
+
+def run_seed(config: ContinualConfig, seed: int, store: RunStore, device: str, progress: bool,
+             bar: Any) -> None:
+    """The base task of ``seed``, then every strategy (each resumes where it stopped)."""
+    train, val = _data(config, seed)
+    base_model, base_iou = _base_task(config, seed, store, train, val, device, progress)
+    for strategy in config.strategies:
+        _run_strategy(config, strategy, seed, store, train, val, base_model, base_iou, device,
+                      progress, bar)
