@@ -27,11 +27,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--nt-samples", type=int, default=8)
+    parser.add_argument("--ig-steps", type=int, default=16)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from captum.attr import LayerGradCam, NoiseTunnel, Saliency
-    from pytorch_grad_cam import GradCAM
+    from captum.attr import IntegratedGradients, LayerGradCam, NoiseTunnel, Saliency
+    from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
     model = deeplab(size=args.size)
@@ -66,12 +67,17 @@ def main() -> None:
     lgc = LayerGradCam(score_fn, layer)
     gc = GradCAM(model=wrapped, target_layers=[layer])
     gc_target = [SemanticSegmentationTarget(cls, roi_f.numpy())]
+    gcpp = GradCAMPlusPlus(model=wrapped, target_layers=[layer])
+    ig = IntegratedGradients(score_fn)
 
     ours_grad = segxai.get_explainer("gradient")()
     ours_sg = segxai.get_explainer("smoothgrad")(n_samples=args.nt_samples, noise=0.15,
                                                  batch_size=args.nt_samples,
                                                  aggregate="abs_mean")
     ours_cam = segxai.get_explainer("seg-grad-cam")(layer="backbone.16")
+    ours_ig = segxai.get_explainer("integrated-gradients")(n_steps=args.ig_steps,
+                                                           batch_size=args.ig_steps)
+    ours_gcpp = segxai.get_explainer("grad-cam++")(layer="backbone.16")
 
     fns = {
         "segxai gradient": lambda: ours_grad(model, x, target),
@@ -83,6 +89,12 @@ def main() -> None:
         "segxai seg-grad-cam": lambda: ours_cam(model, x, target),
         "grad-cam GradCAM": lambda: gc(input_tensor=x, targets=gc_target),
         "captum LayerGradCam": lambda: lgc.attribute(x, relu_attributions=True),
+        "segxai integrated-gradients": lambda: ours_ig(model, x, target),
+        "captum IntegratedGradients": lambda: ig.attribute(
+            x, baselines=torch.zeros_like(x), n_steps=args.ig_steps,
+            internal_batch_size=args.ig_steps),
+        "segxai grad-cam++": lambda: ours_gcpp(model, x, target),
+        "grad-cam GradCAMPlusPlus": lambda: gcpp(input_tensor=x, targets=gc_target),
     }
     # K targets in one call vs K separate calls
     k_targets = [segxai.Target.from_mask(roi, c) for c in range(5)]
@@ -103,6 +115,11 @@ def main() -> None:
     cam_lgc = torch.nn.functional.interpolate(lgc.attribute(x, relu_attributions=True),
                                               size=x.shape[-2:], mode="bilinear",
                                               align_corners=False)[0, 0]
+    ig_ours = ours_ig(model, x, target).maps[0]
+    ig_cap = ig.attribute(x, baselines=torch.zeros_like(x), n_steps=args.ig_steps,
+                          internal_batch_size=args.ig_steps)[0].sum(0)
+    gcpp_ours = ours_gcpp(model, x, target).maps[0]
+    gcpp_peer = torch.from_numpy(gcpp(input_tensor=x, targets=gc_target)[0])
 
     rows = [
         ("gradient", "captum Saliency", t["segxai gradient"], t["captum Saliency"],
@@ -113,6 +130,12 @@ def main() -> None:
          f"r={corr(cam_ours, cam_gc):.6f}"),
         ("seg-grad-cam", "captum LayerGradCam", t["segxai seg-grad-cam"],
          t["captum LayerGradCam"], f"r={corr(cam_ours, cam_lgc):.6f}"),
+        (f"integrated-gradients n={args.ig_steps}", "captum IntegratedGradients",
+         t["segxai integrated-gradients"], t["captum IntegratedGradients"],
+         f"r={corr(ig_ours, ig_cap):.6f}, maxdiff={max_rel_diff(ig_ours, ig_cap):.1e}"),
+        ("grad-cam++", "grad-cam GradCAMPlusPlus", t["segxai grad-cam++"],
+         t["grad-cam GradCAMPlusPlus"],
+         f"r={corr(gcpp_ours, gcpp_peer):.6f} (peer min-max + cv2 resize)"),
         ("seg-grad-cam K=5, one call", "seg-grad-cam 5 calls",
          t["segxai seg-grad-cam K=5 one call"], t["segxai seg-grad-cam K=5 separate"], "same maps"),
         ("gradient K=5, one call", "gradient 5 calls", t["segxai gradient K=5 one call"],
@@ -126,6 +149,7 @@ def main() -> None:
     for ours, peer, a, b, agree in rows:
         print(f"| {ours} | {peer} | {a:.3f} | {b:.3f} | {b / a:.2f}x | {agree} |")
     gc.__exit__(None, None, None)
+    gcpp.__exit__(None, None, None)
 
 
 if __name__ == "__main__":

@@ -2,21 +2,17 @@
 
 * :func:`attack` (Dombrowski et al. 2019 generalised to segmentation; Gipiškis et al. 2023):
   Adam in pixel space, L∞ ball, ReLU → Softplus(β) with growing β, evaluation on the ReLU model.
-* :func:`evaluate_attack`: the same metrics for any explainer, e.g. perturbation explainers
+* :mod:`segxai.attack.config`: :class:`AttackConfig`, :class:`AttackResult`.
+* :func:`evaluate_attack` (:mod:`segxai.attack.evaluation`): the same metrics for any explainer, e.g. perturbation explainers
   measured on the x_adv transferred from a gradient attack.
 * :mod:`segxai.attack.targets`: target maps (shift, mirror, box, other image).
 * :mod:`segxai.attack.softplus`: the in-place, always-restored Softplus(β) surgery.
 * :mod:`segxai.attack.study`: attack success rates per explainer, with the β-smoothing defence.
 """
 
-from segxai.attack.attack import (
-    AttackConfig,
-    AttackResult,
-    attack,
-    evaluate_attack,
-    make_explainer,
-    parse_epsilon,
-)
+from segxai.attack.attack import attack
+from segxai.attack.config import AttackConfig, AttackResult, parse_epsilon
+from segxai.attack.evaluation import evaluate_attack, make_explainer
 from segxai.attack.metrics import (
     argmax_iou,
     map_mse,

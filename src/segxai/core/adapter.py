@@ -19,7 +19,6 @@ The adapter also knows the input normalisation ``(pixel - mean) / std`` so that 
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -33,11 +32,6 @@ __all__ = ["ModelAdapter", "adapt"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-# (number of classes, one-channel model) per wrapped model, learnt from its first forward, so
-# that a fresh adapter around the same model does not need a probe forward again.
-_MODEL_INFO: weakref.WeakKeyDictionary[Any, tuple[int, bool]] = weakref.WeakKeyDictionary()
 
 
 class PassCounter:
@@ -117,14 +111,11 @@ class ModelAdapter:
             raise ValueError(f"std: expected positive values, got {self.std}")
         self.upsample_mode = upsample_mode
         self.counter = PassCounter()
-        self.binary = False
+        # learnt from the first model output this adapter sees (no cache keyed by the model)
+        self._binary: bool | None = None
         self._num_classes: int | None = None
-        try:
-            known = _MODEL_INFO.get(model)
-        except TypeError:  # not weak-referenceable
-            known = None
-        if known is not None:
-            self._num_classes, self.binary = known
+        self.default_layer: str | None = None
+        """Dotted name of the layer-based explainers' default layer, once resolved."""
 
     # ------------------------------------------------------------------ placement
     @property
@@ -144,7 +135,32 @@ class ModelAdapter:
     def raw(self, images: Tensor) -> Tensor:
         """The model's own output tensor (unwrapped, not upsampled, not made 2-class)."""
         self.counter.forward += images.shape[0]
-        return _unwrap(self.model(images))
+        return self.learn(_unwrap(self.model(images)))
+
+    def learn(self, out: Tensor) -> Tensor:
+        """Record the number of classes and the one-channel convention from a raw model
+        output ``N×K×h×w`` (the first one seen wins); return ``out`` unchanged."""
+        if self._num_classes is None and isinstance(out, Tensor) and out.dim() == 4:
+            self._binary = out.shape[1] == 1
+            self._num_classes = 2 if self._binary else int(out.shape[1])
+        return out
+
+    @property
+    def binary(self) -> bool:
+        """Whether the model has one (sigmoid) output channel, viewed as two classes.
+
+        Known from the first forward through this adapter (any explainer, metric or
+        :meth:`num_classes` makes one); reading it earlier raises.
+        """
+        if self._binary is None:
+            raise RuntimeError("adapter.binary: unknown before the first forward pass through "
+                               "the adapter (call adapter.num_classes(images) first)")
+        return self._binary
+
+    @property
+    def known_num_classes(self) -> int | None:
+        """The number of classes if a forward pass has shown it, else ``None``."""
+        return self._num_classes
 
     def logits(self, images: Tensor) -> Tensor:
         """Logits ``N×K×H×W`` at the input resolution."""
@@ -157,18 +173,12 @@ class ModelAdapter:
         """Turn a raw output into ``N×K×H×W`` logits at ``size`` (upsample, 1→2 channels)."""
         if out.dim() != 4:
             raise ValueError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
+        self.learn(out)
         if out.shape[1] == 1:
-            self.binary = True
             out = torch.cat([-out, out], dim=1)
         if tuple(out.shape[-2:]) != tuple(size):
             kwargs = {"align_corners": False} if self.upsample_mode in ("bilinear", "bicubic") else {}
             out = F.interpolate(out, size=tuple(size), mode=self.upsample_mode, **kwargs)
-        if self._num_classes is None:
-            self._num_classes = out.shape[1]
-            try:
-                _MODEL_INFO[self.model] = (self._num_classes, self.binary)
-            except TypeError:
-                pass
         return out
 
     def probabilities(self, logits: Tensor) -> Tensor:

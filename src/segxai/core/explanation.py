@@ -79,6 +79,10 @@ class Explanation:
         target: the :class:`~segxai.core.target.Target` explained.
         cost: the :class:`Cost` of computing the maps.
         extras: method-specific data (e.g. channel weights, layer-resolution maps).
+        logits: ``(N, K, H, W)`` logits of the model's clean forward of the images, when the
+            method made one (``None`` for methods that only run perturbed copies, e.g.
+            SmoothGrad, Integrated Gradients); they keep their graph when the maps do.
+        layers: dotted names of the layers the method explained (empty for input methods).
 
     Post-processing is explicit: :meth:`normalized`, :meth:`thresholded`.
     """
@@ -89,6 +93,8 @@ class Explanation:
     target: Target
     cost: Cost = field(default_factory=Cost)
     extras: dict[str, Any] = field(default_factory=dict)
+    logits: Tensor | None = None
+    layers: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.maps.shape[0])
@@ -109,8 +115,9 @@ class Explanation:
         return self.maps.detach().cpu().numpy()
 
     def detach(self) -> Explanation:
+        logits = self.logits.detach() if self.logits is not None else None
         return Explanation(self.maps.detach(), self.method, self.params, self.target,
-                           self.cost, self.extras)
+                           self.cost, self.extras, logits, list(self.layers))
 
     def summary(self) -> dict[str, Any]:
         return {"method": self.method, "params": self.params, "target": self.target.describe(),

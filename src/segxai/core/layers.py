@@ -5,8 +5,15 @@ from __future__ import annotations
 import contextlib
 import difflib
 from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from segxai.core.adapter import ModelAdapter
+
+__all__ = ["ActivationStore", "capture_activations", "default_cam_layer", "find_layer",
+           "layer_names", "layer_param", "module_name", "resolve_layers"]
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -133,3 +140,39 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
         raise ValueError("layer: could not find a convolutional layer; pass layer=...")
     smallest = min(s[0] for s in seen)
     return max((s for s in seen if s[0] == smallest), key=lambda s: s[1])[2]
+
+
+def resolve_layers(adapter: ModelAdapter, images: Tensor,
+                   layer: str | nn.Module | Sequence[str | nn.Module] | None) -> list[nn.Module]:
+    """Modules for ``layer``: a dotted name, a module, a list of them, or ``None`` for the
+    default layer (:func:`default_cam_layer`).
+
+    The default is resolved once per adapter and kept by name in ``adapter.default_layer``
+    (a name, not a module, so it follows modules swapped in place, e.g. ReLU → Softplus).
+
+    Raises:
+        ValueError: the adapter wraps a plain callable, a name is unknown, or the list is empty.
+    """
+    model = adapter.module
+    if model is None:
+        raise ValueError("model: layer-based explainers need an nn.Module, not a plain callable")
+    if layer is None:
+        if adapter.default_layer is None:
+            with adapter.explaining():
+                adapter.default_layer = module_name(model, default_cam_layer(model, images))
+        return [find_layer(model, adapter.default_layer)]
+    if isinstance(layer, (str, nn.Module)):
+        return [find_layer(model, layer)]
+    layers = [find_layer(model, item) for item in layer]
+    if not layers:
+        raise ValueError("layer: expected at least one layer")
+    return layers
+
+
+def layer_param(layer: Any) -> Any:
+    """A JSON-friendly description of a ``layer`` argument (names kept, modules by type)."""
+    if layer is None or isinstance(layer, str):
+        return layer
+    if isinstance(layer, nn.Module):
+        return type(layer).__name__
+    return [layer_param(item) for item in layer]

@@ -8,9 +8,12 @@ architecture search and continual learning.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import difflib
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor
@@ -19,9 +22,30 @@ from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.explanation import CostMeter, Explanation
 from segxai.core.target import Target, check_target
 
-__all__ = ["Explainer", "explain", "get_explainer", "list_explainers", "register_explainer"]
+__all__ = ["Explainer", "RawMaps", "Wrt", "explain", "get_explainer", "list_explainers",
+           "register_explainer"]
 
 _REGISTRY: dict[str, type[Explainer]] = {}
+
+Wrt = Literal["input", "params"]
+"""What differentiable maps keep their graph to: the images, or the model's parameters."""
+
+
+@dataclass
+class RawMaps:
+    """What a method computes for one target before it becomes an :class:`Explanation`.
+
+    ``_explain``/``_explain_many`` may also return a plain ``(maps, extras)`` tuple.
+    """
+
+    maps: Tensor
+    extras: dict[str, Any] = field(default_factory=dict)
+    logits: Tensor | None = None
+    layers: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, result: RawMaps | tuple[Tensor, dict[str, Any]]) -> RawMaps:
+        return result if isinstance(result, RawMaps) else cls(result[0], dict(result[1]))
 
 
 class Explainer:
@@ -31,13 +55,15 @@ class Explainer:
     ``__init__`` (store them in ``self.params``) and implement :meth:`_explain`.
 
     Class attributes:
-        differentiable: the maps can keep their graph w.r.t. the input (``create_graph=True``).
+        differentiable: the maps can keep their graph w.r.t. the input (``create_graph=True``)
+            and w.r.t. the parameters (``differentiable_wrt="params"``).
         uses_gradients: needs autograd through the model (False: any callable works).
     """
 
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
     uses_gradients: ClassVar[bool] = True
+    layer: Any = None
 
     def __init__(self, **params: Any) -> None:
         if params:
@@ -47,40 +73,56 @@ class Explainer:
 
     # -------------------------------------------------------------- public
     def __call__(self, model: Any, images: Tensor, target: Target, *,
-                 create_graph: bool = False) -> Explanation:
+                 create_graph: bool = False, differentiable_wrt: Wrt = "input") -> Explanation:
         """Explain ``target`` for ``images``.
 
         Args:
             model: a model or :class:`ModelAdapter`.
             images: ``(N, C, H, W)`` float tensor in the model's input space.
             target: a :class:`Target` with one class and ROI per image.
-            create_graph: keep the maps differentiable w.r.t. ``images`` (gradient methods).
+            create_graph: keep the maps differentiable (gradient methods).
+            differentiable_wrt: ``"input"`` (default; parameters are frozen, the graph reaches
+                the images) or ``"params"`` (implies ``create_graph``; parameters are not
+                frozen and the model's train/eval mode is left as the caller set it, so the
+                maps can enter a training loss).
 
         Returns:
             An :class:`Explanation` with ``maps`` of shape ``(N, H, W)``.
         """
-        return self.explain_many(model, images, [target], create_graph=create_graph)[0]
+        return self.explain_many(model, images, [target], create_graph=create_graph,
+                                 differentiable_wrt=differentiable_wrt)[0]
 
     def explain_many(self, model: Any, images: Tensor, targets: Sequence[Target], *,
-                     create_graph: bool = False) -> list[Explanation]:
+                     create_graph: bool = False,
+                     differentiable_wrt: Wrt = "input") -> list[Explanation]:
         """Explain several targets of the same images (batched where the method allows)."""
         adapter = adapt(model)
         images = adapter.check(images)
-        if create_graph and not self.differentiable:
+        if differentiable_wrt not in ("input", "params"):
+            raise ValueError(f"differentiable_wrt: expected 'input' or 'params', got "
+                             f"{differentiable_wrt!r}")
+        graph = create_graph or differentiable_wrt == "params"
+        if graph and not self.differentiable:
             raise ValueError(f"create_graph: the {self.name!r} explainer cannot return "
-                             "differentiable maps; use gradient, smoothgrad or seg-grad-cam")
+                             "differentiable maps; use a gradient method (gradient, smoothgrad, "
+                             "integrated-gradients, seg-grad-cam, grad-cam++)")
         if not targets:
             raise ValueError("targets: expected at least one Target")
-        k = adapter.num_classes(images)
-        checked = [check_target(t).validate(images, k) for t in targets]
-        with adapter.explaining(), CostMeter(adapter) as meter:
-            results = self._explain_many(adapter, images, checked, meter=meter,
-                                         create_graph=create_graph)
+        # the class range is checked against the model's output when the method scores it
+        checked = [check_target(t).validate(images, adapter.known_num_classes) for t in targets]
+        mode = adapter.explaining() if differentiable_wrt == "input" else _keep_mode()
+        with mode, CostMeter(adapter) as meter:
+            results = self._run(adapter, images, checked, meter=meter, create_graph=graph,
+                                wrt=differentiable_wrt)
         out = []
-        for t, (maps, extras) in zip(checked, results, strict=True):
-            if not create_graph:
+        for t, result in zip(checked, results, strict=True):
+            raw = RawMaps.of(result)
+            maps, logits = raw.maps, raw.logits
+            if not graph:
                 maps = maps.detach()
-            out.append(Explanation(maps, self.name, dict(self.params), t, meter.cost, extras))
+                logits = logits.detach() if logits is not None else None
+            out.append(Explanation(maps, self.name, dict(self.params), t, meter.cost,
+                                   raw.extras, logits, list(raw.layers)))
         if len(out) > 1:
             for e in out:  # the cost is shared: report each target's share
                 e.cost = type(meter.cost)(**{
@@ -91,19 +133,48 @@ class Explainer:
                     "seconds": meter.cost.seconds / len(out)})
         return out
 
+    def with_layers(self, layers: Sequence[str]) -> Explainer:
+        """A copy explaining the given layer names (e.g. :attr:`Explanation.layers` of an
+        earlier call), so that later calls find the same layers by name even if modules are
+        swapped in place; ``self`` for methods without layers."""
+        if not layers or "layer" not in self.params:
+            return self
+        pinned: Any = layers[0] if len(layers) == 1 else list(layers)
+        clone = copy.copy(self)
+        clone.params = {**self.params, "layer": pinned}
+        clone.layer = pinned
+        return clone
+
+    def _run(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
+             meter: CostMeter, create_graph: bool,
+             wrt: Wrt) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+        """The protocol step the method families override (see ``segxai.explainers.base``)."""
+        if wrt == "params":
+            raise ValueError(f"differentiable_wrt: the {self.name!r} explainer cannot keep a "
+                             "graph to the parameters")
+        return self._explain_many(adapter, images, targets, meter=meter,
+                                  create_graph=create_graph)
+
     # -------------------------------------------------------------- to implement
     def _explain(self, adapter: ModelAdapter, images: Tensor, target: Target, *,
-                 meter: CostMeter, create_graph: bool) -> tuple[Tensor, dict[str, Any]]:
+                 meter: CostMeter,
+                 create_graph: bool) -> RawMaps | tuple[Tensor, dict[str, Any]]:
         raise TypeError(f"{type(self).__name__}: implement _explain or _explain_many")
 
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
-                      meter: CostMeter, create_graph: bool) -> list[tuple[Tensor, dict[str, Any]]]:
+                      meter: CostMeter,
+                      create_graph: bool) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
         return [self._explain(adapter, images, t, meter=meter, create_graph=create_graph)
                 for t in targets]
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
         return f"{type(self).__name__}({args})"
+
+
+@contextlib.contextmanager
+def _keep_mode() -> Iterator[None]:
+    yield
 
 
 def register_explainer(name: str):
@@ -138,7 +209,7 @@ def get_explainer(method: str) -> type[Explainer]:
 
 def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
             method: str = "seg-grad-cam", *, create_graph: bool = False,
-            **params: Any) -> Explanation | list[Explanation]:
+            differentiable_wrt: Wrt = "input", **params: Any) -> Explanation | list[Explanation]:
     """Explain ``target`` with the registered ``method``.
 
     Args:
@@ -147,6 +218,8 @@ def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
         target: a :class:`Target`, or a list of them (several classes in one call).
         method: a name from :func:`list_explainers`.
         create_graph: keep maps differentiable w.r.t. the images.
+        differentiable_wrt: ``"input"`` or ``"params"`` (maps differentiable w.r.t. the
+            model's parameters, for training losses; see :meth:`Explainer.__call__`).
         **params: the explainer's parameters.
 
     Returns:
@@ -162,9 +235,11 @@ def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
     """
     explainer = get_explainer(method)(**params)
     if isinstance(target, Target):
-        return explainer(model, images, target, create_graph=create_graph)
+        return explainer(model, images, target, create_graph=create_graph,
+                         differentiable_wrt=differentiable_wrt)
     if isinstance(target, (list, tuple)):
-        return explainer.explain_many(model, images, list(target), create_graph=create_graph)
+        return explainer.explain_many(model, images, list(target), create_graph=create_graph,
+                                      differentiable_wrt=differentiable_wrt)
     raise TypeError(f"target: expected a Target or a list of Targets, got {type(target).__name__}")
 
 

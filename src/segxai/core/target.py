@@ -19,6 +19,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from segxai.core.checks import check_choice
+from segxai.core.errors import SegxaiError
 
 __all__ = ["SCORES", "Target"]
 
@@ -140,6 +141,10 @@ class Target:
         ``binary`` marks the two-class view of a one-channel model (probabilities are
         ``sigmoid(±logit)`` there, not a softmax).
         """
+        k = logits.shape[1]
+        if int(self.class_index.max()) >= k:
+            raise SegxaiError(f"class_index: expected classes below {k} (the model's number of "
+                              f"classes), got {self.class_index.tolist()}")
         idx = self.class_index.to(logits.device).view(-1, 1, 1, 1)
         idx = idx.expand(-1, 1, logits.shape[2], logits.shape[3])
         roi = self.roi.to(device=logits.device, dtype=logits.dtype)
@@ -235,11 +240,11 @@ class Target:
         adapter = adapt(model)
         images = adapter.check(images)
         classes = _class_vector(class_index, images.shape[0])
-        k = adapter.num_classes(images)
+        pred = adapter.predict(images)  # also teaches the adapter the number of classes
+        k = adapter.num_classes()
         if bool((classes >= k).any()):
             raise ValueError(f"class_index: out of range for a model with {k} classes: "
                              f"{classes.tolist()}")
-        pred = adapter.predict(images)
         mask = (pred == classes.to(pred.device).view(-1, 1, 1))
         if box is not None:
             x0, y0, x1, y1 = (int(v) for v in box)

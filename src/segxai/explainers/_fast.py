@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segxai.core.adapter import ModelAdapter, _unwrap
+from segxai.core.errors import SegxaiError
 
 __all__ = ["SCORE_KINDS", "FastModel", "fold_batchnorm", "prepare", "score_batch"]
 
@@ -122,7 +123,7 @@ class FastModel:
         """The unwrapped model output for ``images`` (no autograd; counts forward passes)."""
         self.adapter.counter.forward += images.shape[0]
         with torch.inference_mode():
-            return _unwrap(self.call(self.prepare_input(images)))
+            return self.adapter.learn(_unwrap(self.call(self.prepare_input(images))))
 
     def find(self, name: str) -> nn.Module:
         """The module named ``name`` in the module that is run."""
@@ -194,6 +195,10 @@ def score_batch(adapter: ModelAdapter, out: Tensor, class_index: int, roi: Tenso
     """
     if out.dim() != 4:
         raise ValueError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
+    k = max(2, out.shape[1])
+    if class_index >= k:
+        raise SegxaiError(f"class_index: expected classes below {k} (the model's number of "
+                          f"classes), got {class_index}")
     roi = roi.to(device=out.device, dtype=out.dtype)
     if kind == "logit_sum":
         if out.shape[1] == 1:

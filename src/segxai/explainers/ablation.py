@@ -11,22 +11,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
-from segxai.core.explanation import CostMeter
-from segxai.core.layers import module_name
-from segxai.core.registry import Explainer, register_explainer
+from segxai.core.layers import layer_param, module_name, resolve_layers
+from segxai.core.registry import register_explainer
 from segxai.core.target import Target
-from segxai.explainers._fast import prepare, score_batch
+from segxai.explainers._fast import FastModel
 from segxai.explainers._split import LayerReplay
-from segxai.explainers.cam import resolve_layers
+from segxai.explainers.base import ImageWork, PerturbationExplainer
 
 __all__ = ["GUARDS", "MODES", "SegAblationCAM", "ablate", "ablation_weights"]
 
@@ -110,7 +107,7 @@ def parse_channels(value: Any) -> list[int] | int | None:
 
 
 @register_explainer("seg-ablation-cam")
-class SegAblationCAM(Explainer):
+class SegAblationCAM(PerturbationExplainer):
     """Seg-Ablation-CAM with full or partial channel deactivation.
 
     ``y = S_c(x; M)`` is the target score (ROI logit sum by default); ``y_k`` the score with
@@ -145,11 +142,13 @@ class SegAblationCAM(Explainer):
         progress: show a progress bar.
     """
 
-    uses_gradients = False
-
-    def __init__(self, layer: Any = None, mode: str = "full", region: str = "foreground",
-                 ratio: float = 0.5, value: float = 0.0, guard: str = "abs",
-                 score: str = "target", channels: Any = None, batch_size: int = 32,
+    def __init__(self, layer: Any = None,
+                 mode: Literal["full", "partial-spatial", "partial-magnitude"] = "full",
+                 region: Literal["foreground", "background"] = "foreground",
+                 ratio: float = 0.5, value: float = 0.0,
+                 guard: Literal["abs", "prob", "drop", "none"] = "abs",
+                 score: Literal["target", "logit_sum", "prob_mean"] = "target",
+                 channels: Any = None, batch_size: int = 32,
                  relu: bool = True, fold_bn: bool = True, channels_last: bool = True,
                  progress: bool = False) -> None:
         super().__init__()
@@ -159,16 +158,15 @@ class SegAblationCAM(Explainer):
         self.layer = layer
         self.channels = parse_channels(channels)
         self.params = {
-            "layer": layer if (layer is None or isinstance(layer, str)) else type(layer).__name__,
+            "layer": layer_param(layer),
             "mode": check_choice(mode, "mode", MODES),
             "region": check_choice(region, "region", REGIONS),
             "ratio": check_fraction(ratio, "ratio", low=0.0, low_open=True),
             "value": float(value),
             "guard": check_choice(guard, "guard", GUARDS),
             "score": check_choice(score, "score", ABLATION_SCORES),
-            "channels": self.channels,
-            "batch_size": check_positive_int(batch_size, "batch_size"),
-            "relu": bool(relu), "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
+            "channels": self.channels, "relu": bool(relu),
+            **self.fast_params(batch_size, fold_bn, channels_last),
         }
         self.progress = bool(progress)
 
@@ -186,79 +184,70 @@ class SegAblationCAM(Explainer):
                              "channels")
         return list(self.channels)
 
-    def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
-                      meter: CostMeter, create_graph: bool) -> list[tuple[Tensor, dict[str, Any]]]:
+    # ------------------------------------------------------------------ protocol
+    def score_kind(self, target: Target) -> str:
         p = self.params
-        layer = resolve_layers(adapter, images, self.layer)[0]
-        model = adapter.module
-        assert model is not None
-        name = module_name(model, layer)
-        fm = prepare(adapter, fold_bn=p["fold_bn"], channels_last=p["channels_last"])
-        run_layer = fm.find(name) if fm.copied else layer
-        assert fm.module is not None
-        n, _, h, w = images.shape
-        size = (h, w)
-        kinds = ["prob_mean" if p["guard"] == "prob" else
-                 (t.score if p["score"] == "target" else p["score"]) for t in targets]
-        per_target: list[dict[str, list[Any]]] = [
-            {"maps": [], "weights": [], "y": [], "cams": []} for _ in targets]
-        split_modes = []
-        bar = None
-        for i in range(n):
-            replay = LayerReplay(fm.module, run_layer, images[i:i + 1].detach(),
-                                 adapter.counter, fm.prepare_input)
-            split_modes.append(replay.mode)
-            act = replay.activation
-            chans = self._channel_list(act.shape[1])
-            if bar is None:
-                bar = tqdm(total=n * len(chans), disable=not self.progress,
-                           desc="seg-ablation-cam")
-            regions = []
-            for t in targets:
-                roi = (t.roi[i] > 0).to(act.dtype)[None, None]
-                down = F.interpolate(roi, size=act.shape[-2:], mode="nearest")[0, 0]
-                regions.append(down if p["region"] == "foreground" else 1 - down)
-            ys = [score_batch(adapter, replay.output, int(t.class_index[i]), t.roi[i], kind,
-                              size)[0] for t, kind in zip(targets, kinds, strict=True)]
-            yk: list[list[Tensor]] = [[] for _ in targets]
-            # one batch of ablations serves every target (unless partial-spatial, whose
-            # ablation depends on each target's ROI)
-            groups = range(len(targets)) if p["mode"] == "partial-spatial" else [None]
-            for g in groups:
-                region = regions[g] if g is not None else None
-                for start in range(0, len(chans), p["batch_size"]):
-                    chunk = chans[start:start + p["batch_size"]]
-                    acts = ablate(act, chunk, p["mode"], value=p["value"], region=region,
-                                  ratio=p["ratio"])
-                    out = replay.run(acts)
-                    for j, (t, kind) in enumerate(zip(targets, kinds, strict=True)):
-                        if g is None or g == j:
-                            yk[j].append(score_batch(adapter, out, int(t.class_index[i]),
-                                                     t.roi[i], kind, size))
-                    bar.update(len(chunk) if g in (None, 0) else 0)
-            for j in range(len(targets)):
-                scores = torch.cat(yk[j])
-                weights = ablation_weights(ys[j], scores, p["guard"]).to(act.dtype)
-                cam = (weights.view(1, -1, 1, 1) * act[:, chans]).sum(1)
-                if p["relu"]:
-                    cam = F.relu(cam)
-                up = F.interpolate(cam.unsqueeze(1), size=size, mode="bilinear",
-                                   align_corners=False)[:, 0]
-                rec = per_target[j]
-                rec["maps"].append(up[0].to(images.dtype))
-                rec["weights"].append(weights.detach().cpu())
-                rec["y"].append(float(ys[j]))
-                rec["cams"].append(cam[0].detach().cpu())
-        if bar is not None:
-            bar.close()
-        results = []
-        for j, kind in enumerate(kinds):
-            rec = per_target[j]
-            extras = {"layer": name, "weights": torch.stack(rec["weights"]),
-                      "clean_score": rec["y"], "score": kind,
-                      "y_nonpositive": [y <= 0 for y in rec["y"]],
-                      "layer_maps": torch.stack(rec["cams"]), "split": split_modes,
-                      **fm.describe()}
-            results.append((torch.stack(rec["maps"]), extras))
-        return results
+        if p["guard"] == "prob":
+            return "prob_mean"
+        return target.score if p["score"] == "target" else p["score"]
 
+    def begin(self, fm: FastModel, images: Tensor, targets: list[Target]) -> dict[str, Any]:
+        layer = resolve_layers(fm.adapter, images, self.layer)[0]
+        model = fm.adapter.module
+        assert model is not None and fm.module is not None
+        name = module_name(model, layer)
+        return {"name": name, "run_layer": fm.find(name) if fm.copied else layer, "split": [],
+                "size": tuple(images.shape[-2:]),
+                "records": [{"maps": [], "weights": [], "y": [], "cams": []} for _ in targets]}
+
+    def plan(self, fm: FastModel, state: dict[str, Any], x: Tensor, i: int,
+             targets: list[Target]) -> ImageWork:
+        p = self.params
+        assert fm.module is not None
+        replay = LayerReplay(fm.module, state["run_layer"], x, fm.adapter.counter,
+                             fm.prepare_input)
+        state["split"].append(replay.mode)
+        act = replay.activation
+        regions = []
+        for t in targets:
+            roi = (t.roi[i] > 0).to(act.dtype)[None, None]
+            down = F.interpolate(roi, size=act.shape[-2:], mode="nearest")[0, 0]
+            regions.append(down if p["region"] == "foreground" else 1 - down)
+
+        def run(chunk: list[int], g: int | None) -> Tensor:
+            return replay.run(ablate(act, chunk, p["mode"], value=p["value"],
+                                     region=regions[g] if g is not None else None,
+                                     ratio=p["ratio"]))
+
+        # one batch of ablations serves every target (unless partial-spatial, whose ablation
+        # depends on each target's ROI)
+        groups: list[int | None] = (list(range(len(targets))) if p["mode"] == "partial-spatial"
+                                    else [None])
+        return ImageWork(replay.output, self._channel_list(act.shape[1]), run, groups, act)
+
+    def finish_image(self, state: dict[str, Any], work: ImageWork, i: int, clean: list[Tensor],
+                     scores: list[Tensor]) -> None:
+        p, act, chans = self.params, work.state, work.units
+        for rec, y, yk in zip(state["records"], clean, scores, strict=True):
+            weights = ablation_weights(y, yk, p["guard"]).to(act.dtype)
+            cam = (weights.view(1, -1, 1, 1) * act[:, chans]).sum(1)
+            if p["relu"]:
+                cam = F.relu(cam)
+            up = F.interpolate(cam.unsqueeze(1), size=state["size"], mode="bilinear",
+                               align_corners=False)[:, 0]
+            rec["maps"].append(up[0])
+            rec["weights"].append(weights.detach().cpu())
+            rec["y"].append(float(y))
+            rec["cams"].append(cam[0].detach().cpu())
+
+    def finish(self, state: dict[str, Any], fm: FastModel, images: Tensor,
+               targets: list[Target]) -> list[tuple[Tensor, dict[str, Any]]]:
+        results = []
+        for rec, t in zip(state["records"], targets, strict=True):
+            extras = {"layer": state["name"], "layers": [state["name"]],
+                      "weights": torch.stack(rec["weights"]), "clean_score": rec["y"],
+                      "score": self.score_kind(t), "y_nonpositive": [y <= 0 for y in rec["y"]],
+                      "layer_maps": torch.stack(rec["cams"]), "split": state["split"],
+                      **fm.describe()}
+            results.append((torch.stack(rec["maps"]).to(images.dtype), extras))
+        return results

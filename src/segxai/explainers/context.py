@@ -23,9 +23,9 @@ from tqdm.auto import tqdm
 
 from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
-from segxai.core.explanation import CostMeter
-from segxai.core.registry import Explainer, register_explainer
+from segxai.core.registry import register_explainer
 from segxai.core.target import Target
+from segxai.explainers.base import GradientExplainer, GradientPass
 from segxai.explainers.occlusion import gaussian_blur
 
 __all__ = ["AUTO_BASELINES", "GridSaliency"]
@@ -54,7 +54,7 @@ def _positive(value: Any, name: str) -> float:
 
 
 @register_explainer("grid-saliency")
-class GridSaliency(Explainer):
+class GridSaliency(GradientExplainer):
     """Grid Saliency: the smallest context mask that keeps the request region's prediction.
 
     The mask lives on a grid of ``cell_size``-pixel cells, is initialised to ``init`` and
@@ -78,7 +78,7 @@ class GridSaliency(Explainer):
         progress: show a progress bar.
     """
 
-    uses_gradients = True
+    differentiable = False  # an optimisation, not a closed-form map of the input
 
     def __init__(self, cell_size: int = 8, lam: float = 0.02, iterations: int = 100,
                  lr: float = 0.1, baseline: Any = "auto", init: float = 1.0,
@@ -99,8 +99,9 @@ class GridSaliency(Explainer):
         self.progress = bool(progress)
 
     # ------------------------------------------------------------------ pieces
-    def _class_prob(self, adapter: ModelAdapter, images: Tensor, classes: Tensor) -> Tensor:
-        probs = adapter.probabilities(adapter(images))
+    def _class_prob(self, adapter: ModelAdapter, images: Tensor, classes: Tensor,
+                    logits: Tensor | None = None) -> Tensor:
+        probs = adapter.probabilities(adapter(images) if logits is None else logits)
         idx = classes.view(-1, 1, 1, 1).expand(-1, 1, *probs.shape[-2:])
         return probs.gather(1, idx)[:, 0]
 
@@ -137,36 +138,39 @@ class GridSaliency(Explainer):
         return F.interpolate(mask, size=size, mode="bilinear", align_corners=False)
 
     # ------------------------------------------------------------------ main
-    def _explain(self, adapter: ModelAdapter, images: Tensor, target: Target, *,
-                 meter: CostMeter, create_graph: bool) -> tuple[Tensor, dict[str, Any]]:
-        p = self.params
+    def attribute(self, run: GradientPass, targets: list[Target]) -> list[Any]:
+        return [self._explain_one(run, t) for t in targets]
+
+    def _explain_one(self, run: GradientPass, target: Target) -> tuple[Tensor, dict[str, Any]]:
+        p, adapter, images, meter = self.params, run.adapter, run.images, run.meter
         n, _, h, w = images.shape
         x = images.detach()
         keep = (target.roi > 0).to(x.dtype).unsqueeze(1)  # request region, always preserved
         gh, gw = math.ceil(h / p["cell_size"]), math.ceil(w / p["cell_size"])
-        with adapter.frozen_parameters():
+        if run.logits is None:  # one clean forward serves every target
             with torch.no_grad():
-                p0 = self._class_prob(adapter, x, target.class_index)
-            base, chosen = self._baselines(adapter, x, target, keep, p0)
-            preserved = x * keep + base * (1 - keep)
-            theta = torch.full((n, 1, gh, gw), p["init"], dtype=x.dtype, device=x.device,
-                               requires_grad=True)
-            opt = torch.optim.Adam([theta], lr=p["lr"])
-            loss_hist = []
-            for _ in tqdm(range(p["iterations"]), disable=not self.progress,
-                          desc="grid-saliency"):
-                m_up = self._up(theta, (h, w))
-                x_p = x * m_up + preserved * (1 - m_up)
-                prob = self._class_prob(adapter, x_p, target.class_index)
-                per_image = p["lam"] * theta.flatten(1).mean(1) + self._hinge(p0, prob,
-                                                                              target.roi)
-                opt.zero_grad(set_to_none=True)
-                per_image.sum().backward()
-                meter.add_backward(n)
-                opt.step()
-                with torch.no_grad():
-                    theta.clamp_(0.0, 1.0)
-                loss_hist.append(per_image.detach())
+                run.logits = adapter(x)
+        p0 = self._class_prob(adapter, x, target.class_index, run.logits)
+        base, chosen = self._baselines(adapter, x, target, keep, p0)
+        preserved = x * keep + base * (1 - keep)
+        theta = torch.full((n, 1, gh, gw), p["init"], dtype=x.dtype, device=x.device,
+                           requires_grad=True)
+        opt = torch.optim.Adam([theta], lr=p["lr"])
+        loss_hist = []
+        for _ in tqdm(range(p["iterations"]), disable=not self.progress,
+                      desc="grid-saliency"):
+            m_up = self._up(theta, (h, w))
+            x_p = x * m_up + preserved * (1 - m_up)
+            prob = self._class_prob(adapter, x_p, target.class_index)
+            per_image = p["lam"] * theta.flatten(1).mean(1) + self._hinge(p0, prob,
+                                                                          target.roi)
+            opt.zero_grad(set_to_none=True)
+            per_image.sum().backward()
+            meter.add_backward(n)
+            opt.step()
+            with torch.no_grad():
+                theta.clamp_(0.0, 1.0)
+            loss_hist.append(per_image.detach())
         with torch.no_grad():
             mask = theta.detach()
             m_up = self._up(mask, (h, w))[:, 0]

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
-from segxai.core.explanation import CostMeter
-from segxai.core.registry import Explainer, make_generator, register_explainer
+from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
-from segxai.explainers._autograd import vjp_many
+from segxai.explainers.base import GradientExplainer, GradientPass
 
 __all__ = ["SmoothGrad", "VanillaGradient", "reduce_channels"]
 
 REDUCTIONS = ("max", "sum", "mean")
 
 
-def reduce_channels(grad: Tensor, reduce: str, absolute: bool) -> Tensor:
+def reduce_channels(grad: Tensor, reduce: Literal["max", "sum", "mean"] | str,
+                    absolute: bool) -> Tensor:
     """``(N, C, H, W)`` gradient → ``(N, H, W)`` map: optional ``|·|``, then max/sum/mean over C."""
     g = grad.abs() if absolute else grad
     if reduce == "max":
@@ -29,14 +28,8 @@ def reduce_channels(grad: Tensor, reduce: str, absolute: bool) -> Tensor:
     return g.mean(dim=1)
 
 
-def _input_leaf(images: Tensor, create_graph: bool) -> Tensor:
-    if create_graph and images.requires_grad:
-        return images  # keep the caller's graph (attacks differentiate through the maps)
-    return images.detach().requires_grad_(True)
-
-
 @register_explainer("gradient")
-class VanillaGradient(Explainer):
+class VanillaGradient(GradientExplainer):
     """Vanilla gradient (Simonyan, Vedaldi, Zisserman 2014) of a segmentation target.
 
     Map = ``reduce_c |∂S/∂x_c|`` with ``S`` the target score (default: the class's logits summed
@@ -48,26 +41,19 @@ class VanillaGradient(Explainer):
         abs: take ``|∂S/∂x|`` before reducing (default True).
     """
 
-    differentiable = True
-
-    def __init__(self, reduce: str = "max", abs: bool = True) -> None:  # noqa: A002
+    def __init__(self, reduce: Literal["max", "sum", "mean"] = "max",
+                 abs: bool = True) -> None:  # noqa: A002
         super().__init__()
         self.params = {"reduce": check_choice(reduce, "reduce", REDUCTIONS), "abs": bool(abs)}
 
-    def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
-                      meter: CostMeter, create_graph: bool) -> list[tuple[Tensor, dict[str, Any]]]:
-        with adapter.frozen_parameters():
-            x = _input_leaf(images, create_graph)
-            logits = adapter(x)
-            scores = [t.score_from_logits(logits, binary=adapter.binary).sum() for t in targets]
-            grads = vjp_many(scores, [x], create_graph=create_graph)
-        meter.add_backward(images.shape[0] * len(targets))
-        return [(reduce_channels(g[0], self.params["reduce"], self.params["abs"]), {})
-                for g in grads]
+    def attribute(self, run: GradientPass, targets: list[Target]) -> list[Any]:
+        step = run.vjp(run.input_leaf(), targets, clean=True)
+        return [reduce_channels(g[0], self.params["reduce"], self.params["abs"])
+                for g in step.grads]
 
 
 @register_explainer("smoothgrad")
-class SmoothGrad(Explainer):
+class SmoothGrad(GradientExplainer):
     """SmoothGrad (Smilkov et al. 2017): the gradient averaged over noisy copies of the input.
 
     ``Ĝ = (1/n) Σ_i ∂S(x + ε_i)/∂x`` with ``ε_i ~ N(0, σ²)``, ``σ = noise · (max(x) − min(x))``
@@ -85,10 +71,10 @@ class SmoothGrad(Explainer):
         reduce: channel reduction (``"max"``, ``"sum"``, ``"mean"``).
     """
 
-    differentiable = True
-
     def __init__(self, n_samples: int = 25, noise: float = 0.15, batch_size: int = 8,
-                 seed: int = 0, aggregate: str = "mean", reduce: str = "max") -> None:
+                 seed: int = 0,
+                 aggregate: Literal["mean", "abs_mean", "square_mean"] = "mean",
+                 reduce: Literal["max", "sum", "mean"] = "max") -> None:
         super().__init__()
         self.params = {
             "n_samples": check_positive_int(n_samples, "n_samples"),
@@ -109,36 +95,27 @@ class SmoothGrad(Explainer):
         span = (flat.max(1).values - flat.min(1).values).view(1, n, 1, 1, 1)
         return eps * (p["noise"] * span)
 
-    def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
-                      meter: CostMeter, create_graph: bool) -> list[tuple[Tensor, dict[str, Any]]]:
-        p = self.params
+    def attribute(self, run: GradientPass, targets: list[Target]) -> list[Any]:
+        p, images = self.params, run.images
         n = images.shape[0]
         eps = self.draws(images)
-        base = _input_leaf(images, create_graph) if create_graph else images.detach()
+        base = run.input_base()
         acc: list[Tensor | None] = [None] * len(targets)
-        with adapter.frozen_parameters():
-            for start in range(0, p["n_samples"], p["batch_size"]):
-                chunk = eps[start:start + p["batch_size"]]
-                b = chunk.shape[0]
-                noisy = (base.unsqueeze(0) + chunk).reshape(b * n, *images.shape[1:])
-                if not create_graph:
-                    noisy = noisy.requires_grad_(True)
-                logits = adapter(noisy)
-                scores = [t.tile(b).score_from_logits(logits, binary=adapter.binary).sum()
-                          for t in targets]
-                grads = vjp_many(scores, [noisy], create_graph=create_graph)
-                meter.add_backward(b * n * len(targets))
-                for k, (g,) in enumerate(grads):
-                    g = g.reshape(b, n, *images.shape[1:])
-                    if p["aggregate"] == "abs_mean":
-                        g = g.abs()
-                    elif p["aggregate"] == "square_mean":
-                        g = g * g
-                    part = g.sum(0)
-                    acc[k] = part if acc[k] is None else acc[k] + part
+        for start in range(0, p["n_samples"], p["batch_size"]):
+            chunk = eps[start:start + p["batch_size"]]
+            b = chunk.shape[0]
+            noisy = (base.unsqueeze(0) + chunk).reshape(b * n, *images.shape[1:])
+            for k, (g,) in enumerate(run.vjp(noisy, targets, tile=b).grads):
+                g = g.reshape(b, n, *images.shape[1:])
+                if p["aggregate"] == "abs_mean":
+                    g = g.abs()
+                elif p["aggregate"] == "square_mean":
+                    g = g * g
+                part = g.sum(0)
+                acc[k] = part if acc[k] is None else acc[k] + part
         out = []
         for a in acc:
             assert a is not None
             mean = a / p["n_samples"]
-            out.append((reduce_channels(mean, p["reduce"], absolute=p["aggregate"] == "mean"), {}))
+            out.append(reduce_channels(mean, p["reduce"], absolute=p["aggregate"] == "mean"))
         return out

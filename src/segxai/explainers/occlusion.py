@@ -11,19 +11,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
-from segxai.core.explanation import CostMeter
 from segxai.core.ops import gaussian_blur
-from segxai.core.registry import Explainer, make_generator, register_explainer
+from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
-from segxai.explainers._fast import prepare, score_batch
+from segxai.explainers._fast import FastModel
+from segxai.explainers.base import ImageWork, PerturbationExplainer
 
 __all__ = ["FILLS", "Occlusion", "fill_image", "gaussian_blur", "parse_pair", "window_starts"]
 
@@ -117,7 +116,7 @@ def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
 
 
 @register_explainer("occlusion")
-class Occlusion(Explainer):
+class Occlusion(PerturbationExplainer):
     """Occlusion sensitivity: mean drop of the target score over the windows covering a pixel.
 
     For window ``p`` the score drop is ``Δ_p = m(x) − m(x_p)`` where ``x_p`` has the window
@@ -151,11 +150,13 @@ class Occlusion(Explainer):
         progress: show a progress bar.
     """
 
-    uses_gradients = False
-
-    def __init__(self, window: Any = 8, stride: Any = None, fill: str = "grey",
-                 score: str = "target", batch_size: int = 32, dataset_mean: Any = None,
-                 noise: str = "uniform", noise_std: float = 0.25, blur_sigma: float = 5.0,
+    def __init__(self, window: Any = 8, stride: Any = None,
+                 fill: Literal["black", "grey", "dataset-mean", "image-mean", "blur",
+                               "noise"] = "grey",
+                 score: Literal["target", "logit_sum", "prob_mean", "iou"] = "target",
+                 batch_size: int = 32, dataset_mean: Any = None,
+                 noise: Literal["uniform", "gaussian"] = "uniform", noise_std: float = 0.25,
+                 blur_sigma: float = 5.0,
                  blur_kernel: int = 11, seed: int = 0, fold_bn: bool = True,
                  channels_last: bool = True, progress: bool = False) -> None:
         super().__init__()
@@ -174,13 +175,12 @@ class Occlusion(Explainer):
             "window": list(win), "stride": list(st),
             "fill": check_choice(fill, "fill", FILLS),
             "score": check_choice(score, "score", OCCLUSION_SCORES),
-            "batch_size": check_positive_int(batch_size, "batch_size"),
             "dataset_mean": None if dataset_mean is None else
             list(parse_colour(dataset_mean, "dataset_mean") or ()),
             "noise": check_choice(noise, "noise", NOISES), "noise_std": float(noise_std),
             "blur_sigma": float(blur_sigma),
             "blur_kernel": check_positive_int(blur_kernel, "blur_kernel"),
-            "seed": int(seed), "fold_bn": bool(fold_bn), "channels_last": bool(channels_last),
+            "seed": int(seed), **self.fast_params(batch_size, fold_bn, channels_last),
         }
         self.progress = bool(progress)
 
@@ -202,58 +202,51 @@ class Occlusion(Explainer):
                              f"{tuple(size)}") from None
         return [(r, c) for r in rows for c in cols]
 
-    # ------------------------------------------------------------------ main
-    def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
-                      meter: CostMeter, create_graph: bool) -> list[tuple[Tensor, dict[str, Any]]]:
-        n, c, h, w = images.shape
-        size = (h, w)
-        wins = self.windows(size)
+    # ------------------------------------------------------------------ protocol
+    def score_kind(self, target: Target) -> str:
+        return target.score if self.params["score"] == "target" else self.params["score"]
+
+    def begin(self, fm: FastModel, images: Tensor, targets: list[Target]) -> dict[str, Any]:
+        _, c, h, w = images.shape
         p = self.params
+        wins = self.windows((h, w))
         kh, kw = p["window"]
-        fm = prepare(adapter, fold_bn=p["fold_bn"], channels_last=p["channels_last"])
-        noise = self._noise((c, h, w)) if p["fill"] == "noise" else None
-        kinds = [t.score if p["score"] == "target" else p["score"] for t in targets]
         counts = torch.zeros(h, w, dtype=images.dtype, device=images.device)
         for r, col in wins:
             counts[r:r + kh, col:col + kw] += 1
-        maps = [torch.zeros(n, h, w, dtype=images.dtype, device=images.device) for _ in targets]
-        clean_scores = [torch.zeros(n, dtype=images.dtype) for _ in targets]
-        bar = tqdm(total=n * len(wins), disable=not self.progress, desc="occlusion")
-        for i in range(n):
-            x = images[i:i + 1].detach()
-            fill = fill_image(adapter, x, p["fill"], dataset_mean=p["dataset_mean"],
-                              noise=noise, blur_sigma=p["blur_sigma"],
-                              blur_kernel=p["blur_kernel"])
-            out0 = fm.raw(x)
-            refs, base = [], []
-            for t, kind in zip(targets, kinds, strict=True):
-                cls = int(t.class_index[i])
-                ref = None
-                if kind == "iou":
-                    ref = adapter.to_logits(out0, size)[0].argmax(0) == cls
-                refs.append(ref)
-                base.append(score_batch(adapter, out0, cls, t.roi[i], kind, size, ref)[0])
-            for j, b in enumerate(base):
-                clean_scores[j][i] = b.detach().cpu()
-            for start in range(0, len(wins), p["batch_size"]):
-                chunk = wins[start:start + p["batch_size"]]
-                batch = _occlude(x, fill, chunk, kh, kw)
-                out = fm.raw(batch)
-                for j, (t, kind) in enumerate(zip(targets, kinds, strict=True)):
-                    s = score_batch(adapter, out, int(t.class_index[i]), t.roi[i], kind, size,
-                                    refs[j])
-                    delta = (base[j] - s).to(images.dtype)
-                    acc = maps[j][i]
-                    for d, (r, col) in zip(delta.tolist(), chunk, strict=True):
-                        acc[r:r + kh, col:col + kw] += d
-                bar.update(len(chunk))
-        bar.close()
-        extras_common = {"windows": len(wins), "fill_mode": p["fill"], **fm.describe()}
-        results = []
-        for j, kind in enumerate(kinds):
-            extras = {**extras_common, "score": kind, "clean_score": clean_scores[j]}
-            results.append((maps[j] / counts, extras))
-        return results
+        return {"windows": wins, "counts": counts,
+                "noise": self._noise((c, h, w)) if p["fill"] == "noise" else None,
+                "maps": [torch.zeros(images.shape[0], h, w, dtype=images.dtype,
+                                     device=images.device) for _ in targets],
+                "clean": [torch.zeros(images.shape[0], dtype=images.dtype) for _ in targets]}
+
+    def plan(self, fm: FastModel, state: dict[str, Any], x: Tensor, i: int,
+             targets: list[Target]) -> ImageWork:
+        p = self.params
+        kh, kw = p["window"]
+        fill = fill_image(fm.adapter, x, p["fill"], dataset_mean=p["dataset_mean"],
+                          noise=state["noise"], blur_sigma=p["blur_sigma"],
+                          blur_kernel=p["blur_kernel"])
+        return ImageWork(fm.raw(x), state["windows"],
+                         lambda chunk, _g: fm.raw(_occlude(x, fill, chunk, kh, kw)))
+
+    def finish_image(self, state: dict[str, Any], work: ImageWork, i: int, clean: list[Tensor],
+                     scores: list[Tensor]) -> None:
+        kh, kw = self.params["window"]
+        for j, (base, s) in enumerate(zip(clean, scores, strict=True)):
+            state["clean"][j][i] = base.detach().cpu()
+            acc = state["maps"][j][i]
+            delta = (base - s).to(acc.dtype)
+            for d, (r, col) in zip(delta.tolist(), work.units, strict=True):
+                acc[r:r + kh, col:col + kw] += d
+
+    def finish(self, state: dict[str, Any], fm: FastModel, images: Tensor,
+               targets: list[Target]) -> list[tuple[Tensor, dict[str, Any]]]:
+        common = {"windows": len(state["windows"]), "fill_mode": self.params["fill"],
+                  **fm.describe()}
+        return [(m / state["counts"], {**common, "score": self.score_kind(t),
+                                       "clean_score": c})
+                for m, c, t in zip(state["maps"], state["clean"], targets, strict=True)]
 
 
 def _occlude(x: Tensor, fill: Tensor, corners: Sequence[tuple[int, int]], kh: int,

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segxai.core.adapter import adapt
@@ -92,48 +91,21 @@ def explanation_maps(model: nn.Module, probe: ProbeSet, device: str | torch.devi
     Returns:
         The maps.
     """
-    explainer = get_explainer(probe.method)(**probe.method_params)
     images = probe.pair_images().to(device)
     target = probe.target().to(device)
     model = model.to(device)
     if create_graph:
-        maps = _differentiable_cam(model, images, target, probe)
-    else:
-        maps = explainer(model, images, target).maps
-    return minmax(maps)
+        return minmax(_differentiable_cam(model, images, target, probe))
+    explainer = get_explainer(probe.method)(**probe.method_params)
+    return minmax(explainer(model, images, target).maps)
 
 
 def _differentiable_cam(model: nn.Module, images: Tensor, target: Target,
                         probe: ProbeSet) -> Tensor:
-    """Seg-Grad-CAM whose maps keep their graph w.r.t. the parameters (for the training
-    loss); the explainer API keeps graphs w.r.t. the input only."""
-    from segxai.explainers.cam import cam_from_gradients, resolve_layers
-
-    if probe.method != "seg-grad-cam":
-        raise ValueError(f"method: the saliency-matching loss supports 'seg-grad-cam', got "
-                         f"{probe.method!r}")
-    adapter = adapt(model)
-    layers = resolve_layers(adapter, images, probe.method_params.get("layer"))
-    store: list[Tensor] = []
-
-    def hook(_m: nn.Module, _i: object, out: Tensor) -> Tensor:
-        if not out.requires_grad:  # frozen network: differentiate from the layer on
-            out = out.detach().requires_grad_(True)
-        store.append(out)
-        return out
-
-    handle = layers[0].register_forward_hook(hook)
-    try:
-        logits = adapter(images)
-    finally:
-        handle.remove()
-    act = store[-1]
-    score = target.score_from_logits(logits).sum()
-    (grad,) = torch.autograd.grad(score, act, create_graph=True)
-    cam = cam_from_gradients(act, grad, probe.method_params.get("weighting", "gradcam"),
-                             probe.method_params.get("relu", True))
-    return F.interpolate(cam.unsqueeze(1), size=images.shape[-2:], mode="bilinear",
-                         align_corners=False)[:, 0]
+    """The probe's explainer maps (raw) whose graph reaches the model's parameters, in the
+    model's current train/eval mode (for the saliency-matching training loss)."""
+    explainer = get_explainer(probe.method)(**probe.method_params)
+    return explainer(model, images, target, differentiable_wrt="params").maps
 
 
 def cam_distance(model: nn.Module, probe: ProbeSet, device: str | torch.device = "cpu") -> float:
