@@ -64,15 +64,17 @@ def test_unet_config_roundtrip_and_widths() -> None:
         UNetConfig.from_dict({"depth": 2, "colour": 1})
 
 
-def test_count_parameters_against_hand_count() -> None:
-    cfg = UNetConfig(depth=1, base_width=2, num_classes=2, in_channels=1)
+@pytest.mark.parametrize("skips", [True, False])
+def test_count_parameters_against_hand_count(skips: bool) -> None:
+    cfg = UNetConfig(depth=1, base_width=2, num_classes=2, in_channels=1, skips=skips)
     net = UNet(cfg)
     # widths: enc 2, bottleneck 4. plain block = conv(cin,cout,3, no bias) + BN(2*cout) twice
     def block(cin: int, cout: int) -> int:
         return cin * cout * 9 + 2 * cout + cout * cout * 9 + 2 * cout
     expect = block(1, 2) + block(2, 4)
     expect += 4 * 2 * 4 + 2  # transposed conv 2x2 (4 -> 2) + bias
-    expect += block(2 + 2, 2)  # decoder block on the concatenation
+    # decoder block on the concatenation (without skips: on the up-sampled path only)
+    expect += block(2 + (2 if skips else 0), 2)
     expect += 2 * 2 + 2  # head 1x1
     assert count_parameters(net) == expect
 
@@ -204,10 +206,11 @@ def _tiny_data(n: int = 24, seed: int = 0) -> SegDataset:
     return make_shapes(n, size=32, seed=seed)
 
 
-def test_training_lowers_the_loss() -> None:
+@pytest.mark.parametrize("skips", [True, False])
+def test_training_lowers_the_loss(skips: bool) -> None:
     torch.manual_seed(0)
     data = _tiny_data()
-    net = UNet(UNetConfig(depth=2, base_width=4))
+    net = UNet(UNetConfig(depth=2, base_width=4, skips=skips))
     x, y = data.images[:8], data.masks[:8]
     net.eval()
     with torch.no_grad():

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiTypeError
+
 __all__ = ["BLOCKS", "UNet", "UNetConfig", "count_parameters"]
 
 BLOCKS = ("plain", "residual", "dwsep")
@@ -36,6 +38,11 @@ class UNetConfig:
         decoder_width: channels of every decoder stage; ``None`` mirrors the encoder widths.
         in_channels: input channels.
         num_classes: output classes (logit channels).
+        skips: ``True`` (default) concatenates each encoder stage's output into the decoder
+            stage of the same resolution (a U-Net); ``False`` gives a plain encoder–decoder whose
+            decoder stages see only the up-sampled path (for comparing model families). Only
+            ``skips=False`` is written by :meth:`to_dict`, so configs, checkpoints and cache keys
+            of U-Nets with skips are unchanged.
     """
 
     depth: int = 3
@@ -46,6 +53,7 @@ class UNetConfig:
     decoder_width: int | None = None
     in_channels: int = 3
     num_classes: int = 5
+    skips: bool = True
 
     def __post_init__(self) -> None:
         for name, lo in (("depth", 1), ("base_width", 1), ("in_channels", 1), ("num_classes", 1),
@@ -68,6 +76,8 @@ class UNetConfig:
                 or self.decoder_width < 1):
             raise ValueError(f"decoder_width: expected None or an integer >= 1, got "
                              f"{self.decoder_width!r}")
+        if not isinstance(self.skips, bool):
+            raise SegxaiTypeError(f"skips: expected True or False, got {self.skips!r}")
 
     @property
     def widths(self) -> list[int]:
@@ -87,6 +97,8 @@ class UNetConfig:
         d = asdict(self)
         if d["width_multipliers"] is not None:
             d["width_multipliers"] = list(d["width_multipliers"])
+        if d["skips"]:  # the default is left out: older configs and cache keys stay valid
+            del d["skips"]
         return d
 
     @classmethod
@@ -155,14 +167,19 @@ class EncoderStage(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """2× transposed-convolution up-sampling, concatenation with the skip, :class:`ConvBlock`."""
+    """2× transposed-convolution up-sampling, concatenation with the skip, :class:`ConvBlock`.
+
+    With ``cskip=0`` there is no skip: the block sees only the up-sampled path.
+    """
 
     def __init__(self, cin: int, cskip: int, cout: int, kernel_size: int, kind: str) -> None:
         super().__init__()
         self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
         self.block = ConvBlock(cout + cskip, cout, kernel_size, kind)
 
-    def forward(self, x: Tensor, skip: Tensor) -> Tensor:
+    def forward(self, x: Tensor, skip: Tensor | None = None) -> Tensor:
+        if skip is None:
+            return self.block(self.up(x))
         return self.block(torch.cat([self.up(x), skip], dim=1))
 
 
@@ -191,7 +208,7 @@ class UNet(nn.Module):
             for i in range(config.depth))
         self.bottleneck = EncoderStage(w[config.depth - 1], w[config.depth], k, kind, pool=True)
         dec = config.decoder_widths
-        skips = list(reversed(w[:-1]))
+        skips = list(reversed(w[:-1])) if config.skips else [0] * config.depth
         self.decoder = nn.ModuleList(
             DecoderStage(w[-1] if i == 0 else dec[i - 1], skips[i], dec[i], k, kind)
             for i in range(config.depth))
@@ -204,10 +221,10 @@ class UNet(nn.Module):
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        skips = []
+        skips: list[Tensor | None] = []
         for stage in self.encoder:
             x = stage(x)
-            skips.append(x)
+            skips.append(x if self.config.skips else None)
         x = self.bottleneck(x)
         for stage, skip in zip(self.decoder, reversed(skips)):
             x = stage(x, skip)
