@@ -92,6 +92,20 @@ def test_correlations_match_scipy() -> None:
     assert kendall(t.view(5, 10), -t.view(5, 10)) == pytest.approx(-1.0)
 
 
+def test_spearman_along_an_axis_matches_scipy_per_row() -> None:
+    rng = np.random.default_rng(5)
+    x = np.round(rng.random((6, 12)) * 4)  # many ties
+    y = np.round(rng.random((6, 12)) * 3)
+    x[2] = 1.0  # a constant row
+    np.testing.assert_allclose(rank(x, axis=1), sps.rankdata(x, axis=1))
+    np.testing.assert_allclose(rank(x.T, axis=0), sps.rankdata(x.T, axis=0))
+    rows = spearman(x, y, axis=-1)
+    assert rows.shape == (6,) and math.isnan(rows[2])
+    for i in (0, 1, 3, 4, 5):
+        assert rows[i] == pytest.approx(sps.spearmanr(x[i], y[i]).statistic, abs=1e-12)
+    np.testing.assert_allclose(spearman(x.T, y.T, axis=0), rows, equal_nan=True)
+
+
 def test_correlations_undefined_for_constant_input() -> None:
     x = np.arange(5.0)
     for f in (pearson, spearman, kendall):

@@ -82,8 +82,9 @@ def pearson(x: Any, y: Any, *, dim: int | None = None) -> Tensor | np.ndarray | 
         xc = x - x.mean(dim, keepdim=True)
         yc = y - y.mean(dim, keepdim=True)
         const = (x.amax(dim) == x.amin(dim)) | (y.amax(dim) == y.amin(dim))
-        den = (xc.norm(dim=dim) * yc.norm(dim=dim)).clamp_min(torch.finfo(x.dtype).tiny)
-        r = (xc * yc).sum(dim) / den
+        # sqrt of the product (not a product of norms): identical inputs give exactly 1
+        den = ((xc * xc).sum(dim) * (yc * yc).sum(dim)).clamp_min(torch.finfo(x.dtype).tiny)
+        r = (xc * yc).sum(dim) / den.sqrt()
         return torch.where(const, torch.full_like(r, float("nan")), r)
     xt, yt = (torch.as_tensor(np.asarray(v.detach().cpu() if isinstance(v, Tensor) else v,
                                          dtype=np.float64)) for v in (x, y))
@@ -91,31 +92,61 @@ def pearson(x: Any, y: Any, *, dim: int | None = None) -> Tensor | np.ndarray | 
     return float(r) if r.dim() == 0 else r.numpy()
 
 
-def rank(x: Tensor | np.ndarray | Any) -> np.ndarray:
-    """Ranks ``1..n`` of the flattened values, ties getting the mean of their ranks."""
-    a = _as_array(x)
-    order = np.argsort(a, kind="mergesort")
-    s = a[order]
-    group = np.cumsum(np.r_[True, s[1:] != s[:-1]]) - 1
-    counts = np.bincount(group)
-    first = np.cumsum(counts) - counts
-    out = np.empty(a.size, dtype=np.float64)
-    out[order] = (first + (counts + 1) / 2.0)[group]
-    return out
+def rank(x: Tensor | np.ndarray | Any, *, axis: int | None = None) -> np.ndarray:
+    """Ranks ``1..n`` (ties get the mean of their ranks), of the flattened values or along
+    ``axis``, as float64.
+
+    Example:
+        >>> rank([10, 30, 20, 30]).tolist()
+        [1.0, 3.5, 2.0, 3.5]
+    """
+    a = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+    a = a.ravel() if axis is None else np.moveaxis(a, axis, -1)
+    n = a.shape[-1]
+    order = np.argsort(a, axis=-1, kind="mergesort")
+    s = np.take_along_axis(a, order, axis=-1)
+    idx = np.broadcast_to(np.arange(n), s.shape)
+    new = np.ones(s.shape, dtype=bool)
+    new[..., 1:] = s[..., 1:] != s[..., :-1]
+    end = np.ones(s.shape, dtype=bool)
+    end[..., :-1] = new[..., 1:]
+    first = np.maximum.accumulate(np.where(new, idx, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(end, idx, n - 1), -1), axis=-1), -1)
+    out = np.empty(s.shape, dtype=np.float64)
+    np.put_along_axis(out, order, (first + last) / 2.0 + 1.0, axis=-1)
+    return out if axis is None else np.moveaxis(out, -1, axis)
 
 
-def spearman(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any) -> float:
-    """Spearman rank correlation of the flattened inputs (ties: average ranks); NaN if either
-    input is constant or contains NaN.
+@overload
+def spearman(x: Any, y: Any, *, axis: None = None) -> float: ...
+
+
+@overload
+def spearman(x: Any, y: Any, *, axis: int) -> np.ndarray: ...
+
+
+def spearman(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any, *,
+             axis: int | None = None) -> float | np.ndarray:
+    """Spearman rank correlation (Pearson of average ranks): of the flattened inputs, or of
+    each pair of slices along ``axis`` (vectorised, e.g. over bootstrap resamples). NaN where
+    either side is constant or contains NaN.
 
     Example:
         >>> round(spearman([1, 2, 3, 4], [1, 4, 9, 16]), 12)
         1.0
     """
-    a, b = _pair(x, y)
-    if _undefined(a, b):
-        return float("nan")
-    return float(pearson(rank(a), rank(b)))
+    if axis is None:
+        a, b = _pair(x, y)
+        if _undefined(a, b):
+            return float("nan")
+        return float(pearson(rank(a), rank(b)))
+    a = np.asarray(x.detach().cpu() if isinstance(x, Tensor) else x, dtype=np.float64)
+    b = np.asarray(y.detach().cpu() if isinstance(y, Tensor) else y, dtype=np.float64)
+    if a.shape != b.shape:
+        raise SegxaiError(f"y: expected the shape of x {a.shape}, got {b.shape}")
+    r = np.asarray(pearson(rank(a, axis=axis), rank(b, axis=axis), dim=axis), dtype=np.float64)
+    bad = np.isnan(a).any(axis) | np.isnan(b).any(axis)
+    return np.where(bad, np.nan, r)
 
 
 def kendall(x: Tensor | np.ndarray | Any, y: Tensor | np.ndarray | Any) -> float:
