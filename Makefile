@@ -1,5 +1,7 @@
 # The two commands: `make demo` (main job) and `make test` (test suite).
 # Each creates .venv with plain pip when it is missing and installs what it needs.
+# `make bench` runs every benchmark and prints one table of ratios against the peers
+# (BENCH_ARGS=--quick for a short smoke run).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,10 +28,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
-	OMP_NUM_THREADS=1 $(PY) -m pytest $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest $(PYTEST_ARGS)
 
 bench: $(STAMP)
-	OMP_NUM_THREADS=2 $(PY) benchmarks/run_all.py
+	OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE $(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) segxai-report .pytest_cache

@@ -133,8 +133,8 @@ def test_cli_resume_after_sigkill(tmp_path: Path) -> None:
     torch.manual_seed(0)
     ckpt = save_checkpoint(UNet(UNetConfig(depth=2, base_width=4, num_classes=5)),
                            tmp_path / "ckpt")
-    common = ["--quick", "--quiet", "--checkpoint", str(ckpt), "--images", "2", "--steps", "6",
-              "--methods", "gradient,seg-grad-cam"]
+    common = ["--quick", "--quiet", "--model", str(ckpt), "--images", "2", "--steps", "6",
+              "--method", "gradient", "--method", "seg-grad-cam"]
     # the uninterrupted reference, in-process with the same settings and data as the CLI
     from segxai.data import make_shapes
     from segxai.models import load_checkpoint
@@ -169,11 +169,12 @@ def test_cli_resume_after_sigkill(tmp_path: Path) -> None:
 def test_cli_rejects_unknown_method(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from segxai.cli import main
 
-    assert main(["evaluate", "--quick", "--quiet", "--methods", "gradiant",
+    assert main(["evaluate", "--quick", "--quiet", "--method", "gradiant",
                  "--out", str(tmp_path)]) == 2
     assert "did you mean gradient" in capsys.readouterr().err
     assert main(["evaluate", "--quick", "--quiet", "--param", "oops", "--out",
                  str(tmp_path)]) == 2
+    assert "--param: expected KEY=VALUE" in capsys.readouterr().err
 
 
 def test_rq1_report_section_quick(tmp_path: Path) -> None:
@@ -198,9 +199,9 @@ def test_cli_context_bias_with_a_given_model(tmp_path: Path) -> None:
     ckpt = save_checkpoint(UNet(UNetConfig(depth=2, base_width=4, num_classes=5)),
                            tmp_path / "ckpt")
     out = tmp_path / "out"
-    code = main(["evaluate", "--quick", "--quiet", "--checkpoint", str(ckpt), "--images", "1",
-                 "--steps", "4", "--methods", "gradient", "--context-bias",
-                 "--bias-checkpoint", str(ckpt), "--out", str(out)])
+    code = main(["evaluate", "--quick", "--quiet", "--model", str(ckpt), "--images", "1",
+                 "--steps", "4", "--method", "gradient", "--context-bias",
+                 "--bias-model", str(ckpt), "--out", str(out)])
     assert code == 0
     data = json.loads((out / "context_bias.json").read_text())
     assert [r["method"] for r in data["benchmark"]] == ["gradient"]

@@ -46,6 +46,10 @@ def test_explain_errors_name_the_argument(tmp_path: Path, capsys: pytest.Capture
     code = main(["explain", "--model", "not-a-model", "--out", str(tmp_path), "--quiet"])
     assert code == 2
     assert "--model" in capsys.readouterr().err
+    code = main(["explain", "--model", "lraspp_mobilenet_v3_large", "--roi", "box:1,2",
+                 "--out", str(tmp_path), "--quiet"])
+    assert code == 2
+    assert "--roi: expected 4 comma-separated integer(s)" in capsys.readouterr().err
     code = main(["explain", "--model", "lraspp_mobilenet_v3_large", "--image",
                  str(tmp_path / "missing.png"), "--out", str(tmp_path), "--quiet"])
     assert code == 2

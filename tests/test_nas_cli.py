@@ -34,7 +34,7 @@ def teacher_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_search_command_writes_search_json(teacher_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "s"
-    args = ["nas", "search", "--quick", "--quiet", "--teacher", str(teacher_dir), "--out",
+    args = ["nas", "search", "--quick", "--quiet", "--model", str(teacher_dir), "--out",
             str(out), "--population", "4", "--iterations", "2", "--children", "2",
             "--probe-images", "2", "--budget-params", "0.5"]
     assert main(args) == 0
@@ -52,7 +52,7 @@ def test_search_command_writes_search_json(teacher_dir: Path, tmp_path: Path) ->
 
 def test_validate_command_writes_csvs(teacher_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "v"
-    assert main(["nas", "validate", "--quick", "--quiet", "--teacher", str(teacher_dir),
+    assert main(["nas", "validate", "--quick", "--quiet", "--model", str(teacher_dir),
                  "--out", str(out), "--architectures", "3", "--train-images", "16",
                  "--epochs", "1", "--proxies", "cam,params,random", "--probe-images", "2",
                  "--budget-params", "6000"]) == 0
@@ -71,7 +71,7 @@ def test_validate_command_writes_csvs(teacher_dir: Path, tmp_path: Path) -> None
 def test_train_command_writes_metrics(teacher_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "t"
     cfg = json.dumps(UNetConfig(depth=2, base_width=2, num_classes=5).to_dict())
-    assert main(["nas", "train", "--quick", "--quiet", "--teacher", str(teacher_dir), "--out",
+    assert main(["nas", "train", "--quick", "--quiet", "--model", str(teacher_dir), "--out",
                  str(out), "--config", cfg, "--epochs", "1", "--probe-images", "2"]) == 0
     m = json.loads((out / "metrics.json").read_text())
     names = [r["model"] for r in m["models"]]
@@ -83,9 +83,9 @@ def test_train_command_writes_metrics(teacher_dir: Path, tmp_path: Path) -> None
 
 
 def test_cli_rejects_bad_arguments(teacher_dir: Path, tmp_path: Path) -> None:
-    assert main(["nas", "search", "--quiet", "--teacher", str(teacher_dir), "--proxy", "nope",
+    assert main(["nas", "search", "--quiet", "--model", str(teacher_dir), "--proxy", "nope",
                  "--out", str(tmp_path / "x"), "--probe-images", "2"]) == 2
-    assert main(["nas", "train", "--quiet", "--teacher", str(teacher_dir),
+    assert main(["nas", "train", "--quiet", "--model", str(teacher_dir),
                  "--search", str(tmp_path / "missing"), "--probe-images", "2"]) == 2
 
 

@@ -1,6 +1,6 @@
 """Command-line interface: ``segxai <command> ...``.
 
-The CLI is thin. Each command lives in its own module under :mod:`segxai.cli.commands` and
+The CLI is thin. Each command lives in its own module under ``segxai.cli.commands`` and
 exposes ``register(subparsers)``, which adds an ``argparse`` sub-parser whose ``func`` default
 receives the parsed arguments and returns an exit code. Commands are discovered at start-up,
 so adding one is one new file.
@@ -40,6 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``segxai`` with ``argv``; returns the exit status.
+
+    A user error (:class:`~segxai.core.errors.SegxaiError`) is printed in one line,
+    ``segxai: error: ...``, with exit status 2; any other exception is a bug and propagates
+    with its traceback.
+    """
+    from segxai.core.errors import SegxaiError
+
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -48,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, TypeError) as exc:
-        print(f"segxai {args.command}: error: {exc}", file=sys.stderr)
+    except SegxaiError as exc:
+        print(f"segxai: error: {exc}", file=sys.stderr)
         return 2
 
 

@@ -2,17 +2,17 @@
 
 Two modes:
 
-* default: attack one explainer (``--method``) on ``--images N`` validation images of the
-  built-in ``shapes`` data; writes ``OUT/attack.json`` (one record per image with
-  ``target_pearson``, ``original_pearson``, ``pixel_agreement``, ``linf``, ``l2``, ``psnr``,
-  ``seconds`` and more) and ``OUT/figures/attack_NNNN.png``. Finished images are kept in
-  ``OUT/attack.json`` and skipped when the command is rerun with the same settings.
-* ``--study``: the robustness study (every differentiable explainer, the β-smoothing defence,
-  transfer to perturbation explainers); writes ``OUT/study.json`` and
-  ``OUT/figures/study_success.png``, with per-image checkpoints in ``OUT/study/``.
+* default: attack one differentiable explainer (--method) on --images N validation
+  images of the built-in shapes data; writes OUT/attack.json (one record per image with
+  target_pearson, original_pearson, pixel_agreement, linf, l2, psnr, seconds and more) and
+  OUT/figures/attack_NNNN.png. Finished images are kept in OUT/attack.json and skipped
+  when the command is rerun with the same settings.
+* --study: the robustness study (the differentiable explainers given by --method, default
+  all of them; the beta-smoothing defence; transfer to perturbation explainers); writes
+  OUT/study.json and OUT/figures/study_success.png, with per-image checkpoints in
+  OUT/study/.
 
-``--epsilon`` is in /255 units when >= 1 (``8`` = 8/255), else a fraction of the pixel range
-(``0.03``).
+--epsilon is in /255 units when >= 1 (8 = 8/255), else a fraction of the pixel range (0.03).
 """
 
 from __future__ import annotations
@@ -23,53 +23,64 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import QuickDefaults, add_common, plain_text, user_input, write_json
+from segxai.cli.grammar import (
+    add_method_options,
+    add_model_options,
+    differentiable_explainers,
+    load_cli_model,
+    resolve_methods,
+    resolve_params,
+)
+from segxai.core.errors import SegxaiError
 
-METHODS = ("gradient", "smoothgrad", "seg-grad-cam")
+QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
+                      quick={"iterations": 60, "images": 1})
+DEFAULTS = {"method": "gradient", "target_kind": "shift", "epsilon": "8", "defence_beta": 3.0,
+            # SmoothGrad is attacked with a fixed, small number of noise draws
+            "params": {"smoothgrad": {"n_samples": 8}}}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "attack", help="explanation attacks: keep the segmentation, move the explanation",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", default="gradient", choices=METHODS,
-                   help="explainer to attack (default gradient)")
-    p.add_argument("--target-kind", default="shift",
+        description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_options(p, what="the model to attack", old=("--checkpoint",))
+    sg = DEFAULTS["params"]["smoothgrad"]["n_samples"]
+    add_method_options(p, choices=differentiable_explainers(),
+                       default=f"{DEFAULTS['method']}; with --study all of them; "
+                               f"smoothgrad.n_samples={sg}")
+    p.add_argument("--target-kind", default=DEFAULTS["target_kind"],
                    choices=("shift", "mirror", "box", "other-image"),
-                   help="where the explanation should go (default shift)")
-    p.add_argument("--epsilon", default="8",
-                   help="L∞ radius: >= 1 in /255 units (default 8 = 8/255), < 1 a fraction")
+                   help="where the explanation should go (default %(default)s)")
+    p.add_argument("--epsilon", default=DEFAULTS["epsilon"],
+                   help="L-infinity radius: >= 1 in /255 units (default %(default)s = "
+                        "%(default)s/255), < 1 a fraction")
     p.add_argument("--iterations", type=int, default=None,
-                   help="Adam steps (default 300, 60 with --quick)")
-    p.add_argument("--lr", type=float, default=None, help="Adam learning rate in pixel units")
+                   help=f"Adam steps ({QUICK.help('iterations')})")
+    p.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate in pixel units (default: the attack's own)")
     p.add_argument("--images", type=int, default=None,
-                   help="number of validation images (default 4, 1 with --quick)")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="model checkpoint directory (default: the cached built-in U-Net)")
-    p.add_argument("--smoothgrad-samples", type=int, default=8,
-                   help="noise draws of SmoothGrad (fixed; default 8)")
+                   help=f"number of validation images ({QUICK.help('images')})")
     p.add_argument("--study", action="store_true",
-                   help="robustness study over all methods with the β-smoothing defence")
-    p.add_argument("--defence-beta", type=float, default=3.0,
-                   help="β of the smoothing defence in --study (default 3)")
+                   help="robustness study over the methods with the beta-smoothing defence")
+    p.add_argument("--defence-beta", type=float, default=DEFAULTS["defence_beta"],
+                   help="beta of the smoothing defence in --study (default %(default)s)")
     add_common(p, out_default="segxai-attack")
     p.set_defaults(func=run)
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
+    from segxai.core.adapter import adapt
     from segxai.data import make_shapes
-    from segxai.models import load_checkpoint, load_or_train_builtin
 
-    if args.checkpoint is not None:
-        model = load_checkpoint(args.checkpoint, device=args.device)
-        names = list(getattr(model, "class_names", None) or [])
-        data = make_shapes(max(args.images + 1, 2), size=64, seed=10_000 + args.seed)
-        images = data.images
+    loaded = load_cli_model(args, seed=args.seed)
+    model, names = loaded.model, list(loaded.class_names or [])
+    if loaded.builtin is not None:
+        images = loaded.builtin.val_data.images[:max(args.images + 1, 2)]
     else:
-        built = load_or_train_builtin(quick=args.quick, device=args.device,
-                                      progress=not args.quiet, seed=args.seed)
-        model, names = built.model, list(built.class_names)
-        images = built.val_data.images[:max(args.images + 1, 2)]
+        data = make_shapes(max(args.images + 1, 2), size=64, seed=10_000 + args.seed)
+        images = adapt(model).from_pixels(data.images)
     return model.eval(), images, names
 
 
@@ -79,26 +90,32 @@ def run(args: argparse.Namespace) -> int:
     from segxai.attack import AttackConfig, parse_epsilon
     from segxai.attack.study import StudyConfig
 
-    eps = parse_epsilon(args.epsilon)
-    if args.images is None:
-        args.images = 1 if args.quick else 4
+    eps = user_input(parse_epsilon, args.epsilon)
+    args.images = QUICK.get(args, "images")
     if args.images < 1:
-        raise ValueError(f"--images: expected an integer >= 1, got {args.images}")
-    iterations = args.iterations if args.iterations is not None else (60 if args.quick else 300)
-    settings: dict[str, Any] = {"epsilon": eps, "iterations": iterations}
+        raise SegxaiError(f"--images: expected an integer >= 1, got {args.images}")
+    settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations")}
     if args.lr is not None:
         settings["lr"] = args.lr
-    cfg = AttackConfig(**settings).validate()
+    cfg = user_input(lambda: AttackConfig(**settings).validate())
+    choices = differentiable_explainers()
+    study_default = [m for m in StudyConfig().methods if m in choices]
+    methods = resolve_methods(args.method, choices=choices, one=not args.study,
+                              default=study_default if args.study else [DEFAULTS["method"]])
+    params = {m: dict(DEFAULTS["params"].get(m, {})) for m in methods}
+    if "smoothgrad" in params:  # its noise follows --seed
+        params["smoothgrad"]["seed"] = args.seed
+    for m, given in resolve_params(args.param, methods).items():
+        params[m].update(given)
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sg = {"n_samples": args.smoothgrad_samples, "seed": args.seed}
     if args.study:
-        study_cfg = StudyConfig(target_kind=args.target_kind, attack=cfg,
+        study_cfg = StudyConfig(methods=tuple(methods), target_kind=args.target_kind, attack=cfg,
                                 defence_beta=args.defence_beta,
-                                explainer_params={"smoothgrad": sg}).validate()
-        return _run_study(args, study_cfg, out)
-    return _run_attack(args, cfg, sg, out)
+                                explainer_params={m: p for m, p in params.items() if p})
+        return _run_study(args, user_input(study_cfg.validate), out)
+    return _run_attack(args, methods[0], cfg, params[methods[0]], out)
 
 
 def _run_study(args: argparse.Namespace, cfg: Any, out: Path) -> int:
@@ -124,7 +141,8 @@ def _run_study(args: argparse.Namespace, cfg: Any, out: Path) -> int:
     return 0
 
 
-def _run_attack(args: argparse.Namespace, cfg: Any, sg: dict[str, Any], out: Path) -> int:
+def _run_attack(args: argparse.Namespace, method: str, cfg: Any, params: dict[str, Any],
+                out: Path) -> int:
     from segxai.attack import attack, make_target_map
     from segxai.attack.figures import plot_attack
     from segxai.attack.study import choose_target
@@ -134,10 +152,9 @@ def _run_attack(args: argparse.Namespace, cfg: Any, sg: dict[str, Any], out: Pat
 
     model, images, _ = _load(args)
     adapter = adapt(model)
-    params = sg if args.method == "smoothgrad" else {}
     n = args.images
-    settings = {"method": args.method, "target_kind": args.target_kind, "images": n,
-                "seed": args.seed, "quick": args.quick, "checkpoint": args.checkpoint,
+    settings = {"method": method, "target_kind": args.target_kind, "images": n,
+                "seed": args.seed, "quick": args.quick, "model": args.model,
                 "attack": cfg.to_dict(), "explainer_params": params}
     fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
                                  .encode()).hexdigest()[:16]
@@ -158,9 +175,9 @@ def _run_attack(args: argparse.Namespace, cfg: Any, sg: dict[str, Any], out: Pat
         tmap: Any = args.target_kind
         if args.target_kind == "other-image":
             j = (i + 1) % images.shape[0]
-            other = explain(adapter, images[j:j + 1], targets[j], method=args.method, **params)
+            other = explain(adapter, images[j:j + 1], targets[j], method=method, **params)
             tmap = make_target_map("other-image", other.maps, other_maps=other.maps)
-        res = attack(adapter, x, t, args.method, tmap, cfg, explainer_params=params,
+        res = attack(adapter, x, t, method, tmap, cfg, explainer_params=params,
                      progress=not args.quiet)
         rec = {"index": i, "class_index": int(t.class_index[0]), **res.records()[0]}
         records.append(rec)
@@ -168,7 +185,7 @@ def _run_attack(args: argparse.Namespace, cfg: Any, sg: dict[str, Any], out: Pat
                           res.original_map[0], res.target_map[0], res.adversarial_map[0],
                           res.pred_original[0], res.pred_adversarial[0],
                           adapter.num_classes(images),
-                          title=f"{args.method}, {args.target_kind}: target r "
+                          title=f"{method}, {args.target_kind}: target r "
                                 f"{rec['target_pearson']:.2f}, agreement "
                                 f"{rec['pixel_agreement']:.4f}")
         save_figure(fig, out / "figures" / f"attack_{i:04d}.png")

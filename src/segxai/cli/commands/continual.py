@@ -11,7 +11,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import add_common
+from segxai.cli.common import add_common, user_input
+from segxai.cli.grammar import add_method_options, registered_explainers, resolve_methods
+from segxai.core.errors import SegxaiError
 
 DEFAULT_OUT = Path("segxai-continual")
 
@@ -43,12 +45,20 @@ def resolve_seeds(text: str | None, base: int, default_count: int) -> list[int]:
     parts = [int(p) for p in text.split(",")]
     if len(parts) == 1:
         if parts[0] < 1:
-            raise ValueError(f"--seeds: expected a count >= 1, got {parts[0]}")
+            raise SegxaiError(f"--seeds: expected a count >= 1, got {parts[0]}")
         return [base + i for i in range(parts[0])]
     return parts
 
 
 def register(subparsers: Any) -> None:
+    from segxai.continual.experiment import ContinualConfig, quick_config
+
+    full, quick = ContinualConfig(), quick_config()
+
+    def default(name: str) -> str:
+        a, b = getattr(full, name), getattr(quick, name)
+        return f"default {a}" + (f"; {b} with --quick" if a != b else "")
+
     p = subparsers.add_parser(
         "continual",
         help="class-incremental segmentation with saliency-compressed replay (RQ3)",
@@ -67,29 +77,39 @@ def register(subparsers: Any) -> None:
                    help="number of seeds starting at --seed, or a comma list (default 3; "
                         "--quick: 1)")
     p.add_argument("--budget-bytes", type=int, default=None,
-                   help="memory budget in bytes (default: 20 full exemplars incl. 4 B meta)")
+                   help=f"memory budget in bytes, 20 full exemplars incl. 4 B meta "
+                        f"({default('budget_bytes')})")
     p.add_argument("--tasks", default=None,
                    help="task split: counts like 2-1-1 or ids like 1,2/3/4 (default 2-1-1)")
-    p.add_argument("--epochs", type=int, default=None, help="epochs per incremental task")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs per incremental task ({default('epochs')})")
     p.add_argument("--base-epochs", type=int, default=None,
-                   help="epochs of task 0 (trained once per seed, shared by all strategies)")
-    p.add_argument("--explainer", default=None,
-                   help="saliency method for the saliency strategies (default seg-grad-cam)")
+                   help="epochs of task 0 (trained once per seed, shared by all strategies; "
+                        f"{default('base_epochs')})")
+    add_method_options(p, choices=registered_explainers(), params=False,
+                       default=f"{full.explainer}; the saliency of the saliency strategies",
+                       one=True, old_single="--explainer")
     p.add_argument("--ratio", type=float, default=None,
-                   help="fraction of each batch replayed from memory (default 0.5)")
-    p.add_argument("--tau", type=float, default=None, help="saliency-box threshold (0.6)")
+                   help=f"fraction of each batch replayed from memory ({default('ratio')})")
+    p.add_argument("--tau", type=float, default=None,
+                   help=f"saliency-box threshold ({default('tau')})")
     p.add_argument("--r", type=float, default=None,
-                   help="compression ratio: downsample / outside the box / patch area (4)")
+                   help="compression ratio: downsample / outside the box / patch area "
+                        f"({default('r')})")
     p.add_argument("--patch", type=int, default=None,
                    help="saliency-patch side in pixels (default size/sqrt(r))")
     p.add_argument("--saliency-on", choices=("selected", "present"), default=None,
-                   help="saliency of the exemplar's own class (default) or of every class in it")
+                   help="saliency of the exemplar's own class or of every class in it "
+                        f"({default('saliency_on')})")
     p.add_argument("--distill", type=float, default=None,
-                   help="MiB unbiased distillation weight (default 0 = off)")
-    p.add_argument("--n-train", type=int, default=None, help="training images per seed")
-    p.add_argument("--size", type=int, default=None, help="image side in pixels")
+                   help=f"MiB unbiased distillation weight, 0 = off ({default('distill')})")
+    p.add_argument("--n-train", type=int, default=None,
+                   help=f"training images per seed ({default('n_train')})")
+    p.add_argument("--size", type=int, default=None,
+                   help=f"image side in pixels ({default('size')})")
     p.add_argument("--workers", type=int, default=1,
-                   help="processes running seeds in parallel (results do not depend on it)")
+                   help="processes running seeds in parallel (results do not depend on it; "
+                        "default %(default)s)")
     p.set_defaults(func=run)
 
 
@@ -108,22 +128,25 @@ def run(args: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {}
     if args.strategies is not None:
         overrides["strategies"] = args.strategies
+    if args.method:
+        (overrides["explainer"],) = resolve_methods(args.method, choices=registered_explainers(),
+                                                    default=[], one=True)
     for name in ("epochs", "base_epochs", "ratio", "tau", "r", "patch", "distill", "n_train",
-                 "size", "explainer", "saliency_on"):
+                 "size", "saliency_on"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
     if args.budget_bytes is not None:
         overrides["budget_bytes"] = args.budget_bytes
     if args.tasks is not None:
-        overrides["tasks"] = parse_tasks(args.tasks, len(SHAPES_CLASSES))
+        overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
     overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
-    config = quick_config(**overrides) if args.quick else ContinualConfig(**overrides)
+    config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT
     if args.quick and args.out is None:
         out = out.with_name(out.name + "-quick")
     if args.workers < 1:
-        raise ValueError(f"--workers: expected an integer >= 1, got {args.workers}")
+        raise SegxaiError(f"--workers: expected an integer >= 1, got {args.workers}")
     run_experiment(config, out, device=args.device, progress=not args.quiet,
                    workers=args.workers)
 

@@ -11,17 +11,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import add_common, plain_text, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "demo", help="train/load the built-in model, explain samples, write an HTML report",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common(p, out_default="segxai-report")
     p.add_argument("--cache", type=Path, default=None,
                    help="model cache directory (default $SEGXAI_CACHE or ~/.cache/segxai)")
-    p.add_argument("--images", type=int, default=4, help="sample images to explain (default 4)")
+    p.add_argument("--images", type=int, default=4, help="sample images to explain (default %(default)s)")
     p.add_argument("--sections", default=None,
                    help="comma-separated section modules to run (default: all), "
                         "e.g. s00_overview,s10_explainers")

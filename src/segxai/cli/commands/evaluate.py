@@ -10,10 +10,25 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import add_common, parse_key_values, write_json
+from segxai.cli.common import QuickDefaults, add_common, write_json
+from segxai.cli.grammar import (
+    add_deprecated,
+    add_method_options,
+    add_model_options,
+    load_cli_model,
+    registered_explainers,
+    resolve_methods,
+    resolve_params,
+)
+from segxai.core.errors import SegxaiError
+
+QUICK = QuickDefaults(full={"images": 8, "steps": 100}, quick={"images": 2, "steps": 20})
+SUBSTRATES = ("black", "mean", "blur", "noise")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from segxai.evaluate import EvalConfig
+
     p = sub.add_parser(
         "evaluate", help="evaluate explanation methods: faithfulness, cost, localisation, ...",
         description=(
@@ -24,52 +39,47 @@ def register(sub: argparse._SubParsersAction) -> None:
             "OUT/figures/*.png. Finished (image, method) pairs are checkpointed in "
             "OUT/progress.jsonl, so an interrupted run resumes where it stopped."),
     )
-    p.add_argument("--methods", default=None,
-                   help="comma-separated explainers (default: every registered one)")
+    add_model_options(p, what="the model whose explanations are evaluated",
+                      old=("--checkpoint",))
+    add_method_options(p, choices=registered_explainers(), default="every registered one",
+                       old_list="--methods")
     p.add_argument("--images", type=int, default=None,
-                   help="number of images (default 8; 2 with --quick)")
+                   help=f"number of images ({QUICK.help('images')})")
     p.add_argument("--steps", type=int, default=None,
-                   help="deletion/insertion steps (default 100; 20 with --quick)")
+                   help=f"deletion/insertion steps ({QUICK.help('steps')})")
     p.add_argument("--data", default="shapes",
                    help="'shapes' (the built-in validation images), 'context-bias', or a folder "
-                        "(ROOT/images + ROOT/masks, or plain image files)")
-    p.add_argument("--size", type=int, default=64, help="image size of generated/folder data")
-    p.add_argument("--checkpoint", type=Path, default=None,
-                   help="a saved segxai model directory (default: the cached built-in model)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward in the curves")
-    p.add_argument("--score", default="prob_mean", choices=("prob_mean", "logit_ratio", "iou"),
-                   help="score tracked along the curves")
-    p.add_argument("--deletion-substrate", default="mean",
-                   choices=("black", "mean", "blur", "noise"))
-    p.add_argument("--insertion-substrate", default="blur",
-                   choices=("black", "mean", "blur", "noise"))
-    p.add_argument("--tolerance", type=float, default=0.0,
-                   help="pointing-game tolerance in pixels")
-    p.add_argument("--sensitivity-samples", type=int, default=0,
-                   help="max-sensitivity samples per explanation (0 = skip; costly)")
-    p.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
-                   help="explainer parameter, e.g. smoothgrad.n_samples=10 (repeatable)")
+                        "(ROOT/images + ROOT/masks, or plain image files; default "
+                        "%(default)s)")
+    p.add_argument("--size", type=int, default=64,
+                   help="image size of generated/folder data (default %(default)s)")
+    base = EvalConfig()
+    p.add_argument("--batch-size", type=int, default=base.batch_size,
+                   help="images per forward in the curves (default %(default)s)")
+    p.add_argument("--score", default=base.score, choices=("prob_mean", "logit_ratio", "iou"),
+                   help="score tracked along the curves (default %(default)s)")
+    p.add_argument("--deletion-substrate", default=base.deletion_substrate, choices=SUBSTRATES,
+                   help="what deleted pixels become (default %(default)s)")
+    p.add_argument("--insertion-substrate", default=base.insertion_substrate,
+                   choices=SUBSTRATES, help="what insertion starts from (default %(default)s)")
+    p.add_argument("--tolerance", type=float, default=base.pointing_tolerance,
+                   help="pointing-game tolerance in pixels (default %(default)s)")
+    p.add_argument("--sensitivity-samples", type=int, default=base.sensitivity_samples,
+                   help="max-sensitivity samples per explanation (0 = skip; costly; default "
+                        "%(default)s)")
     p.add_argument("--no-random-baseline", action="store_true",
                    help="do not evaluate the random-baseline pseudo-method")
     p.add_argument("--context-bias", action="store_true",
                    help="also run the context-bias benchmark (CBD/CBL per method) and the "
                         "bias sanity protocol on the context-bias dataset, with a model trained "
-                        "on its biased split (--bias-checkpoint, else one is trained and cached "
+                        "on its biased split (--bias-model, else one is trained and cached "
                         "in OUT/biased-model)")
-    p.add_argument("--bias-checkpoint", type=Path, default=None,
-                   help="a segxai model trained on the context-bias data (for --context-bias)")
+    p.add_argument("--bias-model", default=None, metavar="SPEC",
+                   help="a model trained on the context-bias data, in any --model form (for "
+                        "--context-bias)")
+    add_deprecated(p, "--bias-checkpoint", dest="bias_model", new="--bias-model")
     add_common(p, out_default="segxai-evaluate")
     p.set_defaults(func=run)
-
-
-def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for key, value in parse_key_values(items, "--param").items():
-        if "." not in key:
-            raise ValueError(f"--param: expected METHOD.KEY=VALUE, got {key!r}")
-        method, name = key.rsplit(".", 1)
-        out.setdefault(method.strip(), {})[name.strip()] = value
-    return out
 
 
 def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
@@ -78,7 +88,7 @@ def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     files = sorted(p for p in root.iterdir()
                    if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
     if not files:
-        raise FileNotFoundError(f"--data: no images in {root}")
+        raise SegxaiError(f"--data: expected image files in {root}, got none")
     arrs = []
     for f in files:
         with Image.open(f) as im:
@@ -88,20 +98,12 @@ def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     return torch.stack(arrs), [f.stem for f in files]
 
 
-def _model(args: argparse.Namespace, quick: bool) -> tuple[torch.nn.Module, Any]:
-    """(model, builtin or None)."""
-    if args.checkpoint is not None:
-        from segxai.models import load_checkpoint
-
-        return load_checkpoint(args.checkpoint, device=args.device), None
-    from segxai.models import load_or_train_builtin
-
-    built = load_or_train_builtin(quick=quick, device=args.device, progress=not args.quiet)
-    return built.model, built
-
-
 def _data(args: argparse.Namespace, n: int, model: torch.nn.Module,
           built: Any) -> tuple[torch.Tensor, torch.Tensor | None, list[str] | None]:
+    """Model-space images (the model's own input normalisation applied), masks, names."""
+    from segxai.core.adapter import adapt
+
+    to_model = adapt(model).from_pixels
     if args.data in ("shapes", "context-bias"):
         from segxai.data import make_context_bias, make_shapes
 
@@ -113,31 +115,33 @@ def _data(args: argparse.Namespace, n: int, model: torch.nn.Module,
             ds = make_context_bias(max(4 * n, 16), size=args.size, seed=10_000 + args.seed)
         from segxai.evaluate import select_images
 
-        keep = select_images(model, ds.images, n, device=args.device)
-        return ds.images[keep], ds.masks[keep], [str(i) for i in keep]
+        images = to_model(ds.images)
+        keep = select_images(model, images, n, device=args.device)
+        return images[keep], ds.masks[keep], [str(i) for i in keep]
     root = Path(args.data)
     if not root.is_dir():
-        raise FileNotFoundError(f"--data: expected 'shapes', 'context-bias' or a folder, got "
-                                f"{args.data!r}")
+        raise SegxaiError(f"--data: expected 'shapes', 'context-bias' or a folder, got "
+                          f"{args.data!r}")
     if (root / "images").is_dir() and (root / "masks").is_dir():
         from segxai.data.folder import load_folder
 
         ds = load_folder(root, size=args.size)
         names = ds.meta.get("names") if isinstance(getattr(ds, "meta", None), dict) else None
         names = list(names)[:n] if names else None
-        return ds.images[:n], ds.masks[:n], names
+        return to_model(ds.images[:n]), ds.masks[:n], names
     images, names = _load_plain_folder(root, args.size)
-    return images[:n], None, names[:n]
+    return to_model(images[:n]), None, names[:n]
 
 
 def _biased_model(args: argparse.Namespace, out: Path) -> torch.nn.Module:
-    """The model for the context-bias benchmark: ``--bias-checkpoint``, else a U-Net trained
+    """The model for the context-bias benchmark: ``--bias-model``, else a U-Net trained
     on the biased split (cue beside every object of the bias class), cached in
     ``OUT/biased-model`` (training itself resumes from ``OUT/biased-model-train``)."""
     from segxai.models import load_checkpoint, save_checkpoint
+    from segxai.models.zoo import load_model
 
-    if args.bias_checkpoint is not None:
-        return load_checkpoint(args.bias_checkpoint, device=args.device)
+    if args.bias_model is not None:
+        return load_model(args.bias_model, device=args.device).model
     ckpt = out / "biased-model"
     if (ckpt / "model.safetensors").is_file():
         return load_checkpoint(ckpt, device=args.device)
@@ -163,23 +167,25 @@ def run(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
 
-    from segxai.evaluate import EvalConfig, evaluate_methods
+    from segxai.evaluate import RANDOM_BASELINE, EvalConfig, evaluate_methods
 
     torch.manual_seed(args.seed)
-    n = args.images if args.images is not None else (2 if args.quick else 8)
-    steps = args.steps if args.steps is not None else (20 if args.quick else 100)
+    n, steps = QUICK.get(args, "images"), QUICK.get(args, "steps")
     if n < 1:
-        raise ValueError(f"--images: expected an integer >= 1, got {n}")
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+        raise SegxaiError(f"--images: expected an integer >= 1, got {n}")
+    registered = registered_explainers()
+    methods = resolve_methods(args.method, choices=registered, default=registered,
+                              extra=(RANDOM_BASELINE,))
+    params = resolve_params(args.param, [m for m in methods if m != RANDOM_BASELINE])
     config = EvalConfig(
-        methods=methods, method_params=_parse_params(args.param), steps=steps,
+        methods=methods if args.method else None, method_params=params, steps=steps,
         batch_size=args.batch_size, score=args.score,
         deletion_substrate=args.deletion_substrate,
         insertion_substrate=args.insertion_substrate, pointing_tolerance=args.tolerance,
         sensitivity_samples=args.sensitivity_samples,
         random_baseline=not args.no_random_baseline, seed=args.seed)
-    config.resolved_methods()  # fail on unknown names before loading anything
-    model, built = _model(args, args.quick)
+    loaded = load_cli_model(args)
+    model, built = loaded.model, loaded.builtin
     images, masks, names = _data(args, n, model, built)
     out: Path = args.out
     result = evaluate_methods(model, images, masks, config=config, out_dir=out,

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from segxai.cli.common import add_common, parse_key_values, write_json
-
-TORCHVISION_MODELS = (
-    "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
-    "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
+from segxai.cli.common import add_common, write_json
+from segxai.cli.grammar import (
+    add_method_options,
+    add_model_options,
+    load_cli_model,
+    registered_explainers,
+    resolve_methods,
+    resolve_params,
 )
+from segxai.core.errors import SegxaiError
+
+DEFAULTS = {"method": "seg-grad-cam", "image": "sample:0", "roi": "class",
+            "score": "logit_sum", "out": "segxai-explain"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -27,72 +33,36 @@ def register(sub: argparse._SubParsersAction) -> None:
             "methods. Writes METHOD.png (overlay) and METHOD.npy (raw map) per method and "
             "explain.json to --out."),
     )
-    p.add_argument("--model", default="builtin",
-                   help="'builtin' (the cached built-in U-Net, trained on first use), a segxai "
-                        "checkpoint directory, or a torchvision model name: "
-                        + ", ".join(TORCHVISION_MODELS))
-    p.add_argument("--weights", type=Path, default=None,
-                   help="state dict (.safetensors or .pt/.pth, loaded with weights_only=True) "
-                        "for a torchvision model")
-    p.add_argument("--num-classes", type=int, default=21,
-                   help="classes of a torchvision model (default 21)")
-    p.add_argument("--image", default="sample:0",
-                   help="an image file (PNG/JPEG) or 'sample:K' for built-in sample K")
+    add_model_options(p, what="the model to explain")
+    p.add_argument("--image", default=DEFAULTS["image"],
+                   help="an image file (PNG/JPEG) or 'sample:K' for built-in sample K "
+                        "(default %(default)s)")
     p.add_argument("--size", type=int, default=None,
-                   help="resize the image file to SIZE×SIZE first")
+                   help="resize the image file to SIZE x SIZE first")
     p.add_argument("--class", dest="class_index", type=int, default=None,
                    help="class to explain (default: the most frequent predicted non-background "
                         "class)")
-    p.add_argument("--roi", default="class",
+    p.add_argument("--roi", default=DEFAULTS["roi"],
                    help="'class', 'largest_component', 'whole', 'box:x0,y0,x1,y1' or "
-                        "'pixel:row,col'")
-    p.add_argument("--score", default="logit_sum", choices=("logit_sum", "prob_mean"),
-                   help="score explained (default: ROI logit sum)")
-    p.add_argument("--method", action="append", default=None,
-                   help="explainer (repeatable; default seg-grad-cam); see --list")
-    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                   help="explainer parameter, e.g. n_samples=10 or layer=backbone.16 "
-                        "(passed to every chosen method that accepts it)")
+                        "'pixel:row,col' (default %(default)s)")
+    p.add_argument("--score", default=DEFAULTS["score"], choices=("logit_sum", "prob_mean"),
+                   help="score explained (default %(default)s)")
+    add_method_options(p, choices=registered_explainers(), default=DEFAULTS["method"])
     p.add_argument("--top-p", type=float, default=None,
                    help="keep only the top P percent of each map in the overlay")
     p.add_argument("--list", action="store_true", help="list the registered explainers and exit")
-    add_common(p, out_default="segxai-explain")
+    add_common(p, out_default=DEFAULTS["out"])
     p.set_defaults(func=run)
 
 
-def load_model(spec: str, *, weights: Path | None, num_classes: int, device: str, quick: bool,
-               progress: bool) -> tuple[torch.nn.Module, Any]:
-    """Return ``(model, adapter)`` for a CLI model spec."""
-    import segxai
-
-    if spec == "builtin":
-        from segxai.models import load_or_train_builtin
-
-        built = load_or_train_builtin(quick=quick, device=device, progress=progress)
-        return built.model, segxai.adapt(built.model)
-    path = Path(spec)
-    if path.is_dir():
-        from segxai.models import load_checkpoint
-
-        model = load_checkpoint(path, device=device)
-        return model, segxai.adapt(model)
-    if spec in TORCHVISION_MODELS:
-        from torchvision.models import segmentation
-
-        model = getattr(segmentation, spec)(weights=None, weights_backbone=None,
-                                            num_classes=num_classes, aux_loss=None)
-        if weights is not None:
-            if weights.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(weights))
-            else:
-                state = torch.load(weights, map_location="cpu", weights_only=True)
-            model.load_state_dict(state, strict=False)
-        model.to(device).eval()
-        return model, segxai.adapt(model, mean="imagenet", std="imagenet")
-    raise ValueError(f"--model: expected 'builtin', a checkpoint directory or one of "
-                     f"{', '.join(TORCHVISION_MODELS)}; got {spec!r}")
+def _ints(text: str, option: str, count: int) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != count:
+        raise SegxaiError(f"{option}: expected {count} comma-separated integer(s), got {text!r}")
+    return values
 
 
 def load_image(spec: str, adapter: Any, size: int | None) -> tuple[torch.Tensor, np.ndarray]:
@@ -100,7 +70,7 @@ def load_image(spec: str, adapter: Any, size: int | None) -> tuple[torch.Tensor,
     if spec.startswith("sample:"):
         from segxai.data import make_shapes
 
-        k = int(spec.split(":", 1)[1])
+        k = _ints(spec[7:], "--image", 1)[0]
         ds = make_shapes(k + 1, seed=1234)
         pixels = ds.images[k:k + 1].float()
     else:
@@ -108,7 +78,8 @@ def load_image(spec: str, adapter: Any, size: int | None) -> tuple[torch.Tensor,
 
         path = Path(spec)
         if not path.is_file():
-            raise FileNotFoundError(f"--image: no such file {spec!r}")
+            raise SegxaiError(f"--image: expected an image file or 'sample:K', got missing "
+                              f"file {spec!r}")
         img = Image.open(path).convert("RGB")
         if size:
             img = img.resize((size, size), Image.BILINEAR)
@@ -133,12 +104,12 @@ def _target(args: argparse.Namespace, adapter: Any, x: torch.Tensor):
     if roi == "whole":
         return segxai.Target.whole_image(cls, size=(h, w), score=args.score)
     if roi.startswith("box:"):
-        box = [int(v) for v in roi[4:].split(",")]
+        box = _ints(roi[4:], "--roi", 4)
         return segxai.Target.from_box(box, cls, size=(h, w), score=args.score)
     if roi.startswith("pixel:"):
-        pix = [int(v) for v in roi[6:].split(",")]
+        pix = _ints(roi[6:], "--roi", 2)
         return segxai.Target.from_pixel(pix, cls, size=(h, w), score=args.score)
-    raise ValueError(f"--roi: expected class, largest_component, whole, box:... or pixel:..., "
+    raise SegxaiError(f"--roi: expected class, largest_component, whole, box:... or pixel:..., "
                      f"got {roi!r}")
 
 
@@ -157,12 +128,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"{name:20s} {doc[0] if doc else ''}")
         return 0
     torch.manual_seed(args.seed)
-    methods = args.method or ["seg-grad-cam"]
-    for m in methods:
-        segxai.get_explainer(m)
-    params = parse_key_values(args.param, "--param")
-    model, adapter = load_model(args.model, weights=args.weights, num_classes=args.num_classes,
-                                device=args.device, quick=args.quick, progress=not args.quiet)
+    methods = resolve_methods(args.method, choices=segxai.list_explainers(),
+                              default=[DEFAULTS["method"]])
+    params = resolve_params(args.param, methods)
+    adapter = segxai.adapt(load_cli_model(args).model)
     x, pixels = load_image(args.image, adapter, args.size)
     x = x.to(args.device)
     target = _target(args, adapter, x)
@@ -170,10 +139,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records = []
     for method in tqdm(methods, desc="explain", disable=args.quiet):
-        cls = segxai.get_explainer(method)
-        accepted = inspect.signature(cls.__init__).parameters
-        mparams = {k: v for k, v in params.items() if k in accepted}
-        exp = cls(**mparams)(adapter, x, target)
+        exp = segxai.get_explainer(method)(**params.get(method, {}))(adapter, x, target)
         raw = exp.numpy()[0]
         shown = exp.thresholded(args.top_p)[0] if args.top_p else exp.maps[0]
         np.save(out / f"{method}.npy", raw)

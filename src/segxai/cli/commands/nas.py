@@ -15,47 +15,73 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import add_common, parse_key_values, write_json
+from segxai.cli.common import QuickDefaults, add_common, plain_text, write_json
+from segxai.cli.grammar import (
+    add_method_options,
+    add_model_options,
+    load_cli_model,
+    registered_explainers,
+    resolve_methods,
+    resolve_params,
+)
+from segxai.core.checks import check_choice
+from segxai.core.errors import SegxaiError
 
-SEARCH_DEFAULTS = {"full": {"population": 32, "iterations": 60, "children": 8},
-                   "quick": {"population": 8, "iterations": 4, "children": 4}}
+QUICK = QuickDefaults(
+    full={"population": 32, "iterations": 60, "children": 8, "probe_images": 8,
+          "fewshot_steps": 50, "architectures": 16, "train_images": 160, "epochs": 5},
+    quick={"population": 8, "iterations": 4, "children": 4, "probe_images": 4,
+           "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1})
+DEFAULTS = {"proxy": "cam", "method": "seg-grad-cam", "budget_params": 0.25,
+            "proxies": "cam,cam-fewshot,params,flops,synflow,naswot,grad-norm,random"}
+
+
+def _proxies() -> tuple[str, ...]:
+    from segxai.nas import PROXIES
+
+    return tuple(PROXIES)
 
 
 def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     add_common(p, out_default=out_default)
-    p.add_argument("--teacher", type=Path, default=None,
-                   help="teacher checkpoint directory (default: the cached built-in U-Net)")
-    p.add_argument("--proxy", default="cam",
-                   help="fitness: cam, cam-fewshot, params, flops, synflow, naswot, grad-norm, "
-                        "random (larger = better)")
-    p.add_argument("--population", type=int, default=None, help="population size N")
-    p.add_argument("--iterations", type=int, default=None, help="iterations T")
+    add_model_options(p, what="the teacher", old=("--teacher",))
+    p.add_argument("--proxy", default=DEFAULTS["proxy"],
+                   help=f"fitness, larger = better: one of {', '.join(_proxies())} "
+                        "(default %(default)s)")
+    p.add_argument("--population", type=int, default=None,
+                   help=f"population size N ({QUICK.help('population')})")
+    p.add_argument("--iterations", type=int, default=None,
+                   help=f"iterations T ({QUICK.help('iterations')})")
     p.add_argument("--children", type=int, default=None,
-                   help="children scored per iteration (one batch; fans out on Ray)")
-    p.add_argument("--budget-params", type=float, default=0.25,
+                   help="children scored per iteration (one batch; fans out on Ray; "
+                        f"{QUICK.help('children')})")
+    p.add_argument("--budget-params", type=float, default=DEFAULTS["budget_params"],
                    help="parameter budget: a count, or a fraction (<= 1) of the teacher's "
-                        "(default 0.25)")
+                        "(default %(default)s)")
     p.add_argument("--budget-flops", type=float, default=None,
                    help="FLOP budget per image: a count or a fraction (<= 1) of the teacher's")
     p.add_argument("--budget-depth", type=int, default=None, help="maximal depth")
     p.add_argument("--backend", default="local", choices=("local", "ray"),
-                   help="score/train candidates in-process (default) or as Ray tasks")
+                   help="score/train candidates in-process or as Ray tasks (default "
+                        "%(default)s)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: local Ray)")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance")
-    p.add_argument("--method", default="seg-grad-cam", help="explainer of the CAM fitness")
-    p.add_argument("--method-param", action="append", default=[], metavar="KEY=VALUE",
-                   help="explainer parameter, e.g. weighting=xgradcam or relu=False "
-                        "(repeatable; same for teacher and students)")
+    add_method_options(p, choices=registered_explainers(),
+                       default=f"{DEFAULTS['method']}; the explainer of the CAM fitness, "
+                               "same for teacher and students", one=True,
+                       old_param="--method-param")
     p.add_argument("--probe-images", type=int, default=None,
-                   help="probe images (default 8, quick 4)")
+                   help=f"probe images ({QUICK.help('probe_images')})")
     p.add_argument("--fewshot-steps", type=int, default=None,
-                   help="distillation steps of cam-fewshot (default 50, quick 10)")
-    p.add_argument("--crossover", type=float, default=0.0, help="crossover probability")
+                   help=f"distillation steps of cam-fewshot ({QUICK.help('fewshot_steps')})")
+    p.add_argument("--crossover", type=float, default=0.0,
+                   help="crossover probability (default %(default)s)")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nas", help="explanation-guided architecture search for small students",
-                       description=__doc__)
+                       description=plain_text(__doc__),
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     nsub = p.add_subparsers(dest="nas_command", metavar="{search,validate,train}")
     s = nsub.add_parser("search", help="evolutionary search (writes search.json)")
     _add_shared(s, "segxai-nas-search")
@@ -65,15 +91,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     v = nsub.add_parser("validate", help="proxy vs trained mIoU (validation.csv, correlations.csv)")
     _add_shared(v, "segxai-nas-validate")
     v.add_argument("--architectures", type=int, default=None,
-                   help="architectures sampled under the budget (default 16, quick 4)")
-    v.add_argument("--proxies", default="cam,cam-fewshot,params,flops,synflow,naswot,grad-norm,"
-                   "random", help="comma-separated proxies to validate")
+                   help=f"architectures sampled under the budget ({QUICK.help('architectures')})")
+    v.add_argument("--proxies", default=DEFAULTS["proxies"],
+                   help="comma-separated proxies to validate (default %(default)s)")
     v.add_argument("--train-images", type=int, default=None,
-                   help="training images of the short schedule (default 160, quick 48)")
-    v.add_argument("--epochs", type=int, default=None, help="epochs of the short schedule "
-                   "(default 5, quick 1)")
-    v.add_argument("--batch-size", type=int, default=4, help="batch size of the short schedule")
-    v.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the short schedule")
+                   help=f"training images of the short schedule ({QUICK.help('train_images')})")
+    v.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs of the short schedule ({QUICK.help('epochs')})")
+    v.add_argument("--batch-size", type=int, default=4,
+                   help="batch size of the short schedule (default %(default)s)")
+    v.add_argument("--lr", type=float, default=2e-3,
+                   help="peak learning rate of the short schedule (default %(default)s)")
     v.set_defaults(func=run_validate_cmd)
     t = nsub.add_parser("train", help="train the searched student (metrics.json + checkpoint)")
     _add_shared(t, "segxai-nas-train")
@@ -83,8 +111,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", default=None, help="a UNetConfig as JSON (instead of --search)")
     t.add_argument("--baseline-search", type=Path, default=None,
                    help="another search directory (e.g. --proxy random) trained for comparison")
-    t.add_argument("--alpha", type=float, default=0.0, help="distillation weight")
-    t.add_argument("--lam", type=float, default=0.0, help="saliency-matching weight λ")
+    t.add_argument("--alpha", type=float, default=0.0,
+                   help="distillation weight (default %(default)s)")
+    t.add_argument("--lam", type=float, default=0.0,
+                   help="saliency-matching weight lambda (default %(default)s)")
     t.add_argument("--epochs", type=int, default=None,
                    help="epochs (default: the teacher's recipe)")
     t.set_defaults(func=run_train_cmd)
@@ -94,13 +124,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------------------- setup
 def _teacher(args: argparse.Namespace) -> tuple[Any, Any]:
     """``(teacher model, builtin or None)``."""
-    from segxai.models import load_checkpoint, load_or_train_builtin
-
-    if args.teacher is not None:
-        return load_checkpoint(args.teacher, device=args.device).eval(), None
-    builtin = load_or_train_builtin(quick=args.quick, device=args.device,
-                                    progress=not args.quiet)
-    return builtin.model.eval(), builtin
+    loaded = load_cli_model(args)
+    return loaded.model.eval(), loaded.builtin
 
 
 def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int]):
@@ -111,7 +136,7 @@ def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int])
         if value is None:
             return None
         if value <= 0:
-            raise ValueError(f"budget: expected a positive count or fraction, got {value}")
+            raise SegxaiError(f"budget: expected a positive count or fraction, got {value}")
         return int(value * full) if value <= 1 else int(value)
 
     counts = network_counts(teacher, shape)
@@ -120,8 +145,11 @@ def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int])
     return Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
 
 
-def _method_params(items: list[str]) -> dict[str, Any]:
-    return parse_key_values(items, "--method-param")
+def _method(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The one explainer of the CAM fitness and its parameters."""
+    (method,) = resolve_methods(args.method, choices=registered_explainers(),
+                                default=[DEFAULTS["method"]], one=True)
+    return method, resolve_params(args.param, [method]).get(method, {})
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -129,24 +157,23 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
 
     from segxai.nas import make_backend, make_probe
 
+    check_choice(args.proxy, "--proxy", _proxies())
+    method, params = _method(args)
     torch.set_num_threads(1)
     teacher, builtin = _teacher(args)
     size = 64
     if builtin is not None:
         size = int(builtin.val_data.images.shape[-1])
-    n_probe = args.probe_images or (4 if args.quick else 8)
-    fewshot = args.fewshot_steps if args.fewshot_steps is not None else (10 if args.quick else 50)
-    probe = make_probe(teacher, n_probe=n_probe, n_distill=16 if args.quick else 32, size=size,
-                       seed=args.seed, method=args.method,
-                       method_params=_method_params(args.method_param), device=args.device)
-    mode = "quick" if args.quick else "full"
-    d = SEARCH_DEFAULTS[mode]
+    fewshot = QUICK.get(args, "fewshot_steps")
+    probe = make_probe(teacher, n_probe=QUICK.get(args, "probe_images"),
+                       n_distill=16 if args.quick else 32, size=size, seed=args.seed,
+                       method=method, method_params=params, device=args.device)
     backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
     return {"teacher": teacher, "builtin": builtin, "probe": probe, "fewshot": fewshot,
             "budget": _budget(args, teacher, probe.input_shape), "backend": backend,
-            "population": args.population or d["population"],
-            "iterations": args.iterations if args.iterations is not None else d["iterations"],
-            "children": args.children or d["children"], "size": size}
+            "population": QUICK.get(args, "population"),
+            "iterations": QUICK.get(args, "iterations"),
+            "children": QUICK.get(args, "children"), "size": size}
 
 
 def _search(args: argparse.Namespace, env: dict[str, Any], out: Path | None,
@@ -184,12 +211,14 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
     from segxai.nas import ScoringTask, SearchSpace, ValidationTask, run_validation
     from segxai.nas.validate import sample_architectures, scatter_figure
 
-    env = _setup(args)
     proxies = tuple(p.strip() for p in args.proxies.split(",") if p.strip())
+    for p in proxies:
+        check_choice(p, "--proxies", _proxies())
+    env = _setup(args)
     probe = env["probe"]
-    m = args.architectures or (4 if args.quick else 16)
-    n_train = args.train_images or (48 if args.quick else 160)
-    epochs = args.epochs or (1 if args.quick else 5)
+    m = QUICK.get(args, "architectures")
+    n_train = QUICK.get(args, "train_images")
+    epochs = QUICK.get(args, "epochs")
     space = SearchSpace(num_classes=probe.num_classes, resolution=probe.input_shape[1:])
     configs = sample_architectures(space, env["budget"], m, seed=args.seed)
     task = ValidationTask(
@@ -223,7 +252,8 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
 def _load_best(directory: Path) -> dict[str, Any]:
     path = Path(directory) / "search.json"
     if not path.is_file():
-        raise FileNotFoundError(f"--search: {path} not found (run 'segxai nas search' first)")
+        raise SegxaiError(f"--search: expected a 'segxai nas search' output directory, got "
+                          f"{str(directory)!r} without search.json")
     return json.loads(path.read_text(encoding="utf-8"))["best"]["config"]
 
 
@@ -242,12 +272,16 @@ def run_train_cmd(args: argparse.Namespace) -> int:
     from segxai.nas.state import derive_seed
 
     if args.config is not None and args.search is not None:
-        raise ValueError("--config/--search: give one of them")
+        raise SegxaiError("--config/--search: expected one of them, got both")
     env = _setup(args)
     teacher, builtin = env["teacher"], env["builtin"]
     try:
         if args.config is not None:
-            config = json.loads(args.config)
+            try:
+                config = json.loads(args.config)
+            except json.JSONDecodeError as exc:
+                raise SegxaiError(f"--config: expected a UNetConfig as JSON, got "
+                                  f"{args.config!r} ({exc})") from exc
         elif args.search is not None:
             config = _load_best(args.search)
         else:

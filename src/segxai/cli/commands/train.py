@@ -11,9 +11,12 @@ import json
 import time
 from pathlib import Path
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import QuickDefaults, add_common, plain_text, write_json
 
 DEFAULT_OUT = "segxai-train"
+QUICK = QuickDefaults(
+    full={"epochs": 6, "batch_size": 8, "n_train": 1000, "n_val": 200, "base_width": 16},
+    quick={"epochs": 3, "batch_size": 4, "n_train": 200, "n_val": 50, "base_width": 8})
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,27 +25,32 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser(
         "train", help="train the built-in U-Net (checkpoints, resume, val mIoU per epoch)",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+        description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", nargs="?", default="shapes",
                    help=f"one of {', '.join(DATASETS)}, or a folder with images/ and masks/ "
-                        "(default: shapes)")
+                        "(default %(default)s)")
     add_common(p, out_default=DEFAULT_OUT)
-    p.add_argument("--epochs", type=int, default=None, help="epochs (default 6; quick 3)")
+    p.add_argument("--epochs", type=int, default=None, help=f"epochs ({QUICK.help('epochs')})")
     p.add_argument("--batch-size", type=int, default=None,
-                   help="images per step (default 8; quick 4)")
-    p.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (default 2e-3)")
+                   help=f"images per step ({QUICK.help('batch_size')})")
+    p.add_argument("--lr", type=float, default=2e-3,
+                   help="peak learning rate (default %(default)s)")
     p.add_argument("--patience", type=int, default=3,
-                   help="early stop after this many epochs without improvement (0: never)")
+                   help="early stop after this many epochs without improvement (0: never; "
+                        "default %(default)s)")
     p.add_argument("--n-train", type=int, default=None,
-                   help="synthetic training images (default 1000; quick 200)")
+                   help=f"synthetic training images ({QUICK.help('n_train')})")
     p.add_argument("--n-val", type=int, default=None,
-                   help="synthetic validation images (default 200; quick 50)")
-    p.add_argument("--size", type=int, default=64, help="synthetic image size (default 64)")
-    p.add_argument("--depth", type=int, default=3, help="U-Net depth (default 3)")
-    p.add_argument("--base-width", type=int, default=16, help="first-stage channels (default 16;"
-                                                              " quick 8)")
-    p.add_argument("--kernel-size", type=int, default=3, help="convolution kernel (default 3)")
-    p.add_argument("--block", choices=BLOCKS, default="plain", help="block type (default plain)")
+                   help=f"synthetic validation images ({QUICK.help('n_val')})")
+    p.add_argument("--size", type=int, default=64,
+                   help="synthetic image size (default %(default)s)")
+    p.add_argument("--depth", type=int, default=3, help="U-Net depth (default %(default)s)")
+    p.add_argument("--base-width", type=int, default=None,
+                   help=f"first-stage channels ({QUICK.help('base_width')})")
+    p.add_argument("--kernel-size", type=int, default=3,
+                   help="convolution kernel (default %(default)s)")
+    p.add_argument("--block", choices=BLOCKS, default="plain",
+                   help="block type (default %(default)s)")
     p.add_argument("--decoder-width", type=int, default=None,
                    help="channels of every decoder stage (default: mirror the encoder)")
     p.set_defaults(func=run)
@@ -54,12 +62,9 @@ def run(args: argparse.Namespace) -> int:
     from segxai.data.catalog import load_dataset
     from segxai.models import TrainConfig, UNet, UNetConfig, count_parameters, train_model
 
-    quick = bool(args.quick)
-    epochs = args.epochs if args.epochs is not None else (3 if quick else 6)
-    batch_size = args.batch_size if args.batch_size is not None else (4 if quick else 8)
-    n_train = args.n_train if args.n_train is not None else (200 if quick else 1000)
-    n_val = args.n_val if args.n_val is not None else (50 if quick else 200)
-    base_width = 8 if quick and args.base_width == 16 else args.base_width
+    epochs, batch_size = QUICK.get(args, "epochs"), QUICK.get(args, "batch_size")
+    n_train, n_val = QUICK.get(args, "n_train"), QUICK.get(args, "n_val")
+    base_width = QUICK.get(args, "base_width")
     out = Path(args.out)
     train, val = load_dataset(args.dataset, n_train=n_train, n_val=n_val, size=args.size,
                               seed=args.seed)

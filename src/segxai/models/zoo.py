@@ -1,0 +1,267 @@
+"""One model loader for every kind of model the command line accepts.
+
+:func:`load_model` turns a model *spec* into a model in eval mode:
+
+* ``builtin``: the built-in U-Net (trained on first use, then cached);
+* a directory: a segxai checkpoint (``model.safetensors`` + ``config.json``);
+* a torchvision segmentation model name (``deeplabv3_resnet50``, ...), optionally with
+  ``weights``;
+* ``smp:ARCH:ENCODER`` (e.g. ``smp:Unet:resnet34``): a segmentation_models_pytorch model,
+  optionally with ``weights``;
+* a ``.pt``/``.ts`` file: a TorchScript archive (``torch.jit.load``);
+* ``package.module:factory``: any callable returning an ``nn.Module`` (called with
+  ``num_classes=`` when it accepts it and ``num_classes`` is given), optionally with ``weights``.
+
+Weights are read from safetensors, or from a tensor-only ``.pt``/``.pth`` state dict with
+``torch.load(weights_only=True)``; never through pickle. They are loaded strictly: a file
+whose keys or shapes do not match the model raises a :class:`SegxaiError` listing the missing,
+unexpected and mis-shaped keys.
+
+Models that expect ImageNet-normalised input (torchvision, smp) carry their normalisation as
+``model.segxai_mean``/``model.segxai_std``, which :func:`segxai.core.adapter.adapt` reads.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from segxai.core.errors import SegxaiError, SegxaiTypeError
+
+__all__ = ["TORCHVISION_MODELS", "LoadedModel", "load_model", "load_state_dict_strict",
+           "read_weights"]
+
+TORCHVISION_MODELS = (
+    "fcn_resnet50", "fcn_resnet101", "deeplabv3_resnet50", "deeplabv3_resnet101",
+    "deeplabv3_mobilenet_v3_large", "lraspp_mobilenet_v3_large",
+)
+_IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+DEFAULT_NUM_CLASSES = 21  # torchvision's and smp's models are built with this many by default
+TORCHSCRIPT_SUFFIXES = (".pt", ".ts")
+SPEC_FORMS = ("'builtin', a segxai checkpoint directory, a torchvision model name ("
+              + ", ".join(TORCHVISION_MODELS) + "), 'smp:ARCH:ENCODER', a TorchScript "
+              ".pt/.ts file or 'package.module:factory'")
+
+
+@dataclass
+class LoadedModel:
+    """A model loaded by :func:`load_model`.
+
+    Attributes:
+        model: the module, in eval mode, on the requested device.
+        kind: ``"builtin"``, ``"checkpoint"``, ``"torchvision"``, ``"smp"``,
+            ``"torchscript"`` or ``"import"``.
+        spec: the spec it was loaded from.
+        builtin: the :class:`~segxai.models.builtin.BuiltinModel` (with its data) for
+            ``builtin``, else None.
+        class_names: class names where known, else None.
+    """
+
+    model: nn.Module
+    kind: str
+    spec: str
+    builtin: Any = None
+    class_names: list[str] | None = None
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a tensor-only ``.pt``/``.pth`` file (no pickle).
+
+    Raises:
+        SegxaiError: the file is missing or holds something else than tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise SegxaiError(f"weights: expected a .safetensors or .pt/.pth file, got missing "
+                          f"file {str(path)!r}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling refused or not a torch file: a bad input file
+        raise SegxaiError(f"weights: expected a tensor-only state dict in {str(path)!r} "
+                          f"(loaded with weights_only=True), got an unreadable file: "
+                          f"{exc}") from exc
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise SegxaiError(f"weights: expected a dict of tensors in {str(path)!r}, got "
+                          f"{type(state).__name__}")
+    return state
+
+
+def _listed(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor],
+                           source: str = "weights") -> None:
+    """Load ``state`` into ``model``, every key and shape matching.
+
+    Raises:
+        SegxaiError: naming the missing, unexpected and mis-shaped keys.
+    """
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+                    for k in set(own) & set(state) if state[k].shape != own[k].shape)
+    if missing or unexpected or shapes:
+        parts = []
+        if missing:
+            parts.append(f"missing keys ({len(missing)}): {_listed(missing)}")
+        if unexpected:
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listed(unexpected)}")
+        if shapes:
+            parts.append(f"mis-shaped keys (file vs model): {_listed(shapes)}")
+        raise SegxaiError(f"{source}: expected the state dict of a {type(model).__name__}, got "
+                          + "; ".join(parts))
+    model.load_state_dict(state, strict=True)
+
+
+def _imagenet(model: nn.Module) -> nn.Module:
+    model.segxai_mean = "imagenet"
+    model.segxai_std = "imagenet"
+    return model
+
+
+def _torchvision(name: str, state: dict[str, torch.Tensor] | None,
+                 num_classes: int) -> nn.Module:
+    from torchvision.models import segmentation
+
+    # official weights carry the auxiliary head; build it when the file has it
+    aux = bool(state) and any(k.startswith("aux_classifier.") for k in state)
+    kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None,
+                              "num_classes": num_classes}
+    if not name.startswith("lraspp"):
+        kwargs["aux_loss"] = aux
+    return _imagenet(getattr(segmentation, name)(**kwargs))
+
+
+def _smp(spec: str, num_classes: int) -> nn.Module:
+    parts = spec.split(":")
+    if len(parts) != 3 or not all(parts[1:]):
+        raise SegxaiError(f"model: expected 'smp:ARCH:ENCODER' (e.g. smp:Unet:resnet34), "
+                          f"got {spec!r}")
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as exc:
+        raise SegxaiError(f"model: {spec!r} needs segmentation_models_pytorch "
+                          "(pip install segxai[smp])") from exc
+    try:
+        model = smp.create_model(parts[1], encoder_name=parts[2], encoder_weights=None,
+                                 classes=num_classes)
+    except (KeyError, ValueError) as exc:  # smp's own unknown-architecture/encoder errors
+        raise SegxaiError(f"model: expected a segmentation_models_pytorch ARCH and ENCODER, "
+                          f"got {spec!r}: {exc}") from exc
+    return _imagenet(model)
+
+
+def _import(spec: str, num_classes: int | None) -> nn.Module:
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SegxaiError(f"model: expected an importable 'package.module:factory', got "
+                          f"{spec!r} ({exc})") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise SegxaiError(f"model: expected a callable {attr!r} in module {module_name}, got "
+                          f"{type(factory).__name__}")
+    kwargs: dict[str, Any] = {}
+    if num_classes is not None:
+        try:
+            accepts = "num_classes" in inspect.signature(factory).parameters
+        except (TypeError, ValueError):
+            accepts = False
+        if accepts:
+            kwargs["num_classes"] = num_classes
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise SegxaiTypeError(f"model: expected {spec!r} to return a torch.nn.Module, got "
+                              f"{type(model).__name__}")
+    return model
+
+
+def _torchscript(path: Path) -> nn.Module:
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as exc:
+        raise SegxaiError(f"model: expected a TorchScript archive (torch.jit.save) in "
+                          f"{str(path)!r}; state dicts go to weights; got: "
+                          f"{str(exc).splitlines()[0]}") from exc
+
+
+def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int | None = None,
+               device: str = "cpu", quick: bool = False, progress: bool = True,
+               seed: int = 0) -> LoadedModel:
+    """Load the model named by ``spec`` (see the module docstring for the forms).
+
+    Args:
+        spec: ``builtin``, a checkpoint directory, a torchvision name, ``smp:ARCH:ENCODER``,
+            a TorchScript ``.pt``/``.ts`` file or ``package.module:factory``.
+        weights: a state dict file for a torchvision, smp or import-string model.
+        num_classes: output classes of a torchvision/smp model (default 21) or passed to a
+            factory that accepts ``num_classes``.
+        device: where to put the model.
+        quick: the quick built-in model (``builtin`` only).
+        progress: show training progress if the built-in model must be trained.
+        seed: seed of the built-in model's training.
+
+    Returns:
+        A :class:`LoadedModel`.
+
+    Raises:
+        SegxaiError: an unknown spec, a missing file, or weights that do not fit.
+    """
+    if not isinstance(spec, str) or not spec:
+        raise SegxaiTypeError(f"model: expected a non-empty string, got {spec!r}")
+    state = read_weights(weights) if weights is not None else None
+    builtin = None
+    class_names = None
+    path = Path(spec)
+    if spec == "builtin" or path.is_dir():
+        if state is not None:
+            raise SegxaiError(f"weights: expected no weights file for model {spec!r} (it "
+                              "carries its own)")
+        if spec == "builtin":
+            from segxai.models.builtin import load_or_train_builtin
+
+            builtin = load_or_train_builtin(quick=quick, device=device, progress=progress,
+                                            seed=seed)
+            model, kind, class_names = builtin.model, "builtin", list(builtin.class_names)
+        else:
+            from segxai.models.checkpoint import load_checkpoint
+
+            model, kind = load_checkpoint(path, device=device), "checkpoint"
+            class_names = getattr(model, "class_names", None)
+    elif path.suffix in TORCHSCRIPT_SUFFIXES and path.is_file():
+        if state is not None:
+            raise SegxaiError(f"weights: expected no weights file for TorchScript model "
+                              f"{spec!r} (it carries its own)")
+        model, kind = _torchscript(path), "torchscript"
+    elif spec in TORCHVISION_MODELS:
+        model = _torchvision(spec, state, num_classes or DEFAULT_NUM_CLASSES)
+        kind = "torchvision"
+    elif spec.startswith("smp:"):
+        model, kind = _smp(spec, num_classes or DEFAULT_NUM_CLASSES), "smp"
+    elif _IMPORT_SPEC.fullmatch(spec):
+        model, kind = _import(spec, num_classes), "import"
+    else:
+        hint = ""
+        if path.suffix in TORCHSCRIPT_SUFFIXES or path.suffix == ".safetensors":
+            hint = " (no such file)"
+        raise SegxaiError(f"model: expected {SPEC_FORMS}; got {spec!r}{hint}")
+    if state is not None:
+        load_state_dict_strict(model, state)
+    return LoadedModel(model=model.to(device).eval(), kind=kind, spec=spec, builtin=builtin,
+                       class_names=class_names)

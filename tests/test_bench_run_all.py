@@ -1,0 +1,50 @@
+"""benchmarks/run_all.py reads each benchmark's output into one table (parsers only; running
+the benchmarks takes minutes, so ``make bench BENCH_ARGS=--quick`` is the smoke run)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import run_all  # noqa: E402
+
+CORE = """model deeplabv3_mobilenet_v3_large (5 classes), input 1x3x128x128, class 2
+| ours | peer | ours s | peer s | peer/ours | agreement |
+|---|---|---|---|---|---|
+| gradient | captum Saliency | 0.153 | 0.166 | 1.08x | r=1.000000, maxdiff=0.0e+00 |
+| seg-grad-cam | grad-cam GradCAM | 0.171 | 0.303 | 1.77x | r=1.000000 |
+"""
+DELETION = """device: cpu; torch threads: 1; batch size 32; repeats 1 (medians)
+baseline: 20 batched forwards        3.130 s  (all: 3.130)
+curves:   10-step deletion + insertion    3.526 s  (21 forwards; all: 3.526)
+ratio curves / baseline: 1.127 (target <= 1.2)
+"""
+ATTACK = """model: built-in quick, 1 images
+      gradient img 0: target r +0.1 -> +0.350, agreement 0.9939
+
+method         success  target_r  agreement  seconds/image
+gradient       0.00     +0.350    0.9939     0.9
+"""
+
+
+def test_every_benchmark_output_becomes_rows(tmp_path: Path) -> None:
+    core = run_all._parse_core(CORE, tmp_path)
+    assert [(r.ours, r.peer) for r in core] == [("gradient", "captum Saliency"),
+                                                ("seg-grad-cam", "grad-cam GradCAM")]
+    assert core[1].ratio == pytest.approx(0.303 / 0.171)
+    (dele,) = run_all._parse_deletion(DELETION, tmp_path)
+    assert dele.ours_s == 3.526 and dele.peer_s == 3.130
+    (att,) = run_all._parse_attack(ATTACK, tmp_path)
+    assert att.ours_s == 0.9 and att.peer_s == run_all.ATTACK_GOAL_S and "success 0.00" in att.note
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps({"rows": [{"method": "occlusion", "peer": "captum", "ours_s": 2.0,
+                                          "peer_s": 3.0, "agreement": "max|d|/range = 1e-6"}]}))
+    (pert,) = run_all._parse_perturbation("", path)
+    table = run_all.format_table([*core, dele, att, pert])
+    assert len(table.splitlines()) == 2 + 5
+    assert "| 1.50x | max\\|d\\|/range = 1e-6 |" in table
+    assert set(run_all.BENCHMARKS) == {p.stem for p in Path(run_all.HERE).glob("bench_*.py")}
