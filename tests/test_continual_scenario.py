@@ -52,6 +52,20 @@ def test_parse_tasks():
     assert seen_classes(TASKS, 1) == [0, 1, 2, 3]
 
 
+def test_one_task_grammar_shared_with_data():
+    from segxai.continual.scenario import validate_tasks
+    from segxai.data import incremental
+
+    assert parse_tasks is incremental.parse_tasks and task_masks is incremental.task_masks
+    assert parse_tasks([2, 1, 1], 5) == TASKS  # sizes as a list, the data form
+    assert parse_tasks("2-1", 5) == [[1, 2], [3]]  # a subset: class 4 stays background
+    with pytest.raises(ValueError, match="tasks"):
+        parse_tasks("2-1", 5, complete=True)
+    assert validate_tasks([[2], [1, 3]], 5) == [[2], [1, 3]]
+    with pytest.raises(ValueError, match="tasks"):
+        validate_tasks([[1], [0]], 5)
+
+
 def test_background_shift_matches_loop():
     masks = _masks()
     for t in range(3):
@@ -247,7 +261,7 @@ def test_confusion_iou_and_task_metrics():
     pred = rng.integers(0, 4, 200)
     target = rng.integers(0, 4, 200)
     target[:5] = 255
-    conf = confusion_matrix(pred, target, 5)
+    conf = confusion_matrix(pred, target, 5, ignore_index=255)
     for c in range(4):
         tp = sum(1 for p, t in zip(pred, target) if p == c and t == c)
         fp = sum(1 for p, t in zip(pred, target) if p == c and t != c and t != 255)

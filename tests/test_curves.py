@@ -198,7 +198,7 @@ def test_substrates_in_pixel_space() -> None:
     assert torch.allclose(fill[0, :, 0, 0], torch.tensor([0.1, 0.2, 0.3]), atol=1e-6)
     noise = adapter.to_pixels(substrate_images(adapter, x, "noise", seed=1))
     assert float(noise.min()) >= -1e-6 and float(noise.max()) <= 1 + 1e-6
-    blurred = gaussian_blur(adapter.to_pixels(x), 11, 5.0).numpy()
+    blurred = gaussian_blur(adapter.to_pixels(x), kernel_size=11, sigma=5.0).numpy()
     ref = ndimage.gaussian_filter(adapter.to_pixels(x).numpy(), sigma=(0, 0, 5, 5),
                                   mode="mirror", truncate=1.0)
     np.testing.assert_allclose(blurred, ref, atol=1e-5)

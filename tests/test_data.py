@@ -176,9 +176,19 @@ def test_parse_tasks_and_class_order() -> None:
     assert parse_tasks([1, 3], [4, 3, 2, 1]) == [[4], [3, 2, 1]]
     assert parse_tasks([[2, 4], [1, 3]], [1, 2, 3, 4]) == [[2, 4], [1, 3]]
     with pytest.raises(ValueError, match="tasks"):
-        parse_tasks("2-1", [1, 2, 3, 4])
+        parse_tasks("2-1", [1, 2, 3, 4], complete=True)
     with pytest.raises(ValueError, match="tasks"):
         parse_tasks([[1, 2], [2, 3, 4]], [1, 2, 3, 4])
+    with pytest.raises(ValueError, match="tasks"):
+        parse_tasks([[1, 2], [3]], [1, 2, 3, 4], complete=True)
+    with pytest.raises(ValueError, match="tasks"):
+        incremental_tasks(make_shapes(10, size=32), "2-1")
+    # one grammar: the forms of the continual scenario are accepted here too
+    assert parse_tasks("2+2", [1, 2, 3, 4]) == [[1, 2], [3, 4]]
+    assert parse_tasks("4,1/2/3", [1, 2, 3, 4], complete=True) == [[4, 1], [2], [3]]
+    assert parse_tasks("2-1", [1, 2, 3, 4]) == [[1, 2], [3]]
+    assert parse_tasks("6-1-1", 9) == [[1, 2, 3, 4, 5, 6], [7], [8]]
+    assert parse_tasks("10-5", 16) == [list(range(1, 11)), list(range(11, 16))]
     order = make_class_order(5, seed=3)
     assert sorted(order) == [1, 2, 3, 4] and order == make_class_order(5, seed=3)
     assert make_class_order(5) == [1, 2, 3, 4]

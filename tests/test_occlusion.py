@@ -42,7 +42,8 @@ def ref_starts(n: int, k: int, s: int) -> list[int]:
 
 
 def ref_blur_pixels(px: np.ndarray, sigma: float, ksize: int) -> np.ndarray:
-    """Direct 2-D Gaussian convolution with edge padding (numpy, per channel)."""
+    """Direct 2-D Gaussian convolution with reflect padding, edge padding where a side is not
+    longer than the radius (numpy, per channel)."""
     half = ksize // 2
     ax = np.arange(ksize) - half
     g = np.exp(-0.5 * (ax / sigma) ** 2)
@@ -50,7 +51,7 @@ def ref_blur_pixels(px: np.ndarray, sigma: float, ksize: int) -> np.ndarray:
     kern = np.outer(g, g)
     out = np.zeros_like(px)
     for c in range(px.shape[0]):
-        padded = np.pad(px[c], half, mode="edge")
+        padded = np.pad(px[c], half, mode="reflect" if min(px.shape[1:]) > half else "edge")
         for i in range(px.shape[1]):
             for j in range(px.shape[2]):
                 out[c, i, j] = (padded[i:i + ksize, j:j + ksize] * kern).sum()

@@ -55,6 +55,7 @@ from segxai.attack.softplus import SoftplusSwap, softplus_model
 from segxai.attack.targets import make_target_map
 from segxai.core.adapter import adapt
 from segxai.core.registry import Explainer
+from segxai.core.stats import pearson
 from segxai.core.target import Target, check_target
 
 __all__ = ["AttackConfig", "AttackResult", "attack", "evaluate_attack", "make_explainer",
@@ -62,10 +63,8 @@ __all__ = ["AttackConfig", "AttackResult", "attack", "evaluate_attack", "make_ex
 
 
 def _pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Differentiable per-image Pearson correlation of ``(N, H, W)`` maps."""
-    x = a.flatten(1) - a.flatten(1).mean(1, keepdim=True)
-    y = b.flatten(1) - b.flatten(1).mean(1, keepdim=True)
-    return (x * y).sum(1) / (x.norm(dim=1) * y.norm(dim=1) + 1e-12)
+    """Differentiable per-image Pearson correlation of ``(N, H, W)`` maps (0 if constant)."""
+    return torch.nan_to_num(pearson(a.flatten(1), b.flatten(1), dim=1), nan=0.0)
 
 
 def attack(model: Any, images: Tensor, target: Target, explainer: str | Explainer = "gradient",

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
+
+from segxai.core.stats import pearson, ssim
 
 __all__ = [
     "argmax_iou",
@@ -61,25 +62,19 @@ def map_mse(a: Tensor, b: Tensor) -> Tensor:
 
 
 def map_pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Pearson correlation of the maps' pixel values (0 where one map is constant)."""
+    """Pearson correlation of the maps' pixel values (0 where one map is constant).
+
+    See :func:`segxai.core.stats.pearson` (float64 here; NaN for a constant map becomes 0).
+    """
     _check_pair(a, b)
-    x = a.double().flatten(1)
-    y = b.double().flatten(1)
-    x = x - x.mean(1, keepdim=True)
-    y = y - y.mean(1, keepdim=True)
-    den = (x.norm(dim=1) * y.norm(dim=1))
-    return torch.where(den > _EPS, (x * y).sum(1) / den.clamp_min(_EPS), torch.zeros_like(den))
-
-
-def _gaussian_window(size: int, sigma: float, dtype: torch.dtype, device: torch.device) -> Tensor:
-    r = torch.arange(size, dtype=dtype, device=device) - (size - 1) / 2
-    g = torch.exp(-(r * r) / (2 * sigma * sigma))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).view(1, 1, size, size)
+    r = pearson(a.double().flatten(1), b.double().flatten(1), dim=1)
+    return torch.nan_to_num(r, nan=0.0)
 
 
 def map_ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tensor:
     """Structural similarity of min-max normalised maps (mean over valid window positions).
+
+    See :func:`segxai.core.stats.ssim`.
 
     Args:
         a: ``(N, H, W)`` maps.
@@ -88,26 +83,7 @@ def map_ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tens
         sigma: Gaussian σ.
     """
     _check_pair(a, b)
-
-    def mm(m: Tensor) -> Tensor:
-        m = m.double()
-        lo = m.flatten(1).min(1).values.view(-1, 1, 1)
-        hi = m.flatten(1).max(1).values.view(-1, 1, 1)
-        return torch.where(hi - lo > _EPS, (m - lo) / (hi - lo).clamp_min(_EPS),
-                           torch.zeros_like(m))
-
-    x, y = mm(a).unsqueeze(1), mm(b).unsqueeze(1)
-    size = min(window, a.shape[1], a.shape[2])
-    if size % 2 == 0:
-        size -= 1
-    w = _gaussian_window(size, sigma, x.dtype, x.device)
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    mx, my = F.conv2d(x, w), F.conv2d(y, w)
-    sxx = F.conv2d(x * x, w) - mx * mx
-    syy = F.conv2d(y * y, w) - my * my
-    sxy = F.conv2d(x * y, w) - mx * my
-    s = ((2 * mx * my + c1) * (2 * sxy + c2)) / ((mx * mx + my * my + c1) * (sxx + syy + c2))
-    return s.flatten(1).mean(1)
+    return ssim(a, b, sigma=sigma, window=window)
 
 
 def pixel_agreement(pred_a: Tensor, pred_b: Tensor) -> Tensor:

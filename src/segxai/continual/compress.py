@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from segxai.core.postprocess import minmax
+
 __all__ = [
     "STRATEGIES",
     "COMPRESSED_STRATEGIES",
@@ -95,13 +97,11 @@ def nearest_resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def _minmax(sal: np.ndarray) -> np.ndarray:
+    """One ``(H, W)`` map min-max scaled with :func:`~segxai.core.postprocess.minmax`."""
     sal = np.asarray(sal, dtype=np.float64)
-    lo, hi = float(sal.min()), float(sal.max())
-    if not np.isfinite(lo) or not np.isfinite(hi):
+    if not np.isfinite(sal).all():
         raise ValueError("saliency: contains NaN or Inf values")
-    if hi - lo <= 0:
-        return np.zeros_like(sal)
-    return (sal - lo) / (hi - lo)
+    return minmax(sal[None])[0]
 
 
 def saliency_box(saliency: np.ndarray, tau: float = 0.6) -> tuple[int, int, int, int]:

@@ -131,7 +131,8 @@ def evaluate_ious(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequenc
                   num_classes: int, *, device: str = "cpu") -> np.ndarray:
     """Per-class IoU ``(K,)`` over the whole set (one confusion matrix; NaN = no GT pixel)."""
     pred = predict(model, images, seen, device=device)
-    return iou_per_class(confusion_matrix(pred.numpy(), masks.numpy(), num_classes))
+    return iou_per_class(confusion_matrix(pred.numpy(), masks.numpy(), num_classes,
+                                          ignore_index=IGNORE))
 
 
 def saliency_maps(model: nn.Module, images: Tensor, masks: Tensor, *, explainer: str,

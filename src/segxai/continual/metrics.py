@@ -17,46 +17,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segxai.core.stats import confusion_matrix
+from segxai.core.stats import iou_from_confusion as iou_per_class
+
 __all__ = ["confusion_matrix", "iou_per_class", "nanmean", "task_metrics"]
-
-
-def confusion_matrix(pred: np.ndarray, target: np.ndarray, num_classes: int,
-                     ignore_index: int = 255) -> np.ndarray:
-    """``(K, K)`` counts, rows = ground truth, columns = prediction.
-
-    Args:
-        pred: predicted class ids, any shape.
-        target: ground-truth ids, same shape (``ignore_index`` skipped).
-        num_classes: ``K``.
-        ignore_index: label value to skip.
-
-    Returns:
-        int64 matrix.
-    """
-    pred = np.asarray(pred).astype(np.int64).ravel()
-    target = np.asarray(target).astype(np.int64).ravel()
-    if pred.shape != target.shape:
-        raise ValueError(f"pred: expected {target.shape} elements like target, got {pred.shape}")
-    keep = target != ignore_index
-    pred, target = pred[keep], target[keep]
-    if target.size and (target.min() < 0 or target.max() >= num_classes):
-        raise ValueError(f"target: class ids must lie in [0, {num_classes})")
-    if pred.size and (pred.min() < 0 or pred.max() >= num_classes):
-        raise ValueError(f"pred: class ids must lie in [0, {num_classes})")
-    return np.bincount(target * num_classes + pred,
-                       minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
-def iou_per_class(conf: np.ndarray) -> np.ndarray:
-    """IoU of each class from a confusion matrix (NaN where the class has no GT pixel)."""
-    conf = np.asarray(conf, dtype=np.float64)
-    tp = np.diag(conf)
-    gt = conf.sum(1)
-    pr = conf.sum(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = tp / (gt + pr - tp)
-    iou[gt == 0] = np.nan
-    return iou
 
 
 def nanmean(values: Sequence[float] | np.ndarray) -> float:

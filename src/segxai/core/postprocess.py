@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -18,8 +20,30 @@ def _check_maps(maps: Tensor) -> Tensor:
     return maps
 
 
-def minmax(maps: Tensor, eps: float = 1e-12) -> Tensor:
-    """Per-map min-max scaling to ``[0, 1]``; a constant map becomes all zeros."""
+@overload
+def minmax(maps: Tensor, eps: float = 1e-12) -> Tensor: ...
+
+
+@overload
+def minmax(maps: np.ndarray, eps: float = 1e-12) -> np.ndarray: ...
+
+
+def minmax(maps: Tensor | np.ndarray, eps: float = 1e-12) -> Tensor | np.ndarray:
+    """Per-map min-max scaling to ``[0, 1]``; a map whose range is at most ``eps`` (a constant
+    map) becomes all zeros.
+
+    The one min-max of segxai: explainers' callers, SSIM, the attack metrics and the continual
+    compressors all use it.
+
+    Args:
+        maps: ``(N, H, W)`` tensor (gradients flow through) or numpy array (returned as a
+            float64 array).
+        eps: the largest range treated as constant.
+    """
+    if isinstance(maps, np.ndarray):
+        if maps.ndim != 3:
+            raise ValueError(f"maps: expected an (N, H, W) array, got shape {maps.shape}")
+        return minmax(torch.from_numpy(maps.astype(np.float64)), eps).numpy()
     _check_maps(maps)
     flat = maps.flatten(1)
     lo = flat.min(1).values.view(-1, 1, 1)
@@ -78,7 +102,6 @@ def overlay(image: Tensor | np.ndarray, heat: Tensor | np.ndarray, alpha: float 
     h = heat.detach().cpu().numpy() if isinstance(heat, Tensor) else np.asarray(heat, dtype=float)
     if h.shape != img.shape[:2]:
         raise ValueError(f"heat: expected shape {img.shape[:2]} to match the image, got {h.shape}")
-    span = h.max() - h.min()
-    h = (h - h.min()) / span if span > 0 else np.zeros_like(h)
+    h = minmax(np.asarray(h, dtype=np.float64)[None])[0]
     colours = matplotlib.colormaps[cmap](h)[..., :3]
     return np.clip((1 - alpha) * img + alpha * colours, 0, 1)

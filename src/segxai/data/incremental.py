@@ -3,34 +3,47 @@
 Follows the class-incremental semantic segmentation (CISS) protocols of MiB / PLOP / SSUL
 (see ``research/nas-continual.md`` §B3):
 
-* a task spec such as ``"2-2"`` (two classes, then two more) or ``"2-1-1"``, or explicit class
-  lists ``[[1, 3], [2], [4]]``;
+* a task spec such as ``"2-2"`` (two classes, then two more), ``"2-1-1"``, ``"2+2"``, explicit
+  ids ``"1,3/2/4"`` or lists ``[[1, 3], [2], [4]]`` (:func:`parse_tasks`, the one grammar also
+  used by :mod:`segxai.continual.scenario` and ``segxai continual --tasks``);
 * ``mode="overlapped"``: an image joins task *t* if it contains at least one class of task
   *t*; ``"disjoint"``: additionally all its classes are old or current; ``"partitioned"``: as
   overlapped, but every image is used by one task only (chosen at random among its tasks);
 * *background shift*: in task *t*'s training masks every class that is not current becomes
-  background (0); test masks keep every class seen so far and set future classes to 0.
+  background (0); test masks keep every class seen so far and set future classes to 0
+  (:func:`keep_classes`; :func:`task_masks` / :func:`eval_masks` / :func:`task_indices` apply
+  it to raw mask tensors for the continual learner).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
+from segxai.core.errors import SegxaiError
 from segxai.data.dataset import SegDataset
 
 __all__ = [
+    "IGNORE",
     "IncrementalTask",
+    "eval_masks",
     "incremental_tasks",
+    "keep_classes",
     "make_class_order",
     "parse_tasks",
+    "seen_classes",
     "shapes_incremental",
+    "task_indices",
+    "task_masks",
 ]
 
 MODES = ("overlapped", "disjoint", "partitioned")
+IGNORE = 255
 
 
 @dataclass
@@ -78,60 +91,144 @@ def make_class_order(num_classes: int, seed: int | None = None) -> list[int]:
     return order
 
 
+def _foreground(classes: int | Sequence[int]) -> list[int]:
+    if isinstance(classes, (int, np.integer)) and not isinstance(classes, bool):
+        if classes < 2:
+            raise SegxaiError(f"classes: expected a class count >= 2 (background included), "
+                              f"got {classes!r}")
+        return list(range(1, int(classes)))
+    if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence) or not classes:
+        raise SegxaiError(f"classes: expected a class count or a non-empty class order, got "
+                          f"{classes!r}")
+    order = [int(c) for c in classes]
+    if len(set(order)) != len(order) or min(order) < 1:
+        raise SegxaiError(f"classes: expected distinct foreground ids >= 1, got {order!r}")
+    return order
+
+
 def parse_tasks(spec: str | Sequence[int] | Sequence[Sequence[int]],
-                class_order: Sequence[int]) -> list[list[int]]:
-    """Turn a task spec into explicit class lists.
+                classes: int | Sequence[int], *, complete: bool = False) -> list[list[int]]:
+    """Turn a task spec into explicit class lists (the one task grammar of segxai).
+
+    Grammar:
+
+    * sizes: ``"2-1-1"``, ``"2+2"`` (``-`` and ``+`` are the same separator) or a list of
+      ints ``[2, 1, 1]``; task *t* takes the next ``sizes[t]`` classes of the class order;
+    * explicit class ids: ``"4,1/2/3"`` (``,`` within a task, ``/`` between tasks) or a list
+      of lists ``[[4, 1], [2], [3]]``; these ignore the order.
+
+    Every task is non-empty, every id is a foreground class of ``classes`` (never background 0)
+    and no class is in two tasks.
 
     Args:
-        spec: ``"2-2"``-style sizes, a list of sizes ``[2, 1, 1]``, or explicit class lists
-            ``[[1, 3], [2, 4]]`` (which ignore ``class_order``).
-        class_order: the foreground classes in order of introduction.
+        spec: the task specification.
+        classes: the number of classes ``K`` including background (foreground order
+            ``1..K-1``) or the foreground classes in order of introduction.
+        complete: the tasks must introduce every foreground class (sizes summing exactly to
+            their number); with ``False`` they may leave some out (those stay background).
 
     Returns:
-        One list of class ids per task; together they cover ``class_order`` exactly once.
+        One list of class ids per task.
+
+    Raises:
+        SegxaiError: a malformed spec (the message names ``tasks``).
+
+    Example:
+        >>> parse_tasks("2-1-1", 5), parse_tasks([1, 3], [4, 3, 2, 1])
+        ([[1, 2], [3], [4]], [[4], [3, 2, 1]])
+        >>> parse_tasks("4,1/2", 5)
+        [[4, 1], [2]]
     """
-    order = [int(c) for c in class_order]
+    order = _foreground(classes)
+    items: list[Any]
     if isinstance(spec, str):
-        try:
-            sizes = [int(p) for p in spec.split("-")]
-        except ValueError:
-            raise ValueError(f"tasks: expected sizes like '2-2' or '2-1-1', got {spec!r}") from None
-        spec = sizes
-    spec = list(spec)
-    if not spec:
-        raise ValueError("tasks: expected at least one task")
-    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in spec):
-        sizes = [int(s) for s in spec]
-        if any(s < 1 for s in sizes) or sum(sizes) != len(order):
-            raise ValueError(f"tasks: sizes {sizes} must be >= 1 and sum to the number of "
-                             f"foreground classes ({len(order)})")
+        text = spec.strip()
+        if re.fullmatch(r"\d+([+-]\d+)*", text):
+            items = [int(v) for v in re.split(r"[+-]", text)]
+        elif re.fullmatch(r"\d+(,\d+)*(/\d+(,\d+)*)*", text):
+            items = [[int(v) for v in part.split(",")] for part in text.split("/")]
+        else:
+            raise SegxaiError(f"tasks: expected sizes like '2-1-1' or '2+2', or class ids like "
+                              f"'1,2/3/4', got {spec!r}")
+    elif isinstance(spec, bytes) or not isinstance(spec, Sequence) or not spec:
+        raise SegxaiError(f"tasks: expected a non-empty task list, got {spec!r}")
+    else:
+        items = list(spec)
+    if all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) for s in items):
+        sizes = [int(s) for s in items]
+        if any(s < 1 for s in sizes) or sum(sizes) > len(order) or (
+                complete and sum(sizes) != len(order)):
+            raise SegxaiError(f"tasks: sizes {sizes} must be >= 1 and sum to "
+                              f"{'' if complete else 'at most '}the number of foreground "
+                              f"classes ({len(order)})")
         out, start = [], 0
         for s in sizes:
             out.append(order[start:start + s])
             start += s
         return out
-    groups = []
-    for g in spec:
+    allowed, seen = set(order), set()
+    groups: list[list[int]] = []
+    for t, g in enumerate(items):
         if isinstance(g, (str, bytes)) or not isinstance(g, Sequence) or not g:
-            raise ValueError(f"tasks: expected sizes or non-empty lists of class ids, got {g!r}")
-        groups.append([int(c) for c in g])
-    flat = [c for g in groups for c in g]
-    if sorted(flat) != sorted(order) or len(set(flat)) != len(flat):
-        raise ValueError(f"tasks: the class lists {groups} must cover the foreground classes "
-                         f"{sorted(order)} exactly once")
+            raise SegxaiError(f"tasks: task {t} must be a non-empty list of class ids, got {g!r}")
+        ids = [int(c) for c in g]
+        for c in ids:
+            if c not in allowed:
+                raise SegxaiError(f"tasks: class {c} in task {t} is not one of the foreground "
+                                  f"classes {sorted(allowed)}")
+            if c in seen:
+                raise SegxaiError(f"tasks: class {c} appears in more than one task")
+            seen.add(c)
+        groups.append(ids)
+    if complete and seen != allowed:
+        raise SegxaiError(f"tasks: the class lists {groups} must cover the foreground classes "
+                          f"{sorted(allowed)} exactly once")
     return groups
+
+
+def seen_classes(tasks: Sequence[Sequence[int]], t: int) -> list[int]:
+    """Background plus every class of tasks ``0..t``, sorted."""
+    return sorted({0, *(c for task in tasks[: t + 1] for c in task)})
+
+
+def keep_classes(masks: torch.Tensor, keep: Sequence[int],
+                 ignore_index: int | None = IGNORE) -> torch.Tensor:
+    """``masks`` with every class not in ``keep`` set to background 0 (``ignore_index`` kept).
+
+    This is the background shift: a task's training masks keep ``[0, *current]``, evaluation
+    masks after task *t* keep :func:`seen_classes`.
+    """
+    keep_t = torch.tensor(sorted({0, *keep}), dtype=masks.dtype, device=masks.device)
+    drop = ~torch.isin(masks, keep_t)
+    if ignore_index is not None:
+        drop &= masks != ignore_index
+    return torch.where(drop, torch.zeros_like(masks), masks)
+
+
+def task_indices(masks: torch.Tensor, tasks: Sequence[Sequence[int]], t: int) -> torch.Tensor:
+    """Indices of the images of task ``t`` in the overlapped protocol (any pixel of a current
+    class), as a ``(M,)`` long tensor; ``masks`` is ``(N, H, W)`` with the original ids."""
+    current = torch.tensor(list(tasks[t]), device=masks.device)
+    return torch.isin(masks.flatten(1), current).any(1).nonzero().flatten()
+
+
+def task_masks(masks: torch.Tensor, tasks: Sequence[Sequence[int]], t: int) -> torch.Tensor:
+    """Training labels of task ``t``: current classes kept, old and future classes → 0
+    (background shift), ``255`` kept; a long tensor."""
+    return keep_classes(masks, tasks[t]).long()
+
+
+def eval_masks(masks: torch.Tensor, tasks: Sequence[Sequence[int]], t: int) -> torch.Tensor:
+    """Validation labels after task ``t``: every seen class kept, future classes → 0."""
+    return keep_classes(masks, seen_classes(tasks, t)).long()
 
 
 def _relabel(masks: torch.Tensor, keep: Sequence[int], lut: np.ndarray,
              ignore_index: int | None) -> torch.Tensor:
-    """Map ids through ``lut`` and set every id not in ``keep`` to background."""
-    m = masks.clone()
+    """Set every id not in ``keep`` to background and map ids through ``lut``."""
+    m = keep_classes(masks, keep, ignore_index)
     valid = m != ignore_index if ignore_index is not None else torch.ones_like(m, dtype=torch.bool)
-    keep_t = torch.tensor(sorted(set(keep)) or [0], dtype=m.dtype)
-    drop = valid & ~torch.isin(m, keep_t)
-    m[drop] = 0
-    lut_t = torch.from_numpy(lut).to(m.dtype)
-    m[valid] = lut_t[m[valid]]
+    m[valid] = torch.from_numpy(lut).to(m.dtype)[m[valid]]
     return m
 
 
@@ -143,7 +240,8 @@ def incremental_tasks(train: SegDataset, tasks: str | Sequence[int] | Sequence[S
 
     Args:
         train: the full training set (class 0 = background).
-        tasks: the task spec (see :func:`parse_tasks`), e.g. ``"2-2"``.
+        tasks: the task spec (see :func:`parse_tasks`), e.g. ``"2-2"``; it must introduce
+            every foreground class.
         test: an optional test set; each task gets it with future classes set to 0.
         class_order: order of introduction of the foreground classes (default ``1, 2, ...``).
         mode: ``"overlapped"``, ``"disjoint"`` or ``"partitioned"`` (see the module docs).
@@ -172,7 +270,7 @@ def incremental_tasks(train: SegDataset, tasks: str | Sequence[int] | Sequence[S
     order = list(class_order) if class_order is not None else list(range(1, k))
     if sorted(int(c) for c in order) != list(range(1, k)):
         raise ValueError(f"class_order: expected a permutation of 1..{k - 1}, got {order!r}")
-    groups = parse_tasks(tasks, order)
+    groups = parse_tasks(tasks, order, complete=True)
     intro = [c for g in groups for c in g]
     lut = np.arange(k)
     names = list(train.class_names)

@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from segxai.core.errors import SegxaiError, SegxaiTypeError
+from segxai.core.stats import spearman
 from segxai.evaluate.intervals import (
     Interval,
     Method,
@@ -33,16 +33,8 @@ __all__ = ["ranking_agreement", "spearman_interval"]
 
 
 def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Spearman's rho of each row pair of ``x`` and ``y`` (average ranks for ties; NaN where a
-    row is constant)."""
-    rx = stats.rankdata(x, axis=-1)
-    ry = stats.rankdata(y, axis=-1)
-    rx -= rx.mean(axis=-1, keepdims=True)
-    ry -= ry.mean(axis=-1, keepdims=True)
-    den = np.sqrt(np.sum(rx * rx, axis=-1) * np.sum(ry * ry, axis=-1))
-    num = np.sum(rx * ry, axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+    """Spearman's rho of each row pair of ``x`` and ``y`` (NaN where a row is constant)."""
+    return spearman(x, y, axis=-1)
 
 
 def spearman_interval(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray, *,

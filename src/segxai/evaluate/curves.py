@@ -29,12 +29,12 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.explanation import Explanation
+from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator
 from segxai.core.target import Target, check_target
 
@@ -104,27 +104,6 @@ def auc(values: np.ndarray | Sequence[float], fractions: np.ndarray | None = Non
     return ((v[..., 1:] + v[..., :-1]) * 0.5 * dx).sum(-1)
 
 
-def gaussian_blur(pixels: Tensor, kernel_size: int = 11, sigma: float = 5.0) -> Tensor:
-    """Separable Gaussian blur of ``N×C×H×W`` images (reflect padding, or replicate where the
-    image is smaller than the kernel)."""
-    k = check_positive_int(kernel_size, "kernel_size")
-    if k % 2 == 0:
-        raise ValueError(f"kernel_size: expected an odd integer, got {kernel_size}")
-    if not sigma > 0:
-        raise ValueError(f"sigma: expected a positive number, got {sigma!r}")
-    r = k // 2
-    xs = torch.arange(k, dtype=pixels.dtype, device=pixels.device) - r
-    g = torch.exp(-(xs**2) / (2 * float(sigma) ** 2))
-    g = g / g.sum()
-    c = pixels.shape[1]
-    h, w = pixels.shape[-2:]
-    mode = "reflect" if min(h, w) > r else "replicate"
-    out = F.pad(pixels, (r, r, 0, 0), mode=mode)
-    out = F.conv2d(out, g.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    out = F.pad(out, (0, 0, r, r), mode=mode)
-    return F.conv2d(out, g.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-
-
 def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: str | Tensor, *,
                      seed: int = 0, fill: Sequence[float] | float | None = None,
                      blur_kernel: int = 11, blur_sigma: float = 5.0) -> Tensor:
@@ -163,7 +142,8 @@ def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: str | Ten
         colour = pixels.mean(dim=(2, 3), keepdim=True)
         return adapter.from_pixels(colour.expand_as(pixels).clone())
     if substrate == "blur":
-        return adapter.from_pixels(gaussian_blur(pixels, blur_kernel, blur_sigma))
+        return adapter.from_pixels(gaussian_blur(pixels, sigma=blur_sigma,
+                                                       kernel_size=blur_kernel))
     gen = make_generator(seed)
     noise = torch.rand(pixels.shape, generator=gen, dtype=torch.float32)
     return adapter.from_pixels(noise.to(device=images.device, dtype=images.dtype))

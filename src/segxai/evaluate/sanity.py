@@ -26,10 +26,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from scipy import stats
 from torch import Tensor, nn
 
+from segxai.core import stats
 from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.layers import find_layer
 from segxai.core.registry import get_explainer, make_generator
@@ -68,19 +67,11 @@ class SanityResult:
 
 
 def spearman(a: Tensor | np.ndarray, b: Tensor | np.ndarray) -> float:
-    """Spearman rank correlation of two maps (flattened); NaN if either is constant."""
-    x = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64).ravel()
-    y = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64).ravel()
-    if x.shape != y.shape:
-        raise ValueError(f"maps: shapes differ, {x.shape} vs {y.shape}")
-    if np.ptp(x) == 0 or np.ptp(y) == 0:
-        return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
+    """Spearman rank correlation of two maps (flattened); NaN if either is constant.
 
-
-def _minmax01(x: np.ndarray) -> np.ndarray:
-    lo, hi = x.min(), x.max()
-    return np.zeros_like(x) if hi - lo <= 0 else (x - lo) / (hi - lo)
+    See :func:`segxai.core.stats.spearman`.
+    """
+    return stats.spearman(a, b)
 
 
 def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = True,
@@ -89,7 +80,8 @@ def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = Tr
 
     Gaussian window (σ 1.5, 11 taps, shrunk for small maps), data range 1, constants
     ``(0.01)²`` and ``(0.03)²``, mean over the valid region (as scikit-image with
-    ``gaussian_weights=True, use_sample_covariance=False``).
+    ``gaussian_weights=True, use_sample_covariance=False``). See
+    :func:`segxai.core.stats.ssim`.
 
     Args:
         a: first map ``(H, W)``.
@@ -100,31 +92,10 @@ def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = Tr
     Returns:
         SSIM in ``[-1, 1]``.
     """
-    x = np.asarray(a.detach().cpu() if isinstance(a, Tensor) else a, dtype=np.float64)
-    y = np.asarray(b.detach().cpu() if isinstance(b, Tensor) else b, dtype=np.float64)
-    if x.ndim != 2 or x.shape != y.shape:
-        raise ValueError(f"maps: expected two (H, W) maps of the same shape, got {x.shape} and "
-                         f"{y.shape}")
-    if normalize:
-        x, y = _minmax01(x), _minmax01(y)
-    radius = int(3.5 * sigma + 0.5)
-    radius = min(radius, (min(x.shape) - 1) // 2)
-    taps = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    g = torch.exp(-(taps**2) / (2 * sigma**2))
-    g = (g / g.sum())
-    win = (g[:, None] * g[None, :]).view(1, 1, 2 * radius + 1, 2 * radius + 1)
-
-    def filt(z: Tensor) -> Tensor:
-        return F.conv2d(z.view(1, 1, *z.shape), win)[0, 0]
-
-    tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    mx, my = filt(tx), filt(ty)
-    vx = filt(tx * tx) - mx * mx
-    vy = filt(ty * ty) - my * my
-    cxy = filt(tx * ty) - mx * my
-    c1, c2 = 0.01**2, 0.03**2
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(s.mean())
+    sa, sb = (tuple(m.shape) if isinstance(m, Tensor) else np.shape(m) for m in (a, b))
+    if len(sa) != 2 or sa != sb:
+        raise ValueError(f"maps: expected two (H, W) maps of the same shape, got {sa} and {sb}")
+    return float(stats.ssim(a, b, normalize=normalize, sigma=sigma))
 
 
 def _has_params(m: nn.Module) -> bool:

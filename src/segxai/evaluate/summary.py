@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from segxai.core.stats import spearman
 from segxai.evaluate.config import METRIC_DIRECTION, RANDOM_BASELINE, EvalConfig
 
 __all__ = ["interpret", "summarise", "summary_markdown"]
@@ -75,7 +76,7 @@ def interpret(summary: Sequence[dict[str, Any]]) -> list[str]:
                      f"{slow['seconds'] / max(fast['seconds'], 1e-9):.0f}x).")
         ins = [r for r in timed if np.isfinite(r.get("insertion_auc", np.nan))]
         if len(ins) >= 3:
-            rho = _spearman([r["seconds"] for r in ins], [r["insertion_auc"] for r in ins])
+            rho = spearman([r["seconds"] for r in ins], [r["insertion_auc"] for r in ins])
             if np.isfinite(rho):
                 trend = ("more compute tended to buy better insertion AUC" if rho > 0.3 else
                          "more compute did not buy better insertion AUC" if rho < -0.3 else
@@ -99,13 +100,6 @@ def interpret(summary: Sequence[dict[str, Any]]) -> list[str]:
                      "noise.")
     return lines
 
-
-def _spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    from scipy import stats
-
-    if len(set(x)) < 2 or len(set(y)) < 2:
-        return float("nan")
-    return float(stats.spearmanr(x, y).statistic)
 
 
 def summary_markdown(summary: list[dict[str, Any]], lines: list[str], config: EvalConfig,

@@ -114,7 +114,7 @@ class GridSaliency(GradientExplainer):
         b = self.params["baseline"]
         if b == "blur":
             base = adapter.from_pixels(gaussian_blur(adapter.to_pixels(images),
-                                                     self.params["blur_sigma"], 11))
+                                                     sigma=self.params["blur_sigma"]))
             return base, ["blur"] * images.shape[0]
         levels = AUTO_BASELINES if b == "auto" else (float(b),)
         if len(levels) == 1:

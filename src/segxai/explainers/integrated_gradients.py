@@ -7,10 +7,10 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from segxai.core.checks import check_choice, check_positive_int
+from segxai.core.ops import gaussian_blur
 from segxai.core.registry import register_explainer
 from segxai.core.target import Target
 from segxai.explainers.base import GradientExplainer, GradientPass
@@ -46,16 +46,8 @@ def quadrature(rule: Rule | str, n: int) -> tuple[list[float], list[float]]:
 
 
 def _blur(pixels: Tensor, sigma: float) -> Tensor:
-    """Separable Gaussian blur (kernel ``2⌈3σ⌉+1``, replicate padding) of ``N×C×H×W``."""
-    half = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-half, half + 1, dtype=pixels.dtype, device=pixels.device)
-    k = torch.exp(-0.5 * (x / sigma) ** 2)
-    k = k / k.sum()
-    c = pixels.shape[1]
-    out = F.conv2d(F.pad(pixels, (half, half, 0, 0), mode="replicate"),
-                   k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(F.pad(out, (0, 0, half, half), mode="replicate"),
-                    k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    """Gaussian blur of ``N×C×H×W`` with a ``2⌈3σ⌉+1``-tap kernel (:func:`gaussian_blur`)."""
+    return gaussian_blur(pixels, sigma=sigma, kernel_size=2 * max(1, math.ceil(3 * sigma)) + 1)
 
 
 @register_explainer("integrated-gradients")

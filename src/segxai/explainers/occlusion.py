@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
 from segxai.explainers._fast import FastModel
@@ -74,20 +74,6 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def gaussian_blur(images: Tensor, sigma: float, kernel_size: int) -> Tensor:
-    """Separable Gaussian blur of ``N×C×H×W`` images with replicate padding."""
-    k = int(kernel_size) | 1  # odd
-    half = k // 2
-    x = torch.arange(k, dtype=images.dtype, device=images.device) - half
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    c = images.shape[1]
-    out = F.pad(images, (half, half, 0, 0), mode="replicate")
-    out = F.conv2d(out, kernel.view(1, 1, 1, k).expand(c, 1, 1, k), groups=c)
-    out = F.pad(out, (0, 0, half, half), mode="replicate")
-    return F.conv2d(out, kernel.view(1, 1, k, 1).expand(c, 1, k, 1), groups=c)
-
-
 def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
                dataset_mean: Sequence[float] | None = None, noise: Tensor | None = None,
                blur_sigma: float = 5.0, blur_kernel: int = 11) -> Tensor:
@@ -118,8 +104,8 @@ def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
     elif fill == "image-mean":
         colour = adapter.from_pixels(adapter.to_pixels(image).mean(dim=(2, 3), keepdim=True))
     elif fill == "blur":
-        return adapter.from_pixels(gaussian_blur(adapter.to_pixels(image), blur_sigma,
-                                                 blur_kernel))
+        return adapter.from_pixels(gaussian_blur(adapter.to_pixels(image), sigma=blur_sigma,
+                                                 kernel_size=blur_kernel))
     elif fill == "noise":
         if noise is None:
             raise ValueError("fill: 'noise' needs a noise field")

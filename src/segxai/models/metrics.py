@@ -9,66 +9,29 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from segxai.core.stats import confusion_matrix, iou_from_confusion, mean_iou
 from segxai.data.dataset import SegDataset
 
 __all__ = ["confusion_matrix", "evaluate_miou", "evaluate_segmentation", "miou_from_confusion",
            "predict_dataset"]
 
 
-def confusion_matrix(pred: Tensor, target: Tensor, num_classes: int,
-                     ignore_index: int | None = None) -> Tensor:
-    """Confusion matrix ``(K, K)`` (rows: ground truth, columns: prediction), int64.
-
-    Args:
-        pred: predicted class ids, any shape.
-        target: ground-truth class ids, same shape.
-        num_classes: K.
-        ignore_index: a target value to skip (unlabelled pixels).
-
-    Returns:
-        ``cm[g, p]`` = number of pixels of class ``g`` predicted as ``p``.
-    """
-    if pred.shape != target.shape:
-        raise ValueError(f"pred: expected the shape of target {tuple(target.shape)}, "
-                         f"got {tuple(pred.shape)}")
-    p = pred.reshape(-1).long()
-    t = target.reshape(-1).long()
-    if ignore_index is not None:
-        keep = t != ignore_index
-        p, t = p[keep], t[keep]
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"target: class ids must lie in [0, {num_classes}), got "
-                         f"[{int(t.min())}, {int(t.max())}]")
-    if p.numel() and (int(p.min()) < 0 or int(p.max()) >= num_classes):
-        raise ValueError(f"pred: class ids must lie in [0, {num_classes})")
-    return torch.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes).cpu()
-
-
 def miou_from_confusion(cm: Tensor) -> tuple[float, list[float | None]]:
     """Mean IoU over the classes present in the ground truth, and the per-class IoU.
 
     Args:
-        cm: ``(K, K)`` confusion matrix (rows ground truth).
+        cm: ``(K, K)`` confusion matrix (rows ground truth), e.g. from
+            :func:`~segxai.core.stats.confusion_matrix`.
 
     Returns:
         ``(miou, ious)`` where ``ious[c]`` is ``None`` for a class without ground-truth pixels.
     """
-    cm = cm.double()
-    tp = cm.diag()
-    gt = cm.sum(dim=1)
-    pr = cm.sum(dim=0)
-    ious: list[float | None] = []
-    for c in range(cm.shape[0]):
-        if gt[c] > 0:
-            ious.append(float(tp[c] / (gt[c] + pr[c] - tp[c])))
-        else:
-            ious.append(None)
-    present = [v for v in ious if v is not None]
-    return (sum(present) / len(present) if present else float("nan")), ious
+    ious = iou_from_confusion(cm)
+    return mean_iou(cm), [float(v) if np.isfinite(v) else None for v in ious]
 
 
 @torch.no_grad()

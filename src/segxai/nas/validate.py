@@ -2,7 +2,7 @@
 
 ``M`` architectures are sampled uniformly under the budget; each is scored by every proxy at
 the same initialisation and trained with one identical short schedule
-(:func:`segxai.models.train_model`); Kendall τ and Spearman ρ (``scipy.stats``) of every proxy
+(:func:`segxai.models.train_model`); Kendall τ and Spearman ρ (``core.stats``) of every proxy
 against the trained mIoU and the top-k overlap (share of the k best architectures by mIoU
 that are also among the k best by the proxy) are reported.
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from segxai.core.checks import check_positive_int
 from segxai.core.runstore import RunStore
+from segxai.core.stats import kendall, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.evolution import Budget
 from segxai.nas.search import ScoringTask, build_candidate, score_candidate
@@ -113,8 +114,6 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
     Returns:
         One dict per proxy: ``proxy, kendall_tau, spearman_rho, top_k_overlap, k``.
     """
-    from scipy import stats
-
     miou = np.array([r["trained_miou"] for r in rows], dtype=float)
     k = max(2, int(round(top_fraction * len(rows))))
     top_true = set(np.argsort(-miou, kind="stable")[:k].tolist())
@@ -122,8 +121,8 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
     for p in proxies:
         s = np.array([r["scores"][p] for r in rows], dtype=float)
         s = np.where(np.isfinite(s), s, -1e300)
-        tau = stats.kendalltau(s, miou).statistic
-        rho = stats.spearmanr(s, miou).statistic
+        tau = kendall(s, miou)
+        rho = spearman(s, miou)
         top_p = set(np.argsort(-s, kind="stable")[:k].tolist())
         out.append({"proxy": p, "kendall_tau": _clean(tau), "spearman_rho": _clean(rho),
                     "top_k_overlap": len(top_p & top_true) / k, "k": k})
