@@ -54,6 +54,7 @@ from segxai.attack.metrics import map_pearson, normalize_map, pixel_agreement
 from segxai.attack.softplus import SoftplusSwap, softplus_model
 from segxai.attack.targets import make_target_map
 from segxai.core.adapter import adapt
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.registry import Explainer
 from segxai.core.stats import pearson
 from segxai.core.target import Target, check_target
@@ -118,16 +119,16 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
         if settings or config is None else config
     if isinstance(cfg.epsilon, bool) or not isinstance(cfg.epsilon, (int, float)) \
             or not cfg.epsilon > 0:
-        raise ValueError(f"epsilon: expected a positive number in pixel units (e.g. 8/255), got "
+        raise SegxaiError(f"epsilon: expected a positive number in pixel units (e.g. 8/255), got "
                          f"{cfg.epsilon!r}")
     cfg.validate()
     adapter = adapt(model) if device is None else adapt(model, device=device)
     module = adapter.module
     if module is None:
-        raise TypeError("model: the attack needs an nn.Module (its ReLU modules are smoothed)")
+        raise SegxaiTypeError("model: the attack needs an nn.Module (its ReLU modules are smoothed)")
     exp = make_explainer(explainer, explainer_params)
     if not exp.differentiable:
-        raise ValueError(f"explainer: {exp.name!r} cannot return differentiable maps "
+        raise SegxaiError(f"explainer: {exp.name!r} cannot return differentiable maps "
                          "(Explainer.differentiable is False), so it cannot be attacked by "
                          "gradient; attack 'gradient' and measure it on the transferred x_adv "
                          "with segxai.attack.evaluate_attack")
@@ -145,7 +146,7 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
                               **(target_kwargs or {})).to(images)
     else:
         if target_kwargs:
-            raise ValueError("target_kwargs: only used with a target-map kind name")
+            raise SegxaiError("target_kwargs: only used with a target-map kind name")
         h_t = check_target_map(target_map, images)
     pred_clean = logits_clean.argmax(1)
     probs_clean = adapter.probabilities(logits_clean).detach()

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from torch import Tensor
 
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError
 
 __all__ = ["AttackConfig", "AttackResult", "parse_epsilon"]
 
@@ -23,13 +24,13 @@ def parse_epsilon(value: float | str) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"epsilon: expected a positive number, got {value!r}") from None
+        raise SegxaiError(f"epsilon: expected a positive number, got {value!r}") from None
     if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"epsilon: expected a positive number (e.g. 8 for 8/255 or 0.03), "
+        raise SegxaiError(f"epsilon: expected a positive number (e.g. 8 for 8/255 or 0.03), "
                          f"got {value!r}")
     if v >= 1:
         if v > 255:
-            raise ValueError(f"epsilon: expected at most 255 (/255 units), got {value!r}")
+            raise SegxaiError(f"epsilon: expected at most 255 (/255 units), got {value!r}")
         return v / 255.0
     return v
 
@@ -79,7 +80,7 @@ class AttackConfig:
         """Check every field; return ``self``."""
         if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) \
                 or not math.isfinite(self.epsilon) or self.epsilon <= 0:
-            raise ValueError(f"epsilon: expected a positive number in pixel units, got "
+            raise SegxaiError(f"epsilon: expected a positive number in pixel units, got "
                              f"{self.epsilon!r}")
         check_positive_int(self.iterations, "iterations")
         check_positive_int(self.eval_every, "eval_every")
@@ -88,13 +89,13 @@ class AttackConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 \
                     or not math.isfinite(v):
-                raise ValueError(f"{name}: expected a non-negative number, got {v!r}")
+                raise SegxaiError(f"{name}: expected a non-negative number, got {v!r}")
         for name in ("beta_start", "beta_end"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-                raise ValueError(f"{name}: expected a positive number, got {v!r}")
+                raise SegxaiError(f"{name}: expected a positive number, got {v!r}")
         if self.defence_beta is not None and not self.defence_beta > 0:
-            raise ValueError(f"defence_beta: expected a positive number or None, got "
+            raise SegxaiError(f"defence_beta: expected a positive number or None, got "
                              f"{self.defence_beta!r}")
         check_choice(self.select, "select", ("best", "last"))
         check_choice(self.lr_schedule, "lr_schedule", ("cosine", "constant"))
@@ -129,7 +130,7 @@ class AttackConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise ValueError(f"config: unknown attack setting(s) {unknown}")
+            raise SegxaiError(f"config: unknown attack setting(s) {unknown}")
         return cls(**data).validate()
 
 

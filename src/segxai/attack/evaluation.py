@@ -22,6 +22,7 @@ from segxai.attack.metrics import (
 from segxai.attack.softplus import softplus_model
 from segxai.attack.targets import make_target_map
 from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.registry import Explainer, get_explainer
 from segxai.core.target import Target, check_target
 
@@ -32,10 +33,10 @@ def make_explainer(explainer: str | Explainer, params: dict[str, Any] | None = N
     """An :class:`Explainer` instance from a registry name (with ``params``) or an instance."""
     if isinstance(explainer, Explainer):
         if params:
-            raise ValueError("explainer_params: give parameters only with an explainer name")
+            raise SegxaiError("explainer_params: give parameters only with an explainer name")
         return explainer
     if not isinstance(explainer, str):
-        raise TypeError(f"explainer: expected a registry name or an Explainer, got "
+        raise SegxaiTypeError(f"explainer: expected a registry name or an Explainer, got "
                         f"{type(explainer).__name__}")
     return get_explainer(explainer)(**(params or {}))
 
@@ -101,7 +102,7 @@ def evaluate_attack(model: Any, images: Tensor, x_adv: Tensor, target: Target,
     images = adapter.check(images)
     x_adv = adapter.check(x_adv)
     if x_adv.shape != images.shape:
-        raise ValueError(f"x_adv: expected shape {tuple(images.shape)}, got {tuple(x_adv.shape)}")
+        raise SegxaiError(f"x_adv: expected shape {tuple(images.shape)}, got {tuple(x_adv.shape)}")
     target = check_target(target).validate(images, adapter.known_num_classes)
     exp = make_explainer(explainer, explainer_params)
     m0, l0, layers = evaluate_maps(adapter, exp, images, target, defence_beta)
@@ -152,16 +153,16 @@ def attack_metrics(adapter: ModelAdapter, images: Tensor, x_adv: Tensor, m0: Ten
 def check_target_map(target_map: Tensor, images: Tensor) -> Tensor:
     n, _, h, w = images.shape
     if not isinstance(target_map, Tensor):
-        raise TypeError(f"target_map: expected a tensor (N, H, W) or a kind name, got "
+        raise SegxaiTypeError(f"target_map: expected a tensor (N, H, W) or a kind name, got "
                         f"{type(target_map).__name__}")
     tm = target_map.detach()
     if tm.dim() == 2 and n == 1:
         tm = tm.unsqueeze(0)
     if tuple(tm.shape) != (n, h, w):
-        raise ValueError(f"target_map: expected shape {(n, h, w)} (one map per image at the "
+        raise SegxaiError(f"target_map: expected shape {(n, h, w)} (one map per image at the "
                          f"image size), got {tuple(target_map.shape)}")
     if not tm.is_floating_point() or not bool(torch.isfinite(tm).all()):
-        raise ValueError("target_map: expected finite floating-point values")
+        raise SegxaiError("target_map: expected finite floating-point values")
     if bool((tm.abs().flatten(1).sum(1) <= 0).any()):
-        raise ValueError("target_map: a target map is all zero")
+        raise SegxaiError("target_map: a target map is all zero")
     return normalize_map(tm.to(images.device, images.dtype))

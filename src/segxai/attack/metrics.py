@@ -18,6 +18,7 @@ import math
 import torch
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
 from segxai.core.stats import pearson, ssim
 
 __all__ = [
@@ -40,7 +41,7 @@ def normalize_map(maps: Tensor) -> Tensor:
     An all-zero map becomes uniform (so comparisons stay defined).
     """
     if maps.dim() != 3:
-        raise ValueError(f"maps: expected (N, H, W), got shape {tuple(maps.shape)}")
+        raise SegxaiError(f"maps: expected (N, H, W), got shape {tuple(maps.shape)}")
     a = maps.abs()
     total = a.flatten(1).sum(1).view(-1, 1, 1)
     uniform = torch.full_like(a, 1.0 / (a.shape[1] * a.shape[2]))
@@ -49,7 +50,7 @@ def normalize_map(maps: Tensor) -> Tensor:
 
 def _check_pair(a: Tensor, b: Tensor) -> None:
     if a.shape != b.shape or a.dim() != 3:
-        raise ValueError(f"maps: expected two (N, H, W) tensors of the same shape, got "
+        raise SegxaiError(f"maps: expected two (N, H, W) tensors of the same shape, got "
                          f"{tuple(a.shape)} and {tuple(b.shape)}")
 
 
@@ -89,7 +90,7 @@ def map_ssim(a: Tensor, b: Tensor, window: int = 11, sigma: float = 1.5) -> Tens
 def pixel_agreement(pred_a: Tensor, pred_b: Tensor) -> Tensor:
     """Fraction of pixels with the same arg-max class, ``(N,)``."""
     if pred_a.shape != pred_b.shape:
-        raise ValueError(f"predictions: shapes differ, {tuple(pred_a.shape)} vs "
+        raise SegxaiError(f"predictions: shapes differ, {tuple(pred_a.shape)} vs "
                          f"{tuple(pred_b.shape)}")
     return (pred_a == pred_b).double().flatten(1).mean(1)
 
@@ -97,7 +98,7 @@ def pixel_agreement(pred_a: Tensor, pred_b: Tensor) -> Tensor:
 def argmax_iou(pred_a: Tensor, pred_b: Tensor, num_classes: int) -> Tensor:
     """Mean IoU between two arg-max maps over the classes present in either, ``(N,)``."""
     if pred_a.shape != pred_b.shape:
-        raise ValueError(f"predictions: shapes differ, {tuple(pred_a.shape)} vs "
+        raise SegxaiError(f"predictions: shapes differ, {tuple(pred_a.shape)} vs "
                          f"{tuple(pred_b.shape)}")
     out = []
     for pa, pb in zip(pred_a, pred_b, strict=True):
@@ -114,7 +115,7 @@ def argmax_iou(pred_a: Tensor, pred_b: Tensor, num_classes: int) -> Tensor:
 def max_prob_change(prob_a: Tensor, prob_b: Tensor) -> Tensor:
     """Largest absolute difference of any class probability at any pixel, ``(N,)``."""
     if prob_a.shape != prob_b.shape:
-        raise ValueError(f"probabilities: shapes differ, {tuple(prob_a.shape)} vs "
+        raise SegxaiError(f"probabilities: shapes differ, {tuple(prob_a.shape)} vs "
                          f"{tuple(prob_b.shape)}")
     return (prob_a.double() - prob_b.double()).abs().flatten(1).max(1).values
 
@@ -122,7 +123,7 @@ def max_prob_change(prob_a: Tensor, prob_b: Tensor) -> Tensor:
 def perturbation_sizes(pixels_a: Tensor, pixels_b: Tensor) -> dict[str, Tensor]:
     """L2, L∞ and PSNR (dB, peak 1) of ``pixels_a − pixels_b`` in pixel space, each ``(N,)``."""
     if pixels_a.shape != pixels_b.shape:
-        raise ValueError(f"images: shapes differ, {tuple(pixels_a.shape)} vs "
+        raise SegxaiError(f"images: shapes differ, {tuple(pixels_a.shape)} vs "
                          f"{tuple(pixels_b.shape)}")
     d = (pixels_a.double() - pixels_b.double()).flatten(1)
     mse = (d * d).mean(1)

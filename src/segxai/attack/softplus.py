@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
+
 __all__ = ["SoftplusBeta", "SoftplusSwap", "count_replaceable", "softplus_model"]
 
 
@@ -42,7 +44,7 @@ class SoftplusBeta(nn.Module):
     def __init__(self, beta: float, clip: float | None = None) -> None:
         super().__init__()
         if not beta > 0:
-            raise ValueError(f"beta: expected a positive number, got {beta!r}")
+            raise SegxaiError(f"beta: expected a positive number, got {beta!r}")
         self.beta = float(beta)
         self.clip = None if clip is None else float(clip)
 
@@ -95,7 +97,7 @@ class SoftplusSwap:
     def set_beta(self, beta: float) -> None:
         """Change β of every inserted Softplus module."""
         if not beta > 0:
-            raise ValueError(f"beta: expected a positive number, got {beta!r}")
+            raise SegxaiError(f"beta: expected a positive number, got {beta!r}")
         for m in self.modules:
             m.beta = float(beta)
 
@@ -127,9 +129,9 @@ def softplus_model(model: nn.Module, beta: float = 10.0) -> Iterator[SoftplusSwa
         'ReLU'
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        raise SegxaiTypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     if not beta > 0:
-        raise ValueError(f"beta: expected a positive number, got {beta!r}")
+        raise SegxaiError(f"beta: expected a positive number, got {beta!r}")
     plan = _slots(model)  # collected first, then swapped
     swap = SoftplusSwap()
     done: list[tuple[nn.Module, str, nn.Module]] = []

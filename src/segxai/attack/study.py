@@ -106,23 +106,23 @@ class StudyConfig:
         check_choice(self.target_kind, "target_kind", TARGET_KINDS)
         check_choice(self.defence, "defence", ("transfer", "adaptive", "none"))
         if not self.defence_beta > 0:
-            raise ValueError(f"defence_beta: expected a positive number, got {self.defence_beta!r}")
+            raise SegxaiError(f"defence_beta: expected a positive number, got {self.defence_beta!r}")
         if not self.methods:
-            raise ValueError("methods: expected at least one explainer to attack")
+            raise SegxaiError("methods: expected at least one explainer to attack")
         for m in self.methods:
             cls = get_explainer(m)
             if not cls.differentiable:
-                raise ValueError(f"methods: {m!r} is not differentiable; list it in "
+                raise SegxaiError(f"methods: {m!r} is not differentiable; list it in "
                                  "transfer_methods instead")
         for m in self.transfer_methods or ():
             get_explainer(m)
         if self.transfer_methods and self.transfer_from not in self.methods:
-            raise ValueError(f"transfer_from: {self.transfer_from!r} must be one of the attacked "
+            raise SegxaiError(f"transfer_from: {self.transfer_from!r} must be one of the attacked "
                              f"methods {list(self.methods)}")
         self.attack.validate()
         for m in self.attack_overrides:
             if m not in self.methods:
-                raise ValueError(f"attack_overrides: {m!r} is not an attacked method")
+                raise SegxaiError(f"attack_overrides: {m!r} is not an attacked method")
             self.attack_config(m)
         return self
 

@@ -21,6 +21,7 @@ from torch import Tensor
 
 from segxai.attack.metrics import normalize_map
 from segxai.core.checks import check_choice
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["TARGET_KINDS", "box_map", "make_target_map", "mirror_map", "shift_map"]
 
@@ -29,11 +30,11 @@ TARGET_KINDS = ("shift", "mirror", "box", "other-image")
 
 def _maps(maps: Tensor) -> Tensor:
     if not isinstance(maps, Tensor):
-        raise TypeError(f"maps: expected a tensor (N, H, W), got {type(maps).__name__}")
+        raise SegxaiTypeError(f"maps: expected a tensor (N, H, W), got {type(maps).__name__}")
     if maps.dim() == 2:
         maps = maps.unsqueeze(0)
     if maps.dim() != 3:
-        raise ValueError(f"maps: expected (N, H, W), got shape {tuple(maps.shape)}")
+        raise SegxaiError(f"maps: expected (N, H, W), got shape {tuple(maps.shape)}")
     return maps.detach()
 
 
@@ -71,14 +72,14 @@ def shift_map(maps: Tensor, shift: Sequence[int] | None = None) -> Tensor:
             dx = w // 4 if cx < (w - 1) / 2 else -(w // 4)
         else:
             if len(shift) != 2:
-                raise ValueError(f"shift: expected (dy, dx), got {shift!r}")
+                raise SegxaiError(f"shift: expected (dy, dx), got {shift!r}")
             dy, dx = int(shift[0]), int(shift[1])
             if dy == 0 and dx == 0:
-                raise ValueError("shift: (0, 0) leaves the map where it is")
+                raise SegxaiError("shift: (0, 0) leaves the map where it is")
         out.append(_translate(m[i], dy, dx))
     shifted = torch.stack(out)
     if bool((shifted.flatten(1).sum(1) <= 0).any()):
-        raise ValueError(f"shift: {shift} moves a whole map out of the image")
+        raise SegxaiError(f"shift: {shift} moves a whole map out of the image")
     return normalize_map(shifted)
 
 
@@ -105,11 +106,11 @@ def box_map(maps: Tensor, roi: Tensor | None = None,
     out = torch.zeros_like(m)
     if box is not None:
         if len(box) != 4:
-            raise ValueError(f"box: expected (x0, y0, x1, y1), got {box!r}")
+            raise SegxaiError(f"box: expected (x0, y0, x1, y1), got {box!r}")
         x0, y0, x1, y1 = (int(v) for v in box)
         x0, x1, y0, y1 = max(0, x0), min(w, x1), max(0, y0), min(h, y1)
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box: empty inside an image of size {(h, w)}: {tuple(box)}")
+            raise SegxaiError(f"box: empty inside an image of size {(h, w)}: {tuple(box)}")
         out[:, y0:y1, x0:x1] = 1.0
         return normalize_map(out)
     bh, bw = max(1, h // 3), max(1, w // 3)
@@ -119,7 +120,7 @@ def box_map(maps: Tensor, roi: Tensor | None = None,
     else:
         roi = _maps(roi).to(m)
         if roi.shape != m.shape:
-            raise ValueError(f"roi: expected shape {tuple(m.shape)}, got {tuple(roi.shape)}")
+            raise SegxaiError(f"roi: expected shape {tuple(m.shape)}, got {tuple(roi.shape)}")
     # box sums of ROI and map at every grid position (average pooling × area)
     roi_sum = F.avg_pool2d(roi.unsqueeze(1), (bh, bw), stride=(sy, sx))[:, 0]
     map_sum = F.avg_pool2d(m.unsqueeze(1), (bh, bw), stride=(sy, sx))[:, 0]
@@ -158,10 +159,10 @@ def make_target_map(kind: str, original_maps: Tensor, *, roi: Tensor | None = No
     if kind == "box":
         return box_map(original_maps, roi, box)
     if other_maps is None:
-        raise ValueError("other_maps: the 'other-image' target needs the explanations of the "
+        raise SegxaiError("other_maps: the 'other-image' target needs the explanations of the "
                          "other images")
     other = _maps(other_maps)
     if other.shape != original_maps.shape:
-        raise ValueError(f"other_maps: expected shape {tuple(original_maps.shape)}, got "
+        raise SegxaiError(f"other_maps: expected shape {tuple(original_maps.shape)}, got "
                          f"{tuple(other.shape)}")
     return normalize_map(other)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from segxai.core.errors import SegxaiError
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.runstore import atomic_write_json
 
 T = TypeVar("T")
@@ -70,7 +70,7 @@ class QuickDefaults:
 
     def __init__(self, full: dict[str, Any], quick: dict[str, Any]) -> None:
         if set(full) != set(quick):
-            raise TypeError("QuickDefaults: full and quick must name the same options")
+            raise SegxaiTypeError("QuickDefaults: full and quick must name the same options")
         self.full, self.quick = dict(full), dict(quick)
 
     def help(self, name: str) -> str:

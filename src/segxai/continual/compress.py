@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.postprocess import minmax
 
 __all__ = [
@@ -64,7 +65,7 @@ def low_size(h: int, w: int, r: float) -> tuple[int, int]:
         ``(h_low, w_low)`` with ``h_low = max(1, round(h / √r))``.
     """
     if not isinstance(r, (int, float)) or isinstance(r, bool) or not r >= 1:
-        raise ValueError(f"r: expected a number >= 1, got {r!r}")
+        raise SegxaiError(f"r: expected a number >= 1, got {r!r}")
     s = math.sqrt(float(r))
     return max(1, int(round(h / s))), max(1, int(round(w / s)))
 
@@ -90,7 +91,7 @@ def nearest_resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     h_in, w_in = arr.shape[-2:]
     h_out, w_out = int(size[0]), int(size[1])
     if h_out < 1 or w_out < 1:
-        raise ValueError(f"size: expected positive sizes, got {size!r}")
+        raise SegxaiError(f"size: expected positive sizes, got {size!r}")
     rows = np.minimum(((np.arange(h_out) + 0.5) * h_in / h_out).astype(np.int64), h_in - 1)
     cols = np.minimum(((np.arange(w_out) + 0.5) * w_in / w_out).astype(np.int64), w_in - 1)
     return arr[..., rows[:, None], cols[None, :]]
@@ -100,7 +101,7 @@ def _minmax(sal: np.ndarray) -> np.ndarray:
     """One ``(H, W)`` map min-max scaled with :func:`~segxai.core.postprocess.minmax`."""
     sal = np.asarray(sal, dtype=np.float64)
     if not np.isfinite(sal).all():
-        raise ValueError("saliency: contains NaN or Inf values")
+        raise SegxaiError("saliency: contains NaN or Inf values")
     return minmax(sal[None])[0]
 
 
@@ -115,9 +116,9 @@ def saliency_box(saliency: np.ndarray, tau: float = 0.6) -> tuple[int, int, int,
         ``(y0, y1, x0, x1)`` (end exclusive); ``(0, 0, 0, 0)`` when no pixel passes (a flat map).
     """
     if saliency.ndim != 2:
-        raise ValueError(f"saliency: expected an (H, W) map, got shape {saliency.shape}")
+        raise SegxaiError(f"saliency: expected an (H, W) map, got shape {saliency.shape}")
     if not 0.0 <= float(tau) < 1.0:
-        raise ValueError(f"tau: expected a threshold in [0, 1), got {tau!r}")
+        raise SegxaiError(f"tau: expected a threshold in [0, 1), got {tau!r}")
     on = _minmax(saliency) > tau
     if not on.any():
         return 0, 0, 0, 0
@@ -140,11 +141,11 @@ def saliency_patch(saliency: np.ndarray, patch: tuple[int, int]) -> tuple[int, i
         ``(u, v)``: row and column of the window's top-left pixel.
     """
     if saliency.ndim != 2:
-        raise ValueError(f"saliency: expected an (H, W) map, got shape {saliency.shape}")
+        raise SegxaiError(f"saliency: expected an (H, W) map, got shape {saliency.shape}")
     h, w = saliency.shape
     ph, pw = int(patch[0]), int(patch[1])
     if not (1 <= ph <= h and 1 <= pw <= w):
-        raise ValueError(f"patch: expected a size between (1, 1) and {(h, w)}, got {patch!r}")
+        raise SegxaiError(f"patch: expected a size between (1, 1) and {(h, w)}, got {patch!r}")
     sal = _minmax(saliency)
     integral = np.zeros((h + 1, w + 1), dtype=np.float64)
     integral[1:, 1:] = sal.cumsum(0).cumsum(1)
@@ -158,11 +159,11 @@ def saliency_patch(saliency: np.ndarray, patch: tuple[int, int]) -> tuple[int, i
 
 def _check_example(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3:
-        raise TypeError("image: expected a uint8 array (C, H, W)")
+        raise SegxaiTypeError("image: expected a uint8 array (C, H, W)")
     if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.ndim != 2:
-        raise TypeError("mask: expected a uint8 array (H, W)")
+        raise SegxaiTypeError("mask: expected a uint8 array (H, W)")
     if image.shape[1:] != mask.shape:
-        raise ValueError(f"mask: expected shape {image.shape[1:]} to match image, got {mask.shape}")
+        raise SegxaiError(f"mask: expected shape {image.shape[1:]} to match image, got {mask.shape}")
     return int(mask.shape[0]), int(mask.shape[1])
 
 
@@ -188,12 +189,12 @@ def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, c
     """
     h, w = _check_example(image, mask)
     if strategy not in COMPRESSED_STRATEGIES:
-        raise ValueError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
+        raise SegxaiError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
     if not (0 <= int(task) < 65536 and 0 <= int(cls) < 65536):
         raise ValueError(f"task/cls: expected values in [0, 65535], got {task}, {cls}")
     if strategy in ("saliency-patch", "saliency-box"):
         if saliency is None or saliency.shape != (h, w):
-            raise ValueError(f"saliency: strategy {strategy!r} needs an ({h}, {w}) map")
+            raise SegxaiError(f"saliency: strategy {strategy!r} needs an ({h}, {w}) map")
     if strategy == "full":
         return {"image": image.copy(), "mask": mask.copy(),
                 "meta": np.array([task, cls], dtype=np.uint16)}
@@ -271,7 +272,7 @@ def reconstruct(arrays: dict[str, np.ndarray], strategy: str,
         image[:, y0:y1, x0:x1] = arrays["image"]
         mask[y0:y1, x0:x1] = arrays["mask"]
         return image, mask
-    raise ValueError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
+    raise SegxaiError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
 
 
 def describe(arrays: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from segxai.continual.compress import STRATEGIES
 from segxai.continual.scenario import validate_tasks
+from segxai.core.errors import SegxaiError
 
 __all__ = ["FULL_EXEMPLAR_BYTES_64", "ContinualConfig", "quick_config"]
 
@@ -73,46 +74,46 @@ class ContinualConfig:
 
         self.tasks = validate_tasks(self.tasks, len(SHAPES_CLASSES))
         if len(self.tasks) < 2:
-            raise ValueError("tasks: expected at least two tasks")
+            raise SegxaiError("tasks: expected at least two tasks")
         if not self.strategies or any(s not in STRATEGIES for s in self.strategies):
-            raise ValueError(f"strategies: expected a non-empty subset of {STRATEGIES}, "
+            raise SegxaiError(f"strategies: expected a non-empty subset of {STRATEGIES}, "
                              f"got {self.strategies!r}")
         if len(set(self.strategies)) != len(self.strategies):
-            raise ValueError(f"strategies: duplicates in {self.strategies!r}")
+            raise SegxaiError(f"strategies: duplicates in {self.strategies!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"seeds: expected distinct integers, got {self.seeds!r}")
+            raise SegxaiError(f"seeds: expected distinct integers, got {self.seeds!r}")
         self.seeds = [int(s) for s in self.seeds]
         for name in ("budget_bytes",):
             if int(getattr(self, name)) < 0:
-                raise ValueError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
+                raise SegxaiError(f"{name}: expected an integer >= 0, got {getattr(self, name)}")
         if self.base_epochs is not None and (isinstance(self.base_epochs, bool) or not
                                              isinstance(self.base_epochs, int)
                                              or self.base_epochs < 1):
-            raise ValueError(f"base_epochs: expected an integer >= 1, got {self.base_epochs!r}")
+            raise SegxaiError(f"base_epochs: expected an integer >= 1, got {self.base_epochs!r}")
         for name in ("epochs", "batch_size", "n_train", "n_val", "size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+                raise SegxaiError(f"{name}: expected an integer >= 1, got {v!r}")
         if self.size < 16:
-            raise ValueError(f"size: expected at least 16 pixels, got {self.size}")
+            raise SegxaiError(f"size: expected at least 16 pixels, got {self.size}")
         if not 0.0 <= float(self.ratio) < 1.0:
-            raise ValueError(f"ratio: expected a fraction in [0, 1), got {self.ratio!r}")
+            raise SegxaiError(f"ratio: expected a fraction in [0, 1), got {self.ratio!r}")
         if not 0.0 <= float(self.tau) < 1.0:
-            raise ValueError(f"tau: expected a threshold in [0, 1), got {self.tau!r}")
+            raise SegxaiError(f"tau: expected a threshold in [0, 1), got {self.tau!r}")
         if not float(self.r) >= 1.0:
-            raise ValueError(f"r: expected a compression ratio >= 1, got {self.r!r}")
+            raise SegxaiError(f"r: expected a compression ratio >= 1, got {self.r!r}")
         if self.patch is not None and not 1 <= int(self.patch) <= self.size:
-            raise ValueError(f"patch: expected a side in [1, {self.size}], got {self.patch!r}")
+            raise SegxaiError(f"patch: expected a side in [1, {self.size}], got {self.patch!r}")
         if self.saliency_on not in ("selected", "present"):
-            raise ValueError(f"saliency_on: expected 'selected' or 'present', got "
+            raise SegxaiError(f"saliency_on: expected 'selected' or 'present', got "
                              f"{self.saliency_on!r}")
         if self.distill < 0:
-            raise ValueError(f"distill: expected a weight >= 0, got {self.distill!r}")
+            raise SegxaiError(f"distill: expected a weight >= 0, got {self.distill!r}")
         import segxai.explainers  # noqa: F401  (registers the built-in explainers)
         from segxai.core.registry import list_explainers
 
         if self.explainer not in list_explainers():
-            raise ValueError(f"explainer: expected one of {list_explainers()}, "
+            raise SegxaiError(f"explainer: expected one of {list_explainers()}, "
                              f"got {self.explainer!r}")
         self.model = dict(self.model)
         self.model["num_classes"] = len(SHAPES_CLASSES)

@@ -32,6 +32,7 @@ from segxai.continual.losses import (
 )
 from segxai.continual.memory import ReplayMemory
 from segxai.continual.metrics import confusion_matrix, iou_per_class
+from segxai.core.errors import SegxaiError
 from segxai.models.loop import TrainData, fit
 from segxai.models.losses import LossTerm
 from segxai.models.trainconfig import TrainConfig
@@ -92,9 +93,9 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         The mean loss of each epoch.
     """
     if not 0.0 <= float(ratio) < 1.0:
-        raise ValueError(f"ratio: expected a fraction in [0, 1), got {ratio!r}")
+        raise SegxaiError(f"ratio: expected a fraction in [0, 1), got {ratio!r}")
     if len(images) == 0:
-        raise ValueError("images: the task has no training images")
+        raise SegxaiError("images: the task has no training images")
     has_memory = memory_images is not None and len(memory_images) > 0
     n_mem = int(round(float(ratio) * batch_size)) if has_memory else 0
     n_cur = max(1, batch_size - n_mem)
@@ -218,7 +219,7 @@ def build_memory(memory: ReplayMemory, model: nn.Module, images: Tensor, masks: 
         Statistics: ``{"saliency_calls": int, "candidates": int}``.
     """
     if saliency_on not in ("selected", "present"):
-        raise ValueError(f"saliency_on: expected 'selected' or 'present', got {saliency_on!r}")
+        raise SegxaiError(f"saliency_on: expected 'selected' or 'present', got {saliency_on!r}")
     memory.set_classes([c for c in seen if c != 0])
     stats = {"saliency_calls": 0, "candidates": 0}
     if memory.strategy == "none":

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiError
 from segxai.models.losses import Batch, StepContext, segmentation_loss
 
 __all__ = ["IGNORE", "MASK_VALUE", "ReplayMix", "SeenClassLoss", "UnbiasedDistillation",
@@ -90,7 +91,7 @@ def _head(model: nn.Module, num_classes: int) -> nn.Conv2d:
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)
              and m.out_channels == num_classes]
     if not convs:
-        raise ValueError("model: no Conv2d head with one output per class found")
+        raise SegxaiError("model: no Conv2d head with one output per class found")
     return convs[-1]
 
 
@@ -101,7 +102,7 @@ def mib_init(model: nn.Module, new_classes: Sequence[int], num_classes: int) -> 
     head = _head(model, num_classes)
     new = list(new_classes)
     if head.bias is None:
-        raise ValueError("model: the head needs a bias for the MiB initialisation")
+        raise SegxaiError("model: the head needs a bias for the MiB initialisation")
     bias = head.bias[0] - float(np.log(len(new) + 1))
     head.weight[new] = head.weight[0:1].expand(len(new), *head.weight.shape[1:]).clone()
     head.bias[new] = bias

@@ -27,6 +27,7 @@ from segxai.continual.compress import (
     exemplar_nbytes,
     reconstruct,
 )
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.runstore import atomic_write_bytes, atomic_write_json
 
 __all__ = ["ReplayMemory"]
@@ -58,10 +59,10 @@ class ReplayMemory:
     def __init__(self, strategy: str, budget_bytes: int, size: tuple[int, int],
                  params: dict[str, Any] | None = None) -> None:
         if strategy not in STRATEGIES:
-            raise ValueError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
+            raise SegxaiError(f"strategy: expected one of {STRATEGIES}, got {strategy!r}")
         if isinstance(budget_bytes, bool) or not isinstance(budget_bytes, (int, np.integer)) \
                 or budget_bytes < 0:
-            raise ValueError(f"budget_bytes: expected an integer >= 0, got {budget_bytes!r}")
+            raise SegxaiError(f"budget_bytes: expected an integer >= 0, got {budget_bytes!r}")
         self.strategy = strategy
         self.budget_bytes = int(budget_bytes)
         self.size = (int(size[0]), int(size[1]))
@@ -93,7 +94,7 @@ class ReplayMemory:
         """Declare the seen classes (old + new) and shrink every list to its new share."""
         new = sorted({int(c) for c in classes})
         if any(c not in new for c in self.classes):
-            raise ValueError(f"classes: expected a superset of {self.classes}, got {new}")
+            raise SegxaiError(f"classes: expected a superset of {self.classes}, got {new}")
         self.classes = new
         for c in new:
             self.items.setdefault(c, [])
@@ -120,12 +121,12 @@ class ReplayMemory:
         """
         cls = int(cls)
         if cls not in self.classes:
-            raise ValueError(f"cls: class {cls} is not among the seen classes {self.classes}")
+            raise SegxaiError(f"cls: class {cls} is not among the seen classes {self.classes}")
         if self.strategy == "none":
             return False
         for name, a in arrays.items():
             if name not in _ARRAY_NAMES or a.dtype not in (np.uint8, np.uint16):
-                raise TypeError(f"arrays: unexpected entry {name!r} of dtype {a.dtype}")
+                raise SegxaiTypeError(f"arrays: unexpected entry {name!r} of dtype {a.dtype}")
         if not self.fits(cls, exemplar_nbytes(arrays)):
             return False
         self.items[cls].append(arrays)
@@ -188,7 +189,7 @@ class ReplayMemory:
         for c in mem.classes:
             mem.items.setdefault(c, [])
         if mem.nbytes != int(meta["nbytes"]):
-            raise ValueError(f"memory: {directory} is inconsistent ({mem.nbytes} bytes loaded, "
+            raise SegxaiError(f"memory: {directory} is inconsistent ({mem.nbytes} bytes loaded, "
                              f"{meta['nbytes']} recorded)")
         return mem
 

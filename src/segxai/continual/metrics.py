@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from segxai.core.errors import SegxaiError
 from segxai.core.stats import confusion_matrix
 from segxai.core.stats import iou_from_confusion as iou_per_class
 
@@ -42,7 +43,7 @@ def task_metrics(ious: Sequence[np.ndarray], tasks: Sequence[Sequence[int]]) -> 
     """
     t = len(ious) - 1
     if t < 0:
-        raise ValueError("ious: expected at least one IoU vector")
+        raise SegxaiError("ious: expected at least one IoU vector")
     now = np.asarray(ious[t], dtype=np.float64)
     old = [c for task in tasks[:t] for c in task]
     new = list(tasks[t])

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from segxai.core.checks import check_images
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["ModelAdapter", "adapt"]
 
@@ -54,14 +55,14 @@ def _unwrap(output: Any) -> Tensor:
             return output["out"]
         if "logits" in output:
             return output["logits"]
-        raise ValueError("model output: a dict output needs an 'out' or 'logits' entry, got "
+        raise SegxaiError("model output: a dict output needs an 'out' or 'logits' entry, got "
                          f"keys {sorted(output)}")
     logits = getattr(output, "logits", None)
     if isinstance(logits, Tensor):
         return logits
     if isinstance(output, (tuple, list)) and output:
         return _unwrap(output[0])
-    raise ValueError("model output: expected a tensor N×K×h×w, a dict with 'out', an object "
+    raise SegxaiError("model output: expected a tensor N×K×h×w, a dict with 'out', an object "
                      f"with .logits or a tuple; got {type(output).__name__}")
 
 
@@ -93,9 +94,9 @@ class ModelAdapter:
         upsample_mode: str = "bilinear",
     ) -> None:
         if isinstance(model, ModelAdapter):
-            raise TypeError("model: already a ModelAdapter; pass it directly")
+            raise SegxaiTypeError("model: already a ModelAdapter; pass it directly")
         if not callable(model):
-            raise TypeError(f"model: expected an nn.Module or callable, got {type(model).__name__}")
+            raise SegxaiTypeError(f"model: expected an nn.Module or callable, got {type(model).__name__}")
         if mean == "imagenet":
             mean = IMAGENET_MEAN
         if std == "imagenet":
@@ -108,7 +109,7 @@ class ModelAdapter:
         if (self.mean is None) != (self.std is None):
             raise ValueError("mean/std: give both or neither")
         if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError(f"std: expected positive values, got {self.std}")
+            raise SegxaiError(f"std: expected positive values, got {self.std}")
         self.upsample_mode = upsample_mode
         self.counter = PassCounter()
         # learnt from the first model output this adapter sees (no cache keyed by the model)
@@ -172,7 +173,7 @@ class ModelAdapter:
     def to_logits(self, out: Tensor, size: Sequence[int]) -> Tensor:
         """Turn a raw output into ``N×K×H×W`` logits at ``size`` (upsample, 1→2 channels)."""
         if out.dim() != 4:
-            raise ValueError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
+            raise SegxaiError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
         self.learn(out)
         if out.shape[1] == 1:
             out = torch.cat([-out, out], dim=1)
@@ -191,7 +192,7 @@ class ModelAdapter:
         """Number of classes K (one probe forward the first time if unknown)."""
         if self._num_classes is None:
             if images is None:
-                raise ValueError("images: needed once to infer the number of classes")
+                raise SegxaiError("images: needed once to infer the number of classes")
             with torch.no_grad(), self.explaining():
                 self.logits(images[:1].to(self.device))
             self.counter.forward -= 1
@@ -244,7 +245,7 @@ class ModelAdapter:
         std = torch.tensor(self.std if self.std else (1.0,) * c, dtype=ref.dtype,
                            device=ref.device).view(1, -1, 1, 1)
         if mean.shape[1] != c:
-            raise ValueError(f"images: the adapter's mean/std have {mean.shape[1]} channels "
+            raise SegxaiError(f"images: the adapter's mean/std have {mean.shape[1]} channels "
                              f"but the images have {c}")
         return mean, std
 
@@ -268,7 +269,7 @@ class ModelAdapter:
         c = images.shape[1]
         vals = [float(rgb)] * c if isinstance(rgb, (int, float)) else [float(v) for v in rgb]
         if len(vals) != c:
-            raise ValueError(f"fill colour: expected {c} channel values, got {len(vals)}")
+            raise SegxaiError(f"fill colour: expected {c} channel values, got {len(vals)}")
         px = torch.tensor(vals, dtype=images.dtype, device=images.device).view(1, c, 1, 1)
         return self.from_pixels(px)
 
@@ -300,7 +301,7 @@ def adapt(model: nn.Module | ModelAdapter | Callable[[Tensor], Any], **kwargs: A
     """
     if isinstance(model, ModelAdapter):
         if kwargs:
-            raise ValueError("adapt: options given for a model that is already a ModelAdapter")
+            raise SegxaiError("adapt: options given for a model that is already a ModelAdapter")
         return model
     if "mean" not in kwargs and hasattr(model, "segxai_mean"):
         kwargs["mean"] = model.segxai_mean

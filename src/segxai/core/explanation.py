@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
 from segxai.core.postprocess import minmax, top_p, zscore
 from segxai.core.target import Target
 
@@ -105,7 +106,7 @@ class Explanation:
             return minmax(self.maps)
         if kind == "zscore":
             return zscore(self.maps)
-        raise ValueError(f"kind: expected 'minmax' or 'zscore', got {kind!r}")
+        raise SegxaiError(f"kind: expected 'minmax' or 'zscore', got {kind!r}")
 
     def thresholded(self, p: float) -> Tensor:
         """Keep the top ``p`` percent of pixels of each map (others set to 0)."""

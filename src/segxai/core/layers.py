@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
+
 if TYPE_CHECKING:
     from segxai.core.adapter import ModelAdapter
 
@@ -30,17 +32,17 @@ def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
     """
     if isinstance(layer, nn.Module):
         if not any(m is layer for m in model.modules()):
-            raise ValueError("layer: the given module is not a sub-module of the model")
+            raise SegxaiError("layer: the given module is not a sub-module of the model")
         return layer
     if not isinstance(layer, str):
-        raise TypeError(f"layer: expected a dotted name or an nn.Module, got {type(layer).__name__}")
+        raise SegxaiTypeError(f"layer: expected a dotted name or an nn.Module, got {type(layer).__name__}")
     modules = dict(model.named_modules())
     if layer in modules and layer:
         return modules[layer]
     names = [n for n in modules if n]
     close = difflib.get_close_matches(layer, names, n=5, cutoff=0.4)
     hint = f"; closest: {', '.join(close)}" if close else f"; some names: {', '.join(names[:8])}"
-    raise ValueError(f"layer: unknown layer name {layer!r}{hint}")
+    raise SegxaiError(f"layer: unknown layer name {layer!r}{hint}")
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
@@ -72,7 +74,7 @@ def _first_tensor(output: object) -> Tensor:
         for v in output.values():
             if isinstance(v, Tensor):
                 return v
-    raise ValueError("layer: the layer's output is not a tensor; choose a layer that "
+    raise SegxaiError("layer: the layer's output is not a tensor; choose a layer that "
                      "returns an (N, C, h, w) tensor")
 
 
@@ -89,7 +91,7 @@ def capture_activations(modules: Sequence[nn.Module]) -> Iterator[ActivationStor
             def hook(_m: nn.Module, _inp: object, out: object, i: int = i) -> None:
                 t = _first_tensor(out)
                 if t.dim() != 4:
-                    raise ValueError(f"layer: expected an (N, C, h, w) activation, got shape "
+                    raise SegxaiError(f"layer: expected an (N, C, h, w) activation, got shape "
                                      f"{tuple(t.shape)}; choose a convolutional layer")
                 store.outputs[i] = t
             handles.append(module.register_forward_hook(hook))
@@ -137,7 +139,7 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
         for h in handles:
             h.remove()
     if not seen:
-        raise ValueError("layer: could not find a convolutional layer; pass layer=...")
+        raise SegxaiError("layer: could not find a convolutional layer; pass layer=...")
     smallest = min(s[0] for s in seen)
     return max((s for s in seen if s[0] == smallest), key=lambda s: s[1])[2]
 
@@ -155,7 +157,7 @@ def resolve_layers(adapter: ModelAdapter, images: Tensor,
     """
     model = adapter.module
     if model is None:
-        raise ValueError("model: layer-based explainers need an nn.Module, not a plain callable")
+        raise SegxaiError("model: layer-based explainers need an nn.Module, not a plain callable")
     if layer is None:
         if adapter.default_layer is None:
             with adapter.explaining():
@@ -165,7 +167,7 @@ def resolve_layers(adapter: ModelAdapter, images: Tensor,
         return [find_layer(model, layer)]
     layers = [find_layer(model, item) for item in layer]
     if not layers:
-        raise ValueError("layer: expected at least one layer")
+        raise SegxaiError("layer: expected at least one layer")
     return layers
 
 

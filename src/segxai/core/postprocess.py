@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from segxai.core.checks import check_fraction
+from segxai.core.errors import SegxaiError
 
 __all__ = ["minmax", "overlay", "to_hwc", "top_p", "zscore"]
 
@@ -16,7 +17,7 @@ __all__ = ["minmax", "overlay", "to_hwc", "top_p", "zscore"]
 def _check_maps(maps: Tensor) -> Tensor:
     if not isinstance(maps, Tensor) or maps.dim() != 3:
         shape = tuple(maps.shape) if isinstance(maps, Tensor) else type(maps).__name__
-        raise ValueError(f"maps: expected an (N, H, W) tensor, got {shape}")
+        raise SegxaiError(f"maps: expected an (N, H, W) tensor, got {shape}")
     return maps
 
 
@@ -42,7 +43,7 @@ def minmax(maps: Tensor | np.ndarray, eps: float = 1e-12) -> Tensor | np.ndarray
     """
     if isinstance(maps, np.ndarray):
         if maps.ndim != 3:
-            raise ValueError(f"maps: expected an (N, H, W) array, got shape {maps.shape}")
+            raise SegxaiError(f"maps: expected an (N, H, W) array, got shape {maps.shape}")
         return minmax(torch.from_numpy(maps.astype(np.float64)), eps).numpy()
     _check_maps(maps)
     flat = maps.flatten(1)
@@ -101,7 +102,7 @@ def overlay(image: Tensor | np.ndarray, heat: Tensor | np.ndarray, alpha: float 
     img = to_hwc(image)
     h = heat.detach().cpu().numpy() if isinstance(heat, Tensor) else np.asarray(heat, dtype=float)
     if h.shape != img.shape[:2]:
-        raise ValueError(f"heat: expected shape {img.shape[:2]} to match the image, got {h.shape}")
+        raise SegxaiError(f"heat: expected shape {img.shape[:2]} to match the image, got {h.shape}")
     h = minmax(np.asarray(h, dtype=np.float64)[None])[0]
     colours = matplotlib.colormaps[cmap](h)[..., :3]
     return np.clip((1 - alpha) * img + alpha * colours, 0, 1)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import CostMeter, Explanation
 from segxai.core.target import Target, check_target
 
@@ -67,7 +68,7 @@ class Explainer:
 
     def __init__(self, **params: Any) -> None:
         if params:
-            raise TypeError(f"{self.name or type(self).__name__}: unknown parameter(s) "
+            raise SegxaiTypeError(f"{self.name or type(self).__name__}: unknown parameter(s) "
                             f"{sorted(params)}")
         self.params: dict[str, Any] = {}
 
@@ -99,15 +100,15 @@ class Explainer:
         adapter = adapt(model)
         images = adapter.check(images)
         if differentiable_wrt not in ("input", "params"):
-            raise ValueError(f"differentiable_wrt: expected 'input' or 'params', got "
+            raise SegxaiError(f"differentiable_wrt: expected 'input' or 'params', got "
                              f"{differentiable_wrt!r}")
         graph = create_graph or differentiable_wrt == "params"
         if graph and not self.differentiable:
-            raise ValueError(f"create_graph: the {self.name!r} explainer cannot return "
+            raise SegxaiError(f"create_graph: the {self.name!r} explainer cannot return "
                              "differentiable maps; use a gradient method (gradient, smoothgrad, "
                              "integrated-gradients, seg-grad-cam, grad-cam++)")
         if not targets:
-            raise ValueError("targets: expected at least one Target")
+            raise SegxaiError("targets: expected at least one Target")
         # the class range is checked against the model's output when the method scores it
         checked = [check_target(t).validate(images, adapter.known_num_classes) for t in targets]
         mode = adapter.explaining() if differentiable_wrt == "input" else _keep_mode()
@@ -150,7 +151,7 @@ class Explainer:
              wrt: Wrt) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
         """The protocol step the method families override (see ``segxai.explainers.base``)."""
         if wrt == "params":
-            raise ValueError(f"differentiable_wrt: the {self.name!r} explainer cannot keep a "
+            raise SegxaiError(f"differentiable_wrt: the {self.name!r} explainer cannot keep a "
                              "graph to the parameters")
         return self._explain_many(adapter, images, targets, meter=meter,
                                   create_graph=create_graph)
@@ -159,7 +160,7 @@ class Explainer:
     def _explain(self, adapter: ModelAdapter, images: Tensor, target: Target, *,
                  meter: CostMeter,
                  create_graph: bool) -> RawMaps | tuple[Tensor, dict[str, Any]]:
-        raise TypeError(f"{type(self).__name__}: implement _explain or _explain_many")
+        raise SegxaiTypeError(f"{type(self).__name__}: implement _explain or _explain_many")
 
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
                       meter: CostMeter,
@@ -182,9 +183,9 @@ def register_explainer(name: str):
 
     def deco(cls: type[Explainer]) -> type[Explainer]:
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
-            raise TypeError("register_explainer: decorate an Explainer subclass")
+            raise SegxaiTypeError("register_explainer: decorate an Explainer subclass")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method: an explainer named {name!r} is already registered")
+            raise SegxaiError(f"method: an explainer named {name!r} is already registered")
         cls.name = name
         _REGISTRY[name] = cls
         return cls
@@ -202,7 +203,7 @@ def get_explainer(method: str) -> type[Explainer]:
     if method not in _REGISTRY:
         close = difflib.get_close_matches(str(method), list(_REGISTRY), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise ValueError(f"method: unknown explainer {method!r}; available: "
+        raise SegxaiError(f"method: unknown explainer {method!r}; available: "
                          f"{', '.join(sorted(_REGISTRY))}{hint}")
     return _REGISTRY[method]
 
@@ -240,7 +241,7 @@ def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
     if isinstance(target, (list, tuple)):
         return explainer.explain_many(model, images, list(target), create_graph=create_graph,
                                       differentiable_wrt=differentiable_wrt)
-    raise TypeError(f"target: expected a Target or a list of Targets, got {type(target).__name__}")
+    raise SegxaiTypeError(f"target: expected a Target or a list of Targets, got {type(target).__name__}")
 
 
 def make_generator(seed: int | None, device: torch.device | None = None) -> torch.Generator:

@@ -19,7 +19,7 @@ from scipy import ndimage
 from torch import Tensor
 
 from segxai.core.checks import check_choice
-from segxai.core.errors import SegxaiError
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["SCORES", "Target"]
 
@@ -30,7 +30,7 @@ ROI_KINDS = ("class", "largest_component")
 def _class_vector(class_index: int | Sequence[int] | Tensor, n: int) -> Tensor:
     if isinstance(class_index, Tensor):
         if class_index.dtype.is_floating_point or class_index.dtype == torch.bool:
-            raise TypeError(f"class_index: expected integers, got dtype {class_index.dtype}")
+            raise SegxaiTypeError(f"class_index: expected integers, got dtype {class_index.dtype}")
         vec = class_index.reshape(-1).long()
     elif isinstance(class_index, (int, np.integer)) and not isinstance(class_index, bool):
         vec = torch.full((n,), int(class_index), dtype=torch.long)
@@ -39,13 +39,13 @@ def _class_vector(class_index: int | Sequence[int] | Tensor, n: int) -> Tensor:
     ):
         vec = torch.tensor([int(c) for c in class_index], dtype=torch.long)
     else:
-        raise TypeError(f"class_index: expected an int or a sequence of ints, got {class_index!r}")
+        raise SegxaiTypeError(f"class_index: expected an int or a sequence of ints, got {class_index!r}")
     if vec.numel() == 1 and n > 1:
         vec = vec.expand(n).clone()
     if vec.numel() != n:
-        raise ValueError(f"class_index: expected one class or {n} (one per image), got {vec.numel()}")
+        raise SegxaiError(f"class_index: expected one class or {n} (one per image), got {vec.numel()}")
     if bool((vec < 0).any()):
-        raise ValueError(f"class_index: expected non-negative class indices, got {vec.tolist()}")
+        raise SegxaiError(f"class_index: expected non-negative class indices, got {vec.tolist()}")
     return vec
 
 
@@ -77,14 +77,14 @@ class Target:
         check_choice(self.score, "score", SCORES)
         if not isinstance(self.roi, Tensor) or self.roi.dim() != 3:
             shape = tuple(self.roi.shape) if isinstance(self.roi, Tensor) else type(self.roi).__name__
-            raise ValueError(f"roi: expected an (N, H, W) mask, got {shape}")
+            raise SegxaiError(f"roi: expected an (N, H, W) mask, got {shape}")
         if self.class_index.dim() != 1 or self.class_index.numel() != self.roi.shape[0]:
-            raise ValueError(f"class_index: expected ({self.roi.shape[0]},) to match roi, got "
+            raise SegxaiError(f"class_index: expected ({self.roi.shape[0]},) to match roi, got "
                              f"shape {tuple(self.class_index.shape)}")
         sizes = self.roi.flatten(1).sum(1)
         empty = (sizes <= 0).nonzero().flatten().tolist()
         if empty:
-            raise ValueError(f"roi: empty region of interest for image(s) {empty}; choose another "
+            raise SegxaiError(f"roi: empty region of interest for image(s) {empty}; choose another "
                              "class or ROI (e.g. Target.whole_image)")
 
     # ------------------------------------------------------------------ basics
@@ -125,12 +125,12 @@ class Target:
         images' device and dtype."""
         n, _, h, w = images.shape
         if self.roi.shape[0] != n:
-            raise ValueError(f"target: has {self.roi.shape[0]} ROI(s) but images has {n} image(s)")
+            raise SegxaiError(f"target: has {self.roi.shape[0]} ROI(s) but images has {n} image(s)")
         if tuple(self.roi.shape[1:]) != (h, w):
-            raise ValueError(f"roi: expected spatial size {(h, w)} to match images, got "
+            raise SegxaiError(f"roi: expected spatial size {(h, w)} to match images, got "
                              f"{tuple(self.roi.shape[1:])}")
         if num_classes is not None and bool((self.class_index >= num_classes).any()):
-            raise ValueError(f"class_index: out of range for a model with {num_classes} classes: "
+            raise SegxaiError(f"class_index: out of range for a model with {num_classes} classes: "
                              f"{self.class_index.tolist()}")
         return Target(self.class_index.to(images.device),
                       self.roi.to(device=images.device, dtype=images.dtype), self.score)
@@ -161,24 +161,24 @@ class Target:
         if isinstance(mask, np.ndarray):
             mask = torch.from_numpy(mask)
         if not isinstance(mask, Tensor):
-            raise TypeError(f"mask: expected a tensor or array, got {type(mask).__name__}")
+            raise SegxaiTypeError(f"mask: expected a tensor or array, got {type(mask).__name__}")
         if mask.dim() == 2:
             mask = mask.unsqueeze(0)
         if mask.dim() != 3:
-            raise ValueError(f"mask: expected (H, W) or (N, H, W), got shape {tuple(mask.shape)}")
+            raise SegxaiError(f"mask: expected (H, W) or (N, H, W), got shape {tuple(mask.shape)}")
         if mask.dtype == torch.bool:
             roi = mask.float()
         elif mask.is_floating_point():
             if not bool(torch.isfinite(mask).all()) or bool((mask < 0).any()):
-                raise ValueError("mask: expected finite non-negative weights")
+                raise SegxaiError("mask: expected finite non-negative weights")
             roi = mask.float()
         elif mask.dtype in (torch.uint8, torch.int32, torch.int64, torch.int16, torch.int8):
             if bool(((mask != 0) & (mask != 1)).any()):
-                raise ValueError("mask: an integer mask must hold only 0 and 1 (for a label map "
+                raise SegxaiError("mask: an integer mask must hold only 0 and 1 (for a label map "
                                  "use mask == class_index)")
             roi = mask.float()
         else:
-            raise TypeError(f"mask: unsupported dtype {mask.dtype}")
+            raise SegxaiTypeError(f"mask: unsupported dtype {mask.dtype}")
         return cls(_class_vector(class_index, roi.shape[0]), roi.detach(), score)
 
     @classmethod
@@ -186,13 +186,13 @@ class Target:
                  size: Sequence[int], n: int = 1, score: str = "logit_sum") -> Target:
         """A box ``(x0, y0, x1, y1)`` (pixels, end exclusive) in images of ``size = (H, W)``."""
         if len(box) != 4:
-            raise ValueError(f"box: expected (x0, y0, x1, y1), got {box!r}")
+            raise SegxaiError(f"box: expected (x0, y0, x1, y1), got {box!r}")
         h, w = int(size[0]), int(size[1])
         x0, y0, x1, y1 = (int(v) for v in box)
         x0, x1 = max(0, x0), min(w, x1)
         y0, y1 = max(0, y0), min(h, y1)
         if x1 <= x0 or y1 <= y0:
-            raise ValueError(f"box: empty inside an image of size {(h, w)}: {tuple(box)}")
+            raise SegxaiError(f"box: empty inside an image of size {(h, w)}: {tuple(box)}")
         roi = torch.zeros(n, h, w)
         roi[:, y0:y1, x0:x1] = 1
         return cls(_class_vector(class_index, n), roi, score)
@@ -202,10 +202,10 @@ class Target:
                    size: Sequence[int], n: int = 1, score: str = "logit_sum") -> Target:
         """One pixel ``(row, col)``."""
         if len(pixel) != 2:
-            raise ValueError(f"pixel: expected (row, col), got {pixel!r}")
+            raise SegxaiError(f"pixel: expected (row, col), got {pixel!r}")
         r, c = int(pixel[0]), int(pixel[1])
         if not (0 <= r < size[0] and 0 <= c < size[1]):
-            raise ValueError(f"pixel: {(r, c)} outside an image of size {tuple(size)}")
+            raise SegxaiError(f"pixel: {(r, c)} outside an image of size {tuple(size)}")
         roi = torch.zeros(n, int(size[0]), int(size[1]))
         roi[:, r, c] = 1
         return cls(_class_vector(class_index, n), roi, score)
@@ -243,7 +243,7 @@ class Target:
         pred = adapter.predict(images)  # also teaches the adapter the number of classes
         k = adapter.num_classes()
         if bool((classes >= k).any()):
-            raise ValueError(f"class_index: out of range for a model with {k} classes: "
+            raise SegxaiError(f"class_index: out of range for a model with {k} classes: "
                              f"{classes.tolist()}")
         mask = (pred == classes.to(pred.device).view(-1, 1, 1))
         if box is not None:
@@ -255,7 +255,7 @@ class Target:
             mask = torch.stack([_largest_component(m) for m in mask])
         missing = [i for i in range(mask.shape[0]) if not bool(mask[i].any())]
         if missing:
-            raise ValueError(f"roi: the model predicts no pixel of class(es) "
+            raise SegxaiError(f"roi: the model predicts no pixel of class(es) "
                              f"{[int(classes[i]) for i in missing]} in image(s) {missing}; "
                              "choose another class or a mask/box ROI")
         return cls(classes, mask.float().detach(), score)
@@ -272,6 +272,6 @@ def _largest_component(mask: Tensor) -> Tensor:
 
 def check_target(target: object) -> Target:
     if not isinstance(target, Target):
-        raise TypeError(f"target: expected a segxai.Target, got {type(target).__name__}")
+        raise SegxaiTypeError(f"target: expected a segxai.Target, got {type(target).__name__}")
     return target
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segxai.core.errors import SegxaiError
 from segxai.data.dataset import SegDataset
 
 __all__ = ["DATASETS", "load_dataset"]
@@ -54,8 +55,8 @@ def load_dataset(name: str | Path, *, n_train: int = 1000, n_val: int = 200, siz
                 raise
             data = folder.load_folder(key, size=size)
     else:
-        raise ValueError(f"dataset: expected one of {', '.join(DATASETS)} or an existing folder "
+        raise SegxaiError(f"dataset: expected one of {', '.join(DATASETS)} or an existing folder "
                          f"with images/ and masks/, got {key!r}")
     if len(data) < 2:
-        raise ValueError(f"dataset: {key} has {len(data)} sample(s); need at least 2 to split")
+        raise SegxaiError(f"dataset: {key} has {len(data)} sample(s); need at least 2 to split")
     return data.split(1.0 - val_fraction, seed=seed)

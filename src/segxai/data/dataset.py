@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
+
 __all__ = ["SegDataset"]
 
 
@@ -48,19 +50,19 @@ class SegDataset:
         if isinstance(self.masks, np.ndarray):
             self.masks = torch.from_numpy(np.ascontiguousarray(self.masks))
         if not isinstance(self.images, Tensor) or self.images.dim() != 4:
-            raise ValueError("images: expected a tensor of shape (N, C, H, W), got "
+            raise SegxaiError("images: expected a tensor of shape (N, C, H, W), got "
                              f"{getattr(self.images, 'shape', type(self.images).__name__)}")
         if not isinstance(self.masks, Tensor) or self.masks.dim() != 3:
-            raise ValueError("masks: expected a tensor of shape (N, H, W), got "
+            raise SegxaiError("masks: expected a tensor of shape (N, H, W), got "
                              f"{getattr(self.masks, 'shape', type(self.masks).__name__)}")
         self.images = self.images.float()
         self.masks = self.masks.long()
         n, _, h, w = self.images.shape
         if tuple(self.masks.shape) != (n, h, w):
-            raise ValueError(f"masks: expected shape {(n, h, w)} to match images "
+            raise SegxaiError(f"masks: expected shape {(n, h, w)} to match images "
                              f"{tuple(self.images.shape)}, got {tuple(self.masks.shape)}")
         if not self.class_names:
-            raise ValueError("class_names: expected at least one class name")
+            raise SegxaiError("class_names: expected at least one class name")
         self.class_names = [str(c) for c in self.class_names]
 
     # ------------------------------------------------------------------ container protocol
@@ -92,12 +94,12 @@ class SegDataset:
         idx = torch.as_tensor(np.asarray(indices))
         if idx.dtype == torch.bool:
             if idx.numel() != len(self):
-                raise ValueError(f"indices: a boolean mask needs {len(self)} entries, "
+                raise SegxaiError(f"indices: a boolean mask needs {len(self)} entries, "
                                  f"got {idx.numel()}")
             idx = idx.nonzero().flatten()
         idx = idx.long().flatten()
         if idx.numel() and (int(idx.min()) < -len(self) or int(idx.max()) >= len(self)):
-            raise ValueError(f"indices: out of range for a dataset of {len(self)} samples")
+            raise SegxaiError(f"indices: out of range for a dataset of {len(self)} samples")
         n = len(self)
         values: dict[str, Any] = {}
         for f in dataclasses.fields(self):
@@ -120,7 +122,7 @@ class SegDataset:
             The two parts.
         """
         if not 0.0 < float(fraction) < 1.0:
-            raise ValueError(f"fraction: expected a number in (0, 1), got {fraction!r}")
+            raise SegxaiError(f"fraction: expected a number in (0, 1), got {fraction!r}")
         g = torch.Generator().manual_seed(int(seed))
         perm = torch.randperm(len(self), generator=g)
         k = max(1, min(len(self) - 1, round(float(fraction) * len(self))))

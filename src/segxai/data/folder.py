@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from segxai.core.errors import SegxaiError
 from segxai.data.dataset import SegDataset
 
 __all__ = ["IMAGE_SUFFIXES", "load_folder"]
@@ -35,7 +36,7 @@ def _read_mask(path: Path, size: int | None) -> np.ndarray:
 
     with Image.open(path) as im:
         if im.mode not in ("L", "P", "I", "I;16", "1"):
-            raise ValueError(f"masks: {path.name} has mode {im.mode}; expected a single-channel "
+            raise SegxaiError(f"masks: {path.name} has mode {im.mode}; expected a single-channel "
                              "PNG of class ids (mode L, P or I), not a colour image")
         if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.NEAREST)
@@ -71,7 +72,7 @@ def load_folder(root: str | Path, class_names: Sequence[str] | None = None, *,
             raise FileNotFoundError(f"root: expected a folder with images/ and masks/, "
                                     f"{d} does not exist")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size: expected None or an integer >= 1, got {size!r}")
+        raise SegxaiError(f"size: expected None or an integer >= 1, got {size!r}")
     images = {p.stem: p for p in sorted(img_dir.iterdir())
               if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
     masks = {p.stem: p for p in sorted(mask_dir.iterdir())
@@ -86,17 +87,17 @@ def load_folder(root: str | Path, class_names: Sequence[str] | None = None, *,
             parts.append(f"images without a mask in masks/: {', '.join(no_mask[:10])}")
         if no_image:
             parts.append(f"masks without an image in images/: {', '.join(no_image[:10])}")
-        raise ValueError(f"root: unpaired files in {root}: " + "; ".join(parts))
+        raise SegxaiError(f"root: unpaired files in {root}: " + "; ".join(parts))
     names = sorted(images)
     xs, ys = [], []
     for name in names:
         x = _read_image(images[name], size)
         y = _read_mask(masks[name], size)
         if x.shape[1:] != y.shape:
-            raise ValueError(f"masks: {masks[name].name} is {y.shape[1]}×{y.shape[0]} but "
+            raise SegxaiError(f"masks: {masks[name].name} is {y.shape[1]}×{y.shape[0]} but "
                              f"{images[name].name} is {x.shape[2]}×{x.shape[1]} (width×height)")
         if xs and x.shape != xs[0].shape:
-            raise ValueError(f"images: {images[name].name} is {x.shape[2]}×{x.shape[1]} but "
+            raise SegxaiError(f"images: {images[name].name} is {x.shape[2]}×{x.shape[1]} but "
                              f"{images[names[0]].name} is {xs[0].shape[2]}×{xs[0].shape[1]}; "
                              "pass size=... to resize them all")
         xs.append(x)
@@ -116,7 +117,7 @@ def load_folder(root: str | Path, class_names: Sequence[str] | None = None, *,
     bad = ids[(ids < 0) | (ids >= len(class_names))]
     if bad.size:
         where = [n for n, y in zip(names, ys) if np.isin(y, bad).any()]
-        raise ValueError(f"masks: unknown class id(s) {bad.tolist()} (classes are 0-"
+        raise SegxaiError(f"masks: unknown class id(s) {bad.tolist()} (classes are 0-"
                          f"{len(class_names) - 1}: {class_names}) in {', '.join(where[:10])}")
     return SegDataset(torch.from_numpy(np.stack(xs)), torch.from_numpy(mask_arr), class_names,
                       name=root.name or "folder", ignore_index=ignore_index,

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.core.errors import SegxaiError
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.data.dataset import SegDataset
 
 __all__ = [
@@ -83,7 +83,7 @@ def make_class_order(num_classes: int, seed: int | None = None) -> list[int]:
         A permutation of ``1..num_classes-1``.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
+        raise SegxaiError(f"num_classes: expected an integer >= 2, got {num_classes!r}")
     order = list(range(1, num_classes))
     if seed is not None:
         rng = np.random.default_rng([int(seed), 7])
@@ -261,15 +261,15 @@ def incremental_tasks(train: SegDataset, tasks: str | Sequence[int] | Sequence[S
         ([[1, 2], [3, 4]], [0, 1, 2, 3, 4])
     """
     if not isinstance(train, SegDataset):
-        raise TypeError(f"train: expected a SegDataset, got {type(train).__name__}")
+        raise SegxaiTypeError(f"train: expected a SegDataset, got {type(train).__name__}")
     if test is not None and not isinstance(test, SegDataset):
-        raise TypeError(f"test: expected a SegDataset or None, got {type(test).__name__}")
+        raise SegxaiTypeError(f"test: expected a SegDataset or None, got {type(test).__name__}")
     if mode not in MODES:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        raise SegxaiError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     k = train.num_classes
     order = list(class_order) if class_order is not None else list(range(1, k))
     if sorted(int(c) for c in order) != list(range(1, k)):
-        raise ValueError(f"class_order: expected a permutation of 1..{k - 1}, got {order!r}")
+        raise SegxaiError(f"class_order: expected a permutation of 1..{k - 1}, got {order!r}")
     groups = parse_tasks(tasks, order, complete=True)
     intro = [c for g in groups for c in g]
     lut = np.arange(k)

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from segxai.core.errors import SegxaiError
 from segxai.data.dataset import SegDataset
 
 __all__ = [
@@ -87,7 +88,7 @@ def _import_reader(name: str):
 
 def _check_int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise SegxaiError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -117,7 +118,7 @@ def load_nuclei(tile: int = 128, stride: int | None = None, channels: int = 3) -
     """
     tile = _check_int(tile, "tile", 8)
     if tile > 512:
-        raise ValueError(f"tile: expected at most 512 (the image size), got {tile}")
+        raise SegxaiError(f"tile: expected at most 512 (the image size), got {tile}")
     stride = tile if stride is None else _check_int(stride, "stride", 1)
     channels = _check_int(channels, "channels", 1)
     tifffile = _import_reader("tifffile")
@@ -126,7 +127,7 @@ def load_nuclei(tile: int = 128, stride: int | None = None, channels: int = 3) -
     img = np.asarray(tifffile.imread(str(img_path)), dtype=np.float32)
     inst = np.asarray(tifffile.imread(str(mask_path)))
     if img.shape != inst.shape or img.ndim != 2:
-        raise ValueError(f"nuclei: unexpected file shapes {img.shape} and {inst.shape}")
+        raise SegxaiError(f"nuclei: unexpected file shapes {img.shape} and {inst.shape}")
     lo, hi = np.percentile(img, [1.0, 99.8])
     img = np.clip((img - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
     labels = (inst > 0).astype(np.int64)
@@ -166,9 +167,9 @@ def load_brain(size: int = 128, min_tissue: float = 0.01, channels: int = 3,
     size = _check_int(size, "size", 16)
     channels = _check_int(channels, "channels", 1)
     if not isinstance(min_tissue, (int, float)) or not 0 <= min_tissue < 1:
-        raise ValueError(f"min_tissue: expected a fraction in [0, 1), got {min_tissue!r}")
+        raise SegxaiError(f"min_tissue: expected a fraction in [0, 1), got {min_tissue!r}")
     if not isinstance(threshold, (int, float)) or not 0 < threshold < 1:
-        raise ValueError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
+        raise SegxaiError(f"threshold: expected a probability in (0, 1), got {threshold!r}")
     nib = _import_reader("nibabel")
     vols = {}
     for part in ("t1", "gm", "wm"):

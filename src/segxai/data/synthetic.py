@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
 from segxai.data.dataset import SegDataset
 
 __all__ = [
@@ -48,13 +49,13 @@ _ADJACENT = {0: (1, 2), 1: (0, 3), 2: (0, 3), 3: (1, 2)}  # cells sharing an edg
 # ---------------------------------------------------------------------------- validation
 def _check_int(value: object, name: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value!r}")
+        raise SegxaiError(f"{name}: expected an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
 def _check_prob(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ValueError(f"{name}: expected a probability in [0, 1], got {value!r}")
+        raise SegxaiError(f"{name}: expected a probability in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -62,10 +63,10 @@ def _check_radius(radius: object) -> tuple[float, float]:
     try:
         lo, hi = (float(r) for r in radius)  # type: ignore[union-attr]
     except (TypeError, ValueError):
-        raise ValueError(f"radius: expected (low, high) fractions of the size, got {radius!r}") \
+        raise SegxaiError(f"radius: expected (low, high) fractions of the size, got {radius!r}") \
             from None
     if not 0 < lo <= hi <= 0.25:
-        raise ValueError(f"radius: expected 0 < low <= high <= 0.25, got {radius!r}")
+        raise SegxaiError(f"radius: expected 0 < low <= high <= 0.25, got {radius!r}")
     return lo, hi
 
 
@@ -76,16 +77,16 @@ def _class_ids(classes: Sequence[str | int] | None) -> np.ndarray:
     for c in classes:
         if isinstance(c, str):
             if c not in SHAPES_CLASSES[1:]:
-                raise ValueError(f"classes: unknown shape {c!r}; expected names from "
+                raise SegxaiError(f"classes: unknown shape {c!r}; expected names from "
                                  f"{SHAPES_CLASSES[1:]} or ids 1-{len(SHAPES_CLASSES) - 1}")
             ids.append(SHAPES_CLASSES.index(c))
         elif isinstance(c, (int, np.integer)) and 1 <= int(c) < len(SHAPES_CLASSES):
             ids.append(int(c))
         else:
-            raise ValueError(f"classes: expected shape names or ids 1-{len(SHAPES_CLASSES) - 1},"
+            raise SegxaiError(f"classes: expected shape names or ids 1-{len(SHAPES_CLASSES) - 1},"
                              f" got {c!r}")
     if not ids:
-        raise ValueError("classes: expected at least one shape class")
+        raise SegxaiError("classes: expected at least one shape class")
     return np.array(sorted(set(ids)))
 
 
@@ -274,9 +275,9 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, *, min_objects: int = 1,
     min_objects = _check_int(min_objects, "min_objects", 1)
     max_objects = _check_int(max_objects, "max_objects", min_objects)
     if max_objects > _GRID * _GRID:
-        raise ValueError(f"max_objects: expected at most {_GRID * _GRID}, got {max_objects}")
+        raise SegxaiError(f"max_objects: expected at most {_GRID * _GRID}, got {max_objects}")
     if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
-        raise ValueError(f"noise: expected a number in [0, 1], got {noise!r}")
+        raise SegxaiError(f"noise: expected a number in [0, 1], got {noise!r}")
     ids = _class_ids(classes)
     radius = _check_radius(radius)
     rng = np.random.default_rng([int(seed), 1])
@@ -315,10 +316,10 @@ class ContextBiasDataset(SegDataset):
         for name in ("object_masks", "context_masks", "cue_masks"):
             v = getattr(self, name)
             if not isinstance(v, Tensor) or tuple(v.shape) != (n, h, w):
-                raise ValueError(f"{name}: expected a bool tensor of shape {(n, h, w)}")
+                raise SegxaiError(f"{name}: expected a bool tensor of shape {(n, h, w)}")
             setattr(self, name, v.bool())
         if not isinstance(self.is_biased, Tensor) or tuple(self.is_biased.shape) != (n,):
-            raise ValueError(f"is_biased: expected a bool tensor of shape ({n},)")
+            raise SegxaiError(f"is_biased: expected a bool tensor of shape ({n},)")
         self.is_biased = self.is_biased.bool()
 
 
@@ -357,12 +358,12 @@ def make_context_bias(n: int, size: int = 64, seed: int = 0, *,
     min_objects = _check_int(min_objects, "min_objects", 1)
     max_objects = _check_int(max_objects, "max_objects", min_objects)
     if max_objects > _GRID * _GRID - 1:
-        raise ValueError(f"max_objects: expected at most {_GRID * _GRID - 1} (a cell must stay "
+        raise SegxaiError(f"max_objects: expected at most {_GRID * _GRID - 1} (a cell must stay "
                          f"free for the cue), got {max_objects}")
     bias_prob = _check_prob(bias_prob, "bias_prob")
     cue_elsewhere_prob = _check_prob(cue_elsewhere_prob, "cue_elsewhere_prob")
     if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
-        raise ValueError(f"noise: expected a number in [0, 1], got {noise!r}")
+        raise SegxaiError(f"noise: expected a number in [0, 1], got {noise!r}")
     bias_id = int(_class_ids([bias_class])[0])
     radius = _check_radius(radius)
     rng = np.random.default_rng([int(seed), 2, int(bool(unbiased))])

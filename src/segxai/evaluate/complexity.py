@@ -11,16 +11,18 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
+
 __all__ = ["complexity", "sparseness"]
 
 
 def _flat(maps: Tensor | np.ndarray) -> np.ndarray:
     a = maps.detach().cpu().numpy() if isinstance(maps, Tensor) else np.asarray(maps)
     if a.ndim < 2:
-        raise ValueError(f"maps: expected (N, H, W) (or (N, ...)), got shape {a.shape}")
+        raise SegxaiError(f"maps: expected (N, H, W) (or (N, ...)), got shape {a.shape}")
     a = np.abs(a.reshape(a.shape[0], -1).astype(np.float64))
     if not np.all(np.isfinite(a)):
-        raise ValueError("maps: contains NaN or Inf values")
+        raise SegxaiError("maps: contains NaN or Inf values")
     return a
 
 

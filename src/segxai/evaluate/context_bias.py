@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from segxai.core.adapter import adapt
+from segxai.core.errors import SegxaiError
 from segxai.core.registry import get_explainer
 from segxai.core.target import Target
 
@@ -45,7 +46,7 @@ def normalise_saliency(maps: Tensor | np.ndarray) -> np.ndarray:
     if a.ndim == 2:
         a = a[None]
     if a.ndim != 3:
-        raise ValueError(f"maps: expected (N, H, W), got shape {a.shape}")
+        raise SegxaiError(f"maps: expected (N, H, W), got shape {a.shape}")
     top = a.reshape(a.shape[0], -1).max(-1).reshape(-1, 1, 1)
     return np.divide(a, top, out=np.zeros_like(a), where=top > 0)
 
@@ -55,7 +56,7 @@ def _masks(mask: Tensor | np.ndarray, shape: tuple[int, ...], name: str) -> np.n
     if m.ndim == 2:
         m = m[None]
     if m.shape != shape:
-        raise ValueError(f"{name}: expected shape {shape} to match maps, got {m.shape}")
+        raise SegxaiError(f"{name}: expected shape {shape} to match maps, got {m.shape}")
     return m
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from segxai.core.errors import SegxaiTypeError
 from segxai.core.explanation import Explanation
 
 __all__ = ["cost_metrics"]
@@ -18,7 +19,7 @@ def cost_metrics(explanation: Explanation) -> dict[str, float]:
         Metric name → value.
     """
     if not isinstance(explanation, Explanation):
-        raise TypeError(f"explanation: expected a segxai Explanation, got "
+        raise SegxaiTypeError(f"explanation: expected a segxai Explanation, got "
                         f"{type(explanation).__name__}")
     c = explanation.cost
     out = {"seconds": float(c.seconds), "forward_passes": float(c.forward_passes),

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.checks import check_choice, check_positive_int
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import Explanation
 from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator
@@ -96,10 +97,10 @@ def auc(values: np.ndarray | Sequence[float], fractions: np.ndarray | None = Non
     """
     v = np.asarray(values, dtype=np.float64)
     if v.ndim not in (1, 2) or v.shape[-1] < 2:
-        raise ValueError(f"values: expected (T+1,) or (N, T+1) with T >= 1, got shape {v.shape}")
+        raise SegxaiError(f"values: expected (T+1,) or (N, T+1) with T >= 1, got shape {v.shape}")
     x = np.linspace(0.0, 1.0, v.shape[-1]) if fractions is None else np.asarray(fractions, float)
     if x.shape != (v.shape[-1],):
-        raise ValueError(f"fractions: expected shape ({v.shape[-1]},), got {x.shape}")
+        raise SegxaiError(f"fractions: expected shape ({v.shape[-1]},), got {x.shape}")
     dx = np.diff(x)
     return ((v[..., 1:] + v[..., :-1]) * 0.5 * dx).sum(-1)
 
@@ -129,7 +130,7 @@ def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: str | Ten
             sub = sub.unsqueeze(0)
         if sub.dim() != 4 or sub.shape[1:] != images.shape[1:] or sub.shape[0] not in (
                 1, images.shape[0]):
-            raise ValueError(f"substrate: expected a tensor of shape {tuple(images.shape[1:])} "
+            raise SegxaiError(f"substrate: expected a tensor of shape {tuple(images.shape[1:])} "
                              f"or {tuple(images.shape)}, got {tuple(substrate.shape)}")
         return sub.expand_as(images).clone()
     check_choice(substrate, "substrate", SUBSTRATES)
@@ -164,11 +165,11 @@ def pixel_ranks(maps: Tensor, *, exclude: Tensor | None = None, seed: int = 0) -
         ``(N, H, W)`` long tensor of ranks.
     """
     if maps.dim() != 3:
-        raise ValueError(f"maps: expected (N, H, W), got shape {tuple(maps.shape)}")
+        raise SegxaiError(f"maps: expected (N, H, W), got shape {tuple(maps.shape)}")
     n, h, w = maps.shape
     flat = maps.detach().reshape(n, -1).to("cpu", torch.float64)
     if not bool(torch.isfinite(flat).all()):
-        raise ValueError("maps: contains NaN or Inf values")
+        raise SegxaiError("maps: contains NaN or Inf values")
     gen = make_generator(seed)
     ranks = torch.empty(n, h * w, dtype=torch.long)
     excl = None if exclude is None else exclude.reshape(n, -1).to("cpu", torch.bool)
@@ -210,7 +211,7 @@ def _maps_of(maps: Tensor | Explanation) -> Tensor:
     if isinstance(maps, Explanation):
         return maps.maps.detach()
     if not isinstance(maps, Tensor):
-        raise TypeError(f"maps: expected a tensor or an Explanation, got {type(maps).__name__}")
+        raise SegxaiTypeError(f"maps: expected a tensor or an Explanation, got {type(maps).__name__}")
     return maps.detach()
 
 
@@ -228,7 +229,7 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
     m = _maps_of(maps)
     n, _, h, w = images.shape
     if tuple(m.shape) != (n, h, w):
-        raise ValueError(f"maps: expected shape {(n, h, w)} to match images, got "
+        raise SegxaiError(f"maps: expected shape {(n, h, w)} to match images, got "
                          f"{tuple(m.shape)}")
     k = adapter.num_classes(images)
     target = target.validate(images, k)
@@ -237,7 +238,7 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
     ranks = pixel_ranks(m, exclude=exclude, seed=seed).to(images.device)
     total = (~roi).flatten(1).sum(1) if context_only else torch.full((n,), h * w)
     if bool((total == 0).any()):
-        raise ValueError("target: context-only deletion needs pixels outside the ROI, but the "
+        raise SegxaiError("target: context-only deletion needs pixels outside the ROI, but the "
                          "ROI covers a whole image")
     counts = _step_counts(total.cpu(), steps).to(images.device)
     fractions = np.linspace(0.0, 1.0, steps + 1)

@@ -16,6 +16,8 @@ import numpy as np
 from scipy import ndimage
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
+
 __all__ = ["energy_pointing_game", "pointing_game"]
 
 
@@ -28,11 +30,11 @@ def _as_arrays(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray) -> tuple[n
     if m.ndim == 2:
         m = m[None]
     if a.ndim != 3:
-        raise ValueError(f"maps: expected (N, H, W) or (H, W), got shape {a.shape}")
+        raise SegxaiError(f"maps: expected (N, H, W) or (H, W), got shape {a.shape}")
     if m.shape != a.shape:
-        raise ValueError(f"masks: expected shape {a.shape} to match maps, got {m.shape}")
+        raise SegxaiError(f"masks: expected shape {a.shape} to match maps, got {m.shape}")
     if not np.all(np.isfinite(a)):
-        raise ValueError("maps: contains NaN or Inf values")
+        raise SegxaiError("maps: contains NaN or Inf values")
     return a.astype(np.float64), m.astype(bool)
 
 
@@ -49,7 +51,7 @@ def pointing_game(maps: Tensor | np.ndarray, masks: Tensor | np.ndarray,
         ``(N,)`` float array of 1.0/0.0, NaN where the mask is empty.
     """
     if tolerance < 0:
-        raise ValueError(f"tolerance: expected a non-negative number of pixels, got {tolerance}")
+        raise SegxaiError(f"tolerance: expected a non-negative number of pixels, got {tolerance}")
     a, m = _as_arrays(maps, masks)
     out = np.empty(a.shape[0])
     for i in range(a.shape[0]):

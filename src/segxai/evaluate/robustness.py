@@ -18,6 +18,7 @@ from torch import Tensor
 
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.registry import get_explainer, make_generator
 from segxai.core.target import Target, check_target
 
@@ -78,7 +79,7 @@ def max_sensitivity(model: Any, images: Tensor, target: Target, method: str, *,
     batch_size = check_positive_int(batch_size, "batch_size")
     check_fraction(iou_threshold, "iou_threshold")
     if not radius > 0:
-        raise ValueError(f"radius: expected a positive number, got {radius!r}")
+        raise SegxaiError(f"radius: expected a positive number, got {radius!r}")
     explainer = get_explainer(method)(**(params or {}))
     f0, b0 = adapter.counter.forward, adapter.counter.backward
     if original is None:

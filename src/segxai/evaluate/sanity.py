@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from segxai.core import stats
 from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.layers import find_layer
 from segxai.core.registry import get_explainer, make_generator
 from segxai.core.target import Target, check_target
@@ -94,7 +95,7 @@ def ssim(a: Tensor | np.ndarray, b: Tensor | np.ndarray, *, normalize: bool = Tr
     """
     sa, sb = (tuple(m.shape) if isinstance(m, Tensor) else np.shape(m) for m in (a, b))
     if len(sa) != 2 or sa != sb:
-        raise ValueError(f"maps: expected two (H, W) maps of the same shape, got {sa} and {sb}")
+        raise SegxaiError(f"maps: expected two (H, W) maps of the same shape, got {sa} and {sb}")
     return float(stats.ssim(a, b, normalize=normalize, sigma=sigma))
 
 
@@ -130,7 +131,7 @@ def cascade_groups(model: nn.Module, images: Tensor | None = None) -> list[tuple
         own = [n for n, _ in model.named_parameters(recurse=False)]
         if own:
             return [("model", [""])]
-        raise ValueError("model: has no parameters to randomise")
+        raise SegxaiError("model: has no parameters to randomise")
     order: dict[str, int] = {}
     if images is not None:
         handles = []
@@ -194,7 +195,7 @@ def cascading_randomization(model: nn.Module | ModelAdapter, images: Tensor, tar
     adapter = adapt(model)
     net = adapter.module
     if net is None:
-        raise TypeError("model: the sanity check needs an nn.Module (it randomises parameters)")
+        raise SegxaiTypeError("model: the sanity check needs an nn.Module (it randomises parameters)")
     target = check_target(target)
     images = adapter.check(images)
     explainer = get_explainer(method)(**(params or {}))

@@ -194,7 +194,7 @@ def score_batch(adapter: ModelAdapter, out: Tensor, class_index: int, roi: Tenso
         ``(B,)`` float tensor.
     """
     if out.dim() != 4:
-        raise ValueError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
+        raise SegxaiError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
     k = max(2, out.shape[1])
     if class_index >= k:
         raise SegxaiError(f"class_index: expected classes below {k} (the model's number of "
@@ -214,10 +214,10 @@ def score_batch(adapter: ModelAdapter, out: Tensor, class_index: int, roi: Tenso
         return (probs * roi).flatten(1).sum(1) / roi.sum()
     if kind == "iou":
         if ref_mask is None:
-            raise ValueError("score: 'iou' needs the clean prediction's class mask")
+            raise SegxaiError("score: 'iou' needs the clean prediction's class mask")
         pred = logits.argmax(1) == class_index
         ref = ref_mask.to(pred.device).unsqueeze(0)
         inter = (pred & ref).flatten(1).sum(1).to(out.dtype)
         union = (pred | ref).flatten(1).sum(1).to(out.dtype)
         return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-    raise ValueError(f"score: expected one of {', '.join(SCORE_KINDS)}, got {kind!r}")
+    raise SegxaiError(f"score: expected one of {', '.join(SCORE_KINDS)}, got {kind!r}")

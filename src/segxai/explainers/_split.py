@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from segxai.core.adapter import PassCounter, _unwrap
+from segxai.core.errors import SegxaiError
 
 __all__ = ["LayerReplay"]
 
@@ -93,7 +94,7 @@ class LayerReplay:
                  counter: PassCounter,
                  prepare_input: Callable[[Tensor], Tensor] | None = None) -> None:
         if layer is model:
-            raise ValueError("layer: expected a sub-module of the model, got the model itself")
+            raise SegxaiError("layer: expected a sub-module of the model, got the model itself")
         self.model = model
         self.layer = layer
         self.image = image
@@ -141,10 +142,10 @@ class LayerReplay:
                 tensors = _tensors(out)
                 if not tensors or tensors[0].dim() != 4:
                     shape = tuple(tensors[0].shape) if tensors else type(out).__name__
-                    raise ValueError(f"layer: expected an (N, C, h, w) activation with channels, "
+                    raise SegxaiError(f"layer: expected an (N, C, h, w) activation with channels, "
                                      f"got {shape}; choose a convolutional layer")
                 if not isinstance(out, Tensor):
-                    raise ValueError("layer: the layer must return a single tensor, got "
+                    raise SegxaiError("layer: the layer must return a single tensor, got "
                                      f"{type(out).__name__}")
                 self.activation = out.detach().clone()
 
@@ -159,9 +160,9 @@ class LayerReplay:
             for h in handles:
                 h.remove()
         if not layer_calls:
-            raise ValueError("layer: the layer was not run by the model's forward pass")
+            raise SegxaiError("layer: the layer was not run by the model's forward pass")
         if len(layer_calls) > 1:
-            raise ValueError(f"layer: the layer runs {len(layer_calls)} times in one forward "
+            raise SegxaiError(f"layer: the layer runs {len(layer_calls)} times in one forward "
                              "pass; choose a module that is called once")
         # per-call index of each module, in start order, to key the plan
         return calls, layer_calls[0], output.detach()
@@ -257,7 +258,7 @@ class LayerReplay:
     def run(self, acts: Tensor) -> Tensor:
         """Raw model outputs ``B×K×h×w`` for the layer activations ``acts`` (``B×C×h×w``)."""
         if acts.shape[1:] != self.activation.shape[1:]:
-            raise ValueError(f"activations: expected (B, {tuple(self.activation.shape[1:])}), "
+            raise SegxaiError(f"activations: expected (B, {tuple(self.activation.shape[1:])}), "
                              f"got {tuple(acts.shape)}")
         with torch.inference_mode():
             if self.mode == "head-only":

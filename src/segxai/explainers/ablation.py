@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.layers import layer_param, module_name, resolve_layers
 from segxai.core.registry import register_explainer
 from segxai.core.target import Target
@@ -57,12 +58,12 @@ def ablate(activation: Tensor, channels: Sequence[int], mode: str, *, value: flo
         batch[idx, ch] = value
     elif mode == "partial-spatial":
         if region is None:
-            raise ValueError("region: 'partial-spatial' needs a region mask")
+            raise SegxaiError("region: 'partial-spatial' needs a region mask")
         batch[idx, ch] = batch[idx, ch] * (1 - region.to(batch))
     elif mode == "partial-magnitude":
         batch[idx, ch] = batch[idx, ch] * (1 - ratio)
     else:
-        raise ValueError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
+        raise SegxaiError(f"mode: expected one of {', '.join(MODES)}, got {mode!r}")
     return batch
 
 
@@ -92,16 +93,16 @@ def parse_channels(value: Any) -> list[int] | int | None:
         try:
             parts = [int(v) for v in value.split(",") if v.strip()]
         except ValueError:
-            raise ValueError(f"channels: expected an int or 'i,j,k', got {value!r}") from None
+            raise SegxaiError(f"channels: expected an int or 'i,j,k', got {value!r}") from None
         if len(parts) == 1 and "," not in value:
             return check_positive_int(parts[0], "channels")
         value = parts
     if isinstance(value, Sequence):
         if not value:
-            raise ValueError("channels: expected at least one channel index")
+            raise SegxaiError("channels: expected at least one channel index")
         out = [int(check_positive_int(v, "channels", minimum=0)) for v in value]
         if len(set(out)) != len(out):
-            raise ValueError(f"channels: duplicate channel indices in {list(value)!r}")
+            raise SegxaiError(f"channels: duplicate channel indices in {list(value)!r}")
         return out
     return check_positive_int(value, "channels")
 
@@ -154,7 +155,7 @@ class SegAblationCAM(PerturbationExplainer):
         super().__init__()
         if not isinstance(value, (int, float)) or isinstance(value, bool) \
                 or not math.isfinite(value):
-            raise ValueError(f"value: expected a finite number, got {value!r}")
+            raise SegxaiError(f"value: expected a finite number, got {value!r}")
         self.layer = layer
         self.channels = parse_channels(channels)
         self.params = {
@@ -175,12 +176,12 @@ class SegAblationCAM(PerturbationExplainer):
             return list(range(num))
         if isinstance(self.channels, int):
             if self.channels > num:
-                raise ValueError(f"channels: the layer has {num} channels, asked for the first "
+                raise SegxaiError(f"channels: the layer has {num} channels, asked for the first "
                                  f"{self.channels}")
             return list(range(self.channels))
         bad = [c for c in self.channels if c >= num]
         if bad:
-            raise ValueError(f"channels: indices {bad} out of range for a layer with {num} "
+            raise SegxaiError(f"channels: indices {bad} out of range for a layer with {num} "
                              "channels")
         return list(self.channels)
 

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 
 from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_positive_int
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import CostMeter
 from segxai.core.layers import module_name, resolve_layers
 from segxai.core.registry import Explainer, RawMaps, Wrt
@@ -56,7 +57,7 @@ def differentiable_activations(modules: Sequence[nn.Module]) -> Iterator[list[Te
         def hook(_m: nn.Module, _inp: object, out: object) -> Tensor:
             if not isinstance(out, Tensor) or out.dim() != 4:
                 shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                raise ValueError(f"layer: expected an (N, C, h, w) tensor output, got {shape}")
+                raise SegxaiError(f"layer: expected an (N, C, h, w) tensor output, got {shape}")
             a = out if out.requires_grad else out.detach().requires_grad_(True)
             store[i] = a
             return a.clone()
@@ -146,7 +147,7 @@ class GradientPass:
                 logits = adapter(x)
             inputs = [a for a in store if a is not None]
             if len(inputs) != len(self.layers):
-                raise ValueError(f"layer: {self.layer_names} not all run by the model's forward "
+                raise SegxaiError(f"layer: {self.layer_names} not all run by the model's forward "
                                  "pass")
         else:
             if not x.requires_grad:
@@ -197,7 +198,7 @@ class GradientExplainer(Explainer):
     def attribute(self, run: GradientPass,
                   targets: list[Target]) -> list[Tensor | tuple[Tensor, dict[str, Any]]]:
         """The ``(N, H, W)`` map (optionally with extras) of each target."""
-        raise TypeError(f"{type(self).__name__}: implement attribute")
+        raise SegxaiTypeError(f"{type(self).__name__}: implement attribute")
 
 
 class CAMExplainer(GradientExplainer):
@@ -210,7 +211,7 @@ class CAMExplainer(GradientExplainer):
 
     def layer_cam(self, activation: Tensor, grad: Tensor) -> Tensor:
         """``(N, h, w)`` map from activations and gradients ``(N, C, h, w)``."""
-        raise TypeError(f"{type(self).__name__}: implement layer_cam")
+        raise SegxaiTypeError(f"{type(self).__name__}: implement layer_cam")
 
     def attribute(self, run: GradientPass,
                   targets: list[Target]) -> list[Tensor | tuple[Tensor, dict[str, Any]]]:
@@ -276,18 +277,18 @@ class PerturbationExplainer(Explainer):
     def plan(self, fm: FastModel, state: Any, x: Tensor, i: int,
              targets: list[Target]) -> ImageWork:
         """The :class:`ImageWork` for image ``i`` (``x`` is ``1×C×H×W``, detached)."""
-        raise TypeError(f"{type(self).__name__}: implement plan")
+        raise SegxaiTypeError(f"{type(self).__name__}: implement plan")
 
     def finish_image(self, state: Any, work: ImageWork, i: int, clean: list[Tensor],
                      scores: list[Tensor]) -> None:
         """Record image ``i``: ``clean[j]`` is target ``j``'s clean score (scalar),
         ``scores[j]`` its scores ``(len(units),)`` of the perturbed copies."""
-        raise TypeError(f"{type(self).__name__}: implement finish_image")
+        raise SegxaiTypeError(f"{type(self).__name__}: implement finish_image")
 
     def finish(self, state: Any, fm: FastModel, images: Tensor,
                targets: list[Target]) -> list[tuple[Tensor, dict[str, Any]]]:
         """The ``(maps, extras)`` of each target."""
-        raise TypeError(f"{type(self).__name__}: implement finish")
+        raise SegxaiTypeError(f"{type(self).__name__}: implement finish")
 
     # ------------------------------------------------------------------ protocol
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,

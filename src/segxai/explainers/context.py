@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.registry import register_explainer
 from segxai.core.target import Target
 from segxai.explainers.base import GradientExplainer, GradientPass
@@ -41,7 +42,7 @@ def _parse_baseline(value: Any) -> str | float:
         try:
             value = float(value)
         except ValueError:
-            raise ValueError(f"baseline: expected 'auto', 'blur' or a grey level in [0, 1], "
+            raise SegxaiError(f"baseline: expected 'auto', 'blur' or a grey level in [0, 1], "
                              f"got {value!r}") from None
     return check_fraction(value, "baseline")
 
@@ -49,7 +50,7 @@ def _parse_baseline(value: Any) -> str | float:
 def _positive(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name}: expected a positive number, got {value!r}")
+        raise SegxaiError(f"{name}: expected a positive number, got {value!r}")
     return float(value)
 
 

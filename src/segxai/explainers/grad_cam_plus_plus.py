@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
 from segxai.core.layers import layer_param
 from segxai.core.registry import register_explainer
 from segxai.explainers.base import CAMExplainer
@@ -41,7 +42,7 @@ class GradCAMPlusPlus(CAMExplainer):
         super().__init__()
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) \
                 or not math.isfinite(eps) or eps < 0:
-            raise ValueError(f"eps: expected a non-negative number, got {eps!r}")
+            raise SegxaiError(f"eps: expected a non-negative number, got {eps!r}")
         self.layer = layer
         self.params = {"layer": layer_param(layer), "relu": bool(relu), "eps": float(eps)}
 

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from segxai.core.checks import check_choice, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.ops import gaussian_blur
 from segxai.core.registry import register_explainer
 from segxai.core.target import Target
@@ -37,7 +38,7 @@ def quadrature(rule: Rule | str, n: int) -> tuple[list[float], list[float]]:
         return [float(a) for a in (1 + t) / 2], [float(b) for b in v / 2]
     if rule == "riemann_trapezoid":
         if n < 2:
-            raise ValueError(f"n_steps: expected at least 2 for 'riemann_trapezoid', got {n}")
+            raise SegxaiError(f"n_steps: expected at least 2 for 'riemann_trapezoid', got {n}")
         w = [1.0 / (n - 1)] * n
         w[0] = w[-1] = 0.5 / (n - 1)
         return [k / (n - 1) for k in range(n)], w
@@ -79,7 +80,7 @@ class IntegratedGradients(GradientExplainer):
         super().__init__()
         if isinstance(blur_sigma, bool) or not isinstance(blur_sigma, (int, float)) \
                 or not math.isfinite(blur_sigma) or blur_sigma <= 0:
-            raise ValueError(f"blur_sigma: expected a positive number, got {blur_sigma!r}")
+            raise SegxaiError(f"blur_sigma: expected a positive number, got {blur_sigma!r}")
         self.params = {"baseline": check_choice(baseline, "baseline", BASELINES),
                        "method": check_choice(method, "method", RULES),
                        "n_steps": check_positive_int(n_steps, "n_steps"),

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
@@ -38,10 +39,10 @@ def parse_pair(value: Any, name: str) -> tuple[int, int]:
         try:
             value = tuple(int(p) for p in parts) if len(parts) > 1 else int(parts[0])
         except ValueError:
-            raise ValueError(f"{name}: expected an integer or 'h,w', got {value!r}") from None
+            raise SegxaiError(f"{name}: expected an integer or 'h,w', got {value!r}") from None
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != 2:
-            raise ValueError(f"{name}: expected one integer or a pair (h, w), got {value!r}")
+            raise SegxaiError(f"{name}: expected one integer or a pair (h, w), got {value!r}")
         return (check_positive_int(value[0], name), check_positive_int(value[1], name))
     v = check_positive_int(value, name)
     return v, v
@@ -55,11 +56,11 @@ def parse_colour(value: Any, name: str) -> tuple[float, ...] | None:
         try:
             value = tuple(float(v) for v in value.split(","))
         except ValueError:
-            raise ValueError(f"{name}: expected numbers in [0, 1], got {value!r}") from None
+            raise SegxaiError(f"{name}: expected numbers in [0, 1], got {value!r}") from None
     if isinstance(value, (int, float)):
         value = (value,)
     if not isinstance(value, Sequence) or not value:
-        raise ValueError(f"{name}: expected a number or one number per channel, got {value!r}")
+        raise SegxaiError(f"{name}: expected a number or one number per channel, got {value!r}")
     return tuple(check_fraction(v, name) for v in value)
 
 
@@ -67,7 +68,7 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     """Window start positions along one axis: ``0, s, 2s, ...`` plus a last window flush with
     the border when the stride does not reach it, so that every pixel is covered."""
     if window > length:
-        raise ValueError(f"window: {window} is larger than the image side {length}")
+        raise SegxaiError(f"window: {window} is larger than the image side {length}")
     starts = list(range(0, length - window + 1, stride))
     if starts[-1] + window < length:
         starts.append(length - window)
@@ -97,7 +98,7 @@ def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
     elif fill == "dataset-mean":
         mean = dataset_mean if dataset_mean is not None else adapter.mean
         if mean is None:
-            raise ValueError("fill: 'dataset-mean' needs dataset_mean=... (pixel-space colour) "
+            raise SegxaiError("fill: 'dataset-mean' needs dataset_mean=... (pixel-space colour) "
                              "or a model adapter with a normalisation mean")
         mean = tuple(mean) * c if len(mean) == 1 else tuple(mean)
         colour = adapter.colour(mean, image)
@@ -108,10 +109,10 @@ def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
                                                  kernel_size=blur_kernel))
     elif fill == "noise":
         if noise is None:
-            raise ValueError("fill: 'noise' needs a noise field")
+            raise SegxaiError("fill: 'noise' needs a noise field")
         return adapter.from_pixels(noise.unsqueeze(0).to(image))
     else:
-        raise ValueError(f"fill: expected one of {', '.join(FILLS)}, got {fill!r}")
+        raise SegxaiError(f"fill: expected one of {', '.join(FILLS)}, got {fill!r}")
     return colour.expand_as(image)
 
 
@@ -167,10 +168,10 @@ class Occlusion(PerturbationExplainer):
             st = parse_pair(stride, "stride")
         if not isinstance(blur_sigma, (int, float)) or isinstance(blur_sigma, bool) \
                 or not math.isfinite(blur_sigma) or blur_sigma <= 0:
-            raise ValueError(f"blur_sigma: expected a positive number, got {blur_sigma!r}")
+            raise SegxaiError(f"blur_sigma: expected a positive number, got {blur_sigma!r}")
         if not isinstance(noise_std, (int, float)) or isinstance(noise_std, bool) \
                 or not math.isfinite(noise_std) or noise_std <= 0:
-            raise ValueError(f"noise_std: expected a positive number, got {noise_std!r}")
+            raise SegxaiError(f"noise_std: expected a positive number, got {noise_std!r}")
         self.params = {
             "window": list(win), "stride": list(st),
             "fill": check_choice(fill, "fill", FILLS),
@@ -198,7 +199,7 @@ class Occlusion(PerturbationExplainer):
             rows = window_starts(size[0], kh, sh)
             cols = window_starts(size[1], kw, sw)
         except ValueError:
-            raise ValueError(f"window: {(kh, kw)} is larger than the image size "
+            raise SegxaiError(f"window: {(kh, kw)} is larger than the image size "
                              f"{tuple(size)}") from None
         return [(r, c) for r in rows for c in cols]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from segxai.core.errors import SegxaiError
 from segxai.core.runstore import atomic_write_text, publish_directory
 from segxai.data.dataset import SegDataset
 from segxai.data.synthetic import make_shapes
@@ -135,7 +136,7 @@ def load_or_train_builtin(cache_dir: str | Path | None = None, quick: bool = Fal
     import json
 
     if isinstance(seed, bool) or not isinstance(seed, int):
-        raise ValueError(f"seed: expected an integer, got {seed!r}")
+        raise SegxaiError(f"seed: expected an integer, got {seed!r}")
     root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
     recipe = builtin_recipe(quick=quick, seed=seed)
     key = cache_key(recipe, quick, seed)

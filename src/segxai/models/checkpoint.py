@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.runstore import atomic_write_bytes, atomic_write_text
 from segxai.models.unet import UNet, UNetConfig
 
@@ -49,7 +50,7 @@ def save_checkpoint(model: UNet, directory: str | Path, *, class_names: list[str
         The directory.
     """
     if not isinstance(model, UNet):
-        raise TypeError(f"model: expected a segxai UNet, got {type(model).__name__}")
+        raise SegxaiTypeError(f"model: expected a segxai UNet, got {type(model).__name__}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     save_state_dict(model.state_dict(), directory / "model.safetensors")
@@ -68,7 +69,7 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(f"directory: no config.json in {directory}")
     data = json.loads(path.read_text(encoding="utf-8"))
     if data.get("format") != FORMAT:
-        raise ValueError(f"directory: {path} is not a {FORMAT} checkpoint "
+        raise SegxaiError(f"directory: {path} is not a {FORMAT} checkpoint "
                          f"(format={data.get('format')!r})")
     return data
 
@@ -104,7 +105,7 @@ def _to_json(value: Any) -> Any:
         return {str(k): _to_json(v) for k, v in value.items()}
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
-    raise TypeError(f"optimizer state: cannot store a value of type {type(value).__name__}")
+    raise SegxaiTypeError(f"optimizer state: cannot store a value of type {type(value).__name__}")
 
 
 def _from_json(value: Any) -> Any:

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.runstore import RunStore
 from segxai.models.augment import flip_augment
 from segxai.models.checkpoint import load_optimizer_state, save_optimizer_state
@@ -145,12 +146,12 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
     from segxai.models.metrics import evaluate_miou
 
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        raise SegxaiTypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     train = TrainData.from_dataset(data)
     terms = list(terms) if terms is not None else [SegmentationLoss(config.loss)]
     active = [t for t in terms if float(t.weight) != 0.0]
     if not active:
-        raise ValueError("terms: expected at least one loss term with a non-zero weight")
+        raise SegxaiError("terms: expected at least one loss term with a non-zero weight")
     start_time = time.perf_counter()
     model.to(device)
     forward = forward if forward is not None else model

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiError
+
 __all__ = [
     "Batch",
     "KLDistillation",
@@ -151,7 +153,7 @@ class SegmentationLoss:
 
     def __call__(self, batch: Batch, logits: Tensor, context: StepContext) -> Tensor:
         if batch.masks is None:
-            raise ValueError("data: the segmentation loss needs masks")
+            raise SegxaiError("data: the segmentation loss needs masks")
         return segmentation_loss(logits, batch.masks, self.kind, batch.ignore_index)
 
     def describe(self) -> dict[str, Any]:
@@ -178,7 +180,7 @@ class KLDistillation:
         elif self.teacher is not None:
             teacher_logits = batch.teacher_logits(self.teacher)
         else:
-            raise ValueError(f"teacher: the KL term needs a teacher or the batch extra "
+            raise SegxaiError(f"teacher: the KL term needs a teacher or the batch extra "
                              f"{self.key!r}")
         return kl_distillation(logits, teacher_logits, self.temperature)
 

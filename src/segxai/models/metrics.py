@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.stats import confusion_matrix, iou_from_confusion, mean_iou
 from segxai.data.dataset import SegDataset
 
@@ -64,9 +65,9 @@ def evaluate_segmentation(model: nn.Module, data: SegDataset, *, batch_size: int
         ``{"miou", "iou" (per class, None without GT), "pixel_accuracy", "confusion"}``.
     """
     if not isinstance(data, SegDataset):
-        raise TypeError(f"data: expected a SegDataset, got {type(data).__name__}")
+        raise SegxaiTypeError(f"data: expected a SegDataset, got {type(data).__name__}")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
+        raise SegxaiError(f"batch_size: expected an integer >= 1, got {batch_size!r}")
     pred = predict_dataset(model, data.images, batch_size=batch_size, device=device)
     k = max(data.num_classes, int(pred.max()) + 1)
     cm = confusion_matrix(pred, data.masks, k, data.ignore_index)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.runstore import RunStore
 from segxai.data.dataset import SegDataset
 from segxai.models.checkpoint import save_checkpoint
@@ -52,18 +53,18 @@ def train_model(model: UNet, train_data: SegDataset, val_data: SegDataset | None
     """
     config = config if config is not None else TrainConfig()
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
+        raise SegxaiTypeError(f"config: expected a TrainConfig, got {type(config).__name__}")
     if not isinstance(model, UNet):
-        raise TypeError(f"model: expected a segxai UNet, got {type(model).__name__}")
+        raise SegxaiTypeError(f"model: expected a segxai UNet, got {type(model).__name__}")
     if not isinstance(train_data, SegDataset):
-        raise TypeError(f"train_data: expected a SegDataset, got {type(train_data).__name__}")
+        raise SegxaiTypeError(f"train_data: expected a SegDataset, got {type(train_data).__name__}")
     if val_data is not None and not isinstance(val_data, SegDataset):
-        raise TypeError(f"val_data: expected a SegDataset or None, got {type(val_data).__name__}")
+        raise SegxaiTypeError(f"val_data: expected a SegDataset or None, got {type(val_data).__name__}")
     if train_data.num_classes > model.config.num_classes:
-        raise ValueError(f"train_data: {train_data.num_classes} classes but the model has "
+        raise SegxaiError(f"train_data: {train_data.num_classes} classes but the model has "
                          f"{model.config.num_classes} outputs")
     if train_data.images.shape[1] != model.config.in_channels:
-        raise ValueError(f"train_data: images have {train_data.images.shape[1]} channels, the "
+        raise SegxaiError(f"train_data: images have {train_data.images.shape[1]} channels, the "
                          f"model expects {model.config.in_channels}")
 
     def finish(store: RunStore, result: TrainResult) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
+from segxai.core.errors import SegxaiError
 from segxai.models.schedule import SCHEDULES, Schedule
 
 __all__ = ["LOSSES", "LossKind", "TrainConfig", "TrainResult"]
@@ -55,22 +56,22 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "eval_batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an integer >= 1, got {v!r}")
+                raise SegxaiError(f"{name}: expected an integer >= 1, got {v!r}")
         for name in ("patience", "max_steps_per_epoch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name}: expected None or an integer >= 1, got {v!r}")
+                raise SegxaiError(f"{name}: expected None or an integer >= 1, got {v!r}")
         if not isinstance(self.lr, (int, float)) or not self.lr > 0:
-            raise ValueError(f"lr: expected a positive number, got {self.lr!r}")
+            raise SegxaiError(f"lr: expected a positive number, got {self.lr!r}")
         if not isinstance(self.weight_decay, (int, float)) or self.weight_decay < 0:
-            raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
+            raise SegxaiError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule: expected one of {', '.join(SCHEDULES)}, "
+            raise SegxaiError(f"schedule: expected one of {', '.join(SCHEDULES)}, "
                              f"got {self.schedule!r}")
         if self.loss not in LOSSES:
-            raise ValueError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
+            raise SegxaiError(f"loss: expected one of {', '.join(LOSSES)}, got {self.loss!r}")
         if not isinstance(self.warmup, (int, float)) or not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup: expected a fraction in [0, 1), got {self.warmup!r}")
+            raise SegxaiError(f"warmup: expected a fraction in [0, 1), got {self.warmup!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -81,7 +82,7 @@ class TrainConfig:
         """Inverse of :meth:`to_dict` (unknown keys raise ValueError)."""
         unknown = set(data) - {f.name for f in fields(cls)}
         if unknown:
-            raise ValueError(f"data: unknown TrainConfig field(s) {sorted(unknown)}")
+            raise SegxaiError(f"data: unknown TrainConfig field(s) {sorted(unknown)}")
         return cls(**data)
 
 

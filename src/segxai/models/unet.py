@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segxai.core.errors import SegxaiTypeError
+from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["BLOCKS", "UNet", "UNetConfig", "count_parameters"]
 
@@ -60,21 +60,21 @@ class UNetConfig:
                          ("kernel_size", 1)):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name}: expected an integer >= {lo}, got {v!r}")
+                raise SegxaiError(f"{name}: expected an integer >= {lo}, got {v!r}")
         if self.kernel_size % 2 != 1:
-            raise ValueError(f"kernel_size: expected an odd integer, got {self.kernel_size}")
+            raise SegxaiError(f"kernel_size: expected an odd integer, got {self.kernel_size}")
         if self.block not in BLOCKS:
-            raise ValueError(f"block: expected one of {', '.join(BLOCKS)}, got {self.block!r}")
+            raise SegxaiError(f"block: expected one of {', '.join(BLOCKS)}, got {self.block!r}")
         if self.width_multipliers is not None:
             mult = tuple(float(m) for m in self.width_multipliers)
             if len(mult) != self.depth + 1 or any(m <= 0 for m in mult):
-                raise ValueError(f"width_multipliers: expected {self.depth + 1} positive numbers "
+                raise SegxaiError(f"width_multipliers: expected {self.depth + 1} positive numbers "
                                  f"(depth + 1), got {self.width_multipliers!r}")
             self.width_multipliers = mult
         if self.decoder_width is not None and (
                 isinstance(self.decoder_width, bool) or not isinstance(self.decoder_width, int)
                 or self.decoder_width < 1):
-            raise ValueError(f"decoder_width: expected None or an integer >= 1, got "
+            raise SegxaiError(f"decoder_width: expected None or an integer >= 1, got "
                              f"{self.decoder_width!r}")
         if not isinstance(self.skips, bool):
             raise SegxaiTypeError(f"skips: expected True or False, got {self.skips!r}")
@@ -105,11 +105,11 @@ class UNetConfig:
     def from_dict(cls, data: dict[str, Any]) -> UNetConfig:
         """Build a config from :meth:`to_dict` output (unknown keys raise ValueError)."""
         if not isinstance(data, dict):
-            raise TypeError(f"data: expected a dict, got {type(data).__name__}")
+            raise SegxaiTypeError(f"data: expected a dict, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"data: unknown UNetConfig field(s) {sorted(unknown)}")
+            raise SegxaiError(f"data: unknown UNetConfig field(s) {sorted(unknown)}")
         d = dict(data)
         if d.get("width_multipliers") is not None:
             d["width_multipliers"] = tuple(d["width_multipliers"])
@@ -199,7 +199,7 @@ class UNet(nn.Module):
         super().__init__()
         config = config if config is not None else UNetConfig()
         if not isinstance(config, UNetConfig):
-            raise TypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
+            raise SegxaiTypeError(f"config: expected a UNetConfig, got {type(config).__name__}")
         self.config = config
         w = config.widths
         k, kind = config.kernel_size, config.block
@@ -255,5 +255,5 @@ def _as_config(config: UNetConfig | dict[str, Any] | None) -> UNetConfig:
         return config
     if isinstance(config, dict):
         return UNetConfig.from_dict(config)
-    raise TypeError(f"config: expected a UNetConfig or dict, got {type(config).__name__}")
+    raise SegxaiTypeError(f"config: expected a UNetConfig or dict, got {type(config).__name__}")
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import torch
 
+from segxai.core.errors import SegxaiError
+
 __all__ = ["InProcessBackend", "RayBackend", "make_backend", "single_thread"]
 
 
@@ -77,7 +79,7 @@ class RayBackend:
         try:
             import ray
         except ImportError as exc:  # pragma: no cover - ray is an optional dependency
-            raise ValueError("backend: 'ray' needs the ray package (pip install segxai[ray])") \
+            raise SegxaiError("backend: 'ray' needs the ray package (pip install segxai[ray])") \
                 from exc
         self._ray = ray
         self._started = False
@@ -132,4 +134,4 @@ def make_backend(name: str = "local", address: str | None = None,
         return InProcessBackend()
     if name == "ray":
         return RayBackend(address=address, num_cpus=num_cpus)
-    raise ValueError(f"backend: expected 'local' or 'ray', got {name!r}")
+    raise SegxaiError(f"backend: expected 'local' or 'ray', got {name!r}")

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from segxai.core.errors import SegxaiError, SegxaiTypeError
+
 __all__ = ["count_flops", "count_params", "network_counts", "unet_counts"]
 
 
@@ -28,7 +30,7 @@ def count_params(model: nn.Module, trainable_only: bool = False) -> int:
         The parameter count.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        raise SegxaiTypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only))
 
 
@@ -45,9 +47,9 @@ def count_flops(model: nn.Module, input_shape: Sequence[int] = (3, 64, 64),
         The FLOP count for a batch of one image.
     """
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+        raise SegxaiTypeError(f"model: expected an nn.Module, got {type(model).__name__}")
     if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
-        raise ValueError(f"input_shape: expected (C, H, W) positive ints, got {tuple(input_shape)}")
+        raise SegxaiError(f"input_shape: expected (C, H, W) positive ints, got {tuple(input_shape)}")
     from torch.utils.flop_counter import FlopCounterMode  # imported lazily: slow import
 
     flags = {m: m.training for m in model.modules()}

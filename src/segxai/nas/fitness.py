@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice, check_images, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.postprocess import minmax
 from segxai.core.registry import get_explainer
 from segxai.core.target import Target
@@ -145,7 +146,7 @@ def build_probe(teacher: nn.Module, images: Tensor, masks: Tensor | None = None,
     check_images(images)
     check_choice(roi, "roi", ("prediction", "mask"))
     if eps <= 0:
-        raise ValueError(f"eps: expected a positive number, got {eps!r}")
+        raise SegxaiError(f"eps: expected a positive number, got {eps!r}")
     teacher = teacher.to(device).eval()
     images = images.to(device)
     with torch.no_grad():
@@ -153,7 +154,7 @@ def build_probe(teacher: nn.Module, images: Tensor, masks: Tensor | None = None,
     k = int(logits.shape[1])
     if roi == "mask":
         if masks is None:
-            raise ValueError("masks: needed for roi='mask'")
+            raise SegxaiError("masks: needed for roi='mask'")
         labels = masks.to(device).long()
     else:
         labels = logits.argmax(1)
@@ -166,7 +167,7 @@ def build_probe(teacher: nn.Module, images: Tensor, masks: Tensor | None = None,
             class_index.append(int(c))
             rois.append((labels[i] == c).float())
     if not image_index:
-        raise ValueError("images: no (image, class) pair to explain; the teacher predicts only "
+        raise SegxaiError("images: no (image, class) pair to explain; the teacher predicts only "
                          "background on the probe images (use include_background=True or "
                          "other images)")
     params = dict(method_params or {})

@@ -29,6 +29,7 @@ from torch import Tensor, nn
 
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice
+from segxai.core.errors import SegxaiError
 from segxai.core.registry import make_generator
 from segxai.nas.counting import count_params, network_counts
 from segxai.nas.fitness import ProbeSet, cam_fitness, distill
@@ -81,14 +82,14 @@ def naswot(model: nn.Module, images: Tensor) -> float:
     net = copy.deepcopy(model).train()
     n = images.shape[0]
     if n < 2:
-        raise ValueError("images: NASWOT needs a batch of at least 2 images")
+        raise SegxaiError("images: NASWOT needs a batch of at least 2 images")
     kernel = torch.zeros(n, n, dtype=torch.float64)
     modules = [m for m in net.modules() if isinstance(m, _ACTIVATIONS)]
     use_pre = bool(modules)
     if not modules:
         modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not modules:
-        raise ValueError("model: NASWOT needs activation or batch-norm modules to hook")
+        raise SegxaiError("model: NASWOT needs activation or batch-norm modules to hook")
 
     def add(t: Tensor) -> None:
         c = (t.detach().flatten(1) > 0).double().cpu()
@@ -147,7 +148,7 @@ def compute_proxy(name: str, model: nn.Module, probe: ProbeSet, *, seed: int = 0
         return cam_fitness(model, probe, device)
     if name == "cam-fewshot":
         if probe.distill_images is None or probe.distill_logits is None:
-            raise ValueError("probe: cam-fewshot needs distill_images in build_probe")
+            raise SegxaiError("probe: cam-fewshot needs distill_images in build_probe")
         student = distill(copy.deepcopy(model), probe.distill_images, probe.distill_logits,
                           steps=fewshot_steps, lr=fewshot_lr, batch_size=fewshot_batch,
                           seed=seed, device=device)
@@ -170,5 +171,5 @@ def proxy_settings(**kwargs: Any) -> dict[str, Any]:
     allowed = {"seed", "fewshot_steps", "fewshot_lr", "fewshot_batch", "device"}
     unknown = set(kwargs) - allowed
     if unknown:
-        raise ValueError(f"proxy settings: unknown {sorted(unknown)}")
+        raise SegxaiError(f"proxy settings: unknown {sorted(unknown)}")
     return kwargs

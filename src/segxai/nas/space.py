@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from segxai.core.errors import SegxaiError
 from segxai.nas.counting import count_flops, count_params, unet_counts
 
 __all__ = ["SearchSpace", "build_unet"]
@@ -68,15 +69,15 @@ class SearchSpace:
                      "decoder_widths"):
             values = getattr(self, name)
             if not values or len(set(values)) != len(values):
-                raise ValueError(f"{name}: expected a non-empty tuple of distinct choices, "
+                raise SegxaiError(f"{name}: expected a non-empty tuple of distinct choices, "
                                  f"got {values!r}")
         if any(k % 2 != 1 for k in self.kernel_sizes):
-            raise ValueError(f"kernel_sizes: expected odd sizes, got {self.kernel_sizes}")
+            raise SegxaiError(f"kernel_sizes: expected odd sizes, got {self.kernel_sizes}")
         bad = set(self.blocks) - {"plain", "residual", "dwsep"}
         if bad:
-            raise ValueError(f"blocks: unknown block type(s) {sorted(bad)}")
+            raise SegxaiError(f"blocks: unknown block type(s) {sorted(bad)}")
         if min(self.depths) < 1:
-            raise ValueError(f"depths: expected depths >= 1, got {self.depths}")
+            raise SegxaiError(f"depths: expected depths >= 1, got {self.depths}")
 
     # ------------------------------------------------------------------ identity
     @property

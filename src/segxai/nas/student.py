@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from segxai.core.checks import check_fraction
+from segxai.core.errors import SegxaiError
 from segxai.core.postprocess import minmax
 from segxai.models.losses import Batch, KLDistillation, LossTerm, SegmentationLoss, StepContext
 from segxai.nas.backends import single_thread
@@ -50,9 +51,9 @@ class StudentConfig:
     def __post_init__(self) -> None:
         check_fraction(self.alpha, "alpha")
         if self.lam < 0:
-            raise ValueError(f"lam: expected a number >= 0, got {self.lam!r}")
+            raise SegxaiError(f"lam: expected a number >= 0, got {self.lam!r}")
         if self.temperature <= 0:
-            raise ValueError(f"temperature: expected a positive number, got {self.temperature!r}")
+            raise SegxaiError(f"temperature: expected a positive number, got {self.temperature!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +128,7 @@ def student_terms(student_config: StudentConfig, loss: str = "ce+dice",
     """
     sc = student_config
     if (sc.alpha > 0 or sc.lam > 0) and teacher is None:
-        raise ValueError("teacher: needed for distillation (alpha > 0) or saliency "
+        raise SegxaiError("teacher: needed for distillation (alpha > 0) or saliency "
                          "matching (lam > 0)")
     terms: list[LossTerm] = [SegmentationLoss(loss, weight=1.0 - sc.alpha)]
     if teacher is not None:

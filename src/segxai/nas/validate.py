@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from segxai.core.checks import check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.runstore import RunStore
 from segxai.core.stats import kendall, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
@@ -63,7 +64,7 @@ def sample_architectures(space: SearchSpace, budget: Budget | None, m: int, seed
         out[key] = cfg
         if len(out) == m:
             return list(out.values())
-    raise ValueError(f"budget: only {len(out)} admissible architectures found in {max_draws} "
+    raise SegxaiError(f"budget: only {len(out)} admissible architectures found in {max_draws} "
                      f"draws, {m} requested; relax the budget")
 
 

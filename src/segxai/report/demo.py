@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from segxai.core.errors import SegxaiError
 from segxai.report.context import DemoContext
 from segxai.report.html import Section, table_html, write_report
 
@@ -121,7 +122,7 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, *, quick: bool = False, device: 
     out_dir.mkdir(parents=True, exist_ok=True)
     n_images = 4 if n_images is None else int(n_images)
     if n_images < 1:
-        raise ValueError(f"n_images: expected an integer >= 1, got {n_images}")
+        raise SegxaiError(f"n_images: expected an integer >= 1, got {n_images}")
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     t0 = time.perf_counter()
     builtin = load_or_train_builtin(cache_dir=cache, quick=quick, device=device,
@@ -140,7 +141,7 @@ def run_demo(out_dir: str | Path = DEFAULT_OUT, *, quick: bool = False, device: 
         names = {m.__name__.rsplit(".", 1)[-1]: m for m in mods}
         unknown = [o for o in only if o not in names]
         if unknown:
-            raise ValueError(f"only: unknown section(s) {unknown}; available: {sorted(names)}")
+            raise SegxaiError(f"only: unknown section(s) {unknown}; available: {sorted(names)}")
         mods = [m for m in mods if m.__name__.rsplit(".", 1)[-1] in only]
     result = DemoResult(index=out_dir / "index.html", model_seconds=model_seconds)
     built: list[Section] = []
