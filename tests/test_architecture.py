@@ -13,7 +13,7 @@ LAYER = {
     "explainers": 2,
     "evaluate": 3, "attack": 3,
     "nas": 4, "continual": 4,
-    "report": 5, "cli": 5,
+    "report": 5, "cli": 5, "viewer": 5,
 }
 
 
