@@ -122,7 +122,7 @@ def _resize(pixels: np.ndarray, size: int | None) -> np.ndarray:
     from PIL import Image
 
     img = Image.fromarray(np.clip(pixels * 255.0 + 0.5, 0, 255).astype(np.uint8))
-    return np.asarray(img.resize((size, size), Image.BILINEAR), np.float32) / 255.0
+    return np.asarray(img.resize((size, size), Image.Resampling.BILINEAR), np.float32) / 255.0
 
 
 def read_image(source: str | Path | np.ndarray, size: int | None = None,
