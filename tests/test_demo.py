@@ -4,6 +4,7 @@ and the report figure helpers."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -54,7 +55,14 @@ def test_builtin_quick_model(builtin_quick) -> None:
 
 def test_demo_quick_writes_every_section(tmp_path, monkeypatch, builtin_quick) -> None:
     import segxai
+    from segxai.models.mediapipe_selfie import selfie_path
 
+    # the real-photograph section needs the selfie network fetched at install time: the
+    # test's cache holds a link to it
+    fetched = selfie_path().parent
+    link = builtin_quick.path.parent / fetched.name
+    if not link.exists():
+        link.symlink_to(fetched, target_is_directory=True)
     # reuse the session's quick model: copy of its cache layout
     monkeypatch.setenv("SEGXAI_CACHE", str(builtin_quick.path.parent))
     out = tmp_path / "report"
@@ -71,7 +79,14 @@ def test_demo_quick_writes_every_section(tmp_path, monkeypatch, builtin_quick) -
     methods = {row["method"] for row in report["Explanations of every registered method"]["methods"]}
     assert methods == set(segxai.list_explainers())
     assert (out / "figures" / "explanations.png").is_file()
-    assert "data:image/png;base64," in page
+    assert "data:image/webp;base64," in page
+    # issue 16: the page stays small and opens offline from disk (nothing fetched from outside)
+    assert index.stat().st_size <= 1_500_000, index.stat().st_size
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert "A real model on real photographs" in page
+    real = report["A real model on real photographs"]
+    assert len(real["photos"]) >= 2 and real["findings"]
+    assert {r["method"] for r in real["rows"]} == set(segxai.list_explainers()) | {"random"}
 
 
 def test_cache_dir_and_keys(tmp_path, monkeypatch) -> None:
@@ -100,7 +115,7 @@ def test_train_command_quick_and_resume(tmp_path) -> None:
 
 
 @pytest.mark.parametrize("name", ["explanation_grid", "segmentation_grid", "overlay_figure"])
-def test_figure_helpers(name: str) -> None:
+def test_figure_helpers(name: str, tmp_path) -> None:
     from segxai.report import figures
 
     imgs = torch.rand(2, 3, 16, 16)
@@ -114,6 +129,22 @@ def test_figure_helpers(name: str) -> None:
         fig = figures.overlay_figure(imgs[0], torch.rand(16, 16), roi=masks[0] == 1)
     from segxai.report.html import figure_to_html
 
-    assert figure_to_html(fig, "cap").startswith("<figure><img src=\"data:image/png;base64,")
+    html = figure_to_html(fig, "cap", save_to=tmp_path / "fig.png")
+    assert html.startswith("<figure><img src=\"data:image/webp;base64,")
+    from PIL import Image
+
+    with Image.open(tmp_path / "fig.png") as png:  # the saved copy is the full-quality PNG
+        assert png.format == "PNG"
     cm = figures.colour_mask(torch.tensor([[0, 1], [2, 9]]), 3)
     assert cm.shape == (2, 2, 3) and (cm[1, 1] == 1).all() and (cm[0, 0] == 0).all()
+
+
+def test_table_html_collapses_long_tables() -> None:
+    from segxai.report.html import COLLAPSE_ROWS, table_html
+
+    short = table_html([{"a": i} for i in range(COLLAPSE_ROWS)], caption="few")
+    assert short.startswith("<table>") and "<details>" not in short and "few" in short
+    long = table_html([{"a": i} for i in range(COLLAPSE_ROWS + 1)], caption="per image")
+    assert long.startswith("<details><summary>per image (13 rows")
+    assert long.count("<tr>") == COLLAPSE_ROWS + 2   # header + every row, folded not cut
+    assert "<details>" not in table_html([{"a": i} for i in range(50)], collapse=None)

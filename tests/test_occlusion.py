@@ -275,7 +275,7 @@ def test_occlusion_study_section_quick(tmp_path) -> None:
     for run in section.data["runs"]:
         assert 0.0 <= run["ROI prob after deleting top 10%"] <= 1.0
         assert run["forward passes"] == 2 * (1 + 7 * 7)  # 32², window 8, stride 4
-    assert "<table>" in section.body and "data:image/png;base64" in section.body
+    assert "<table>" in section.body and "data:image/webp;base64" in section.body
     assert (tmp_path / "figures" / "occlusion_study.png").exists()
 
 
