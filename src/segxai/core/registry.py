@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ __all__ = ["Explainer", "RawMaps", "Wrt", "explain", "get_explainer", "list_expl
            "register_explainer"]
 
 _REGISTRY: dict[str, type[Explainer]] = {}
+_E = TypeVar("_E", bound="Explainer")
 
 Wrt = Literal["input", "params"]
 """What differentiable maps keep their graph to: the images, or the model's parameters."""
@@ -178,10 +179,10 @@ def _keep_mode() -> Iterator[None]:
     yield
 
 
-def register_explainer(name: str):
+def register_explainer(name: str) -> Callable[[type[_E]], type[_E]]:
     """Class decorator: register an :class:`Explainer` subclass under ``name``."""
 
-    def deco(cls: type[Explainer]) -> type[Explainer]:
+    def deco(cls: type[_E]) -> type[_E]:
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
             raise SegxaiTypeError("register_explainer: decorate an Explainer subclass")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
