@@ -13,7 +13,7 @@ import copy
 import difflib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -149,7 +149,7 @@ class Explainer:
 
     def _run(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
              meter: CostMeter, create_graph: bool,
-             wrt: Wrt) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+             wrt: Wrt) -> Sequence[RawMaps | tuple[Tensor, dict[str, Any]]]:
         """The protocol step the method families override (see ``segxai.explainers.base``)."""
         if wrt == "params":
             raise SegxaiError(f"differentiable_wrt: the {self.name!r} explainer cannot keep a "
@@ -165,7 +165,7 @@ class Explainer:
 
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
                       meter: CostMeter,
-                      create_graph: bool) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+                      create_graph: bool) -> Sequence[RawMaps | tuple[Tensor, dict[str, Any]]]:
         return [self._explain(adapter, images, t, meter=meter, create_graph=create_graph)
                 for t in targets]
 
@@ -209,6 +209,14 @@ def get_explainer(method: str) -> type[Explainer]:
     return _REGISTRY[method]
 
 
+@overload
+def explain(model: Any, images: Tensor, target: Target, method: str = ..., *,
+            create_graph: bool = ..., differentiable_wrt: Wrt = ...,
+            **params: Any) -> Explanation: ...
+@overload
+def explain(model: Any, images: Tensor, target: Sequence[Target], method: str = ..., *,
+            create_graph: bool = ..., differentiable_wrt: Wrt = ...,
+            **params: Any) -> list[Explanation]: ...
 def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
             method: str = "seg-grad-cam", *, create_graph: bool = False,
             differentiable_wrt: Wrt = "input", **params: Any) -> Explanation | list[Explanation]:

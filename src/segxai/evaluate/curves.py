@@ -293,9 +293,10 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
     for pos, kind in enumerate(kinds):
         sc = out[kind].numpy()
         fwd = per_kind[kind] + (n if pos == 0 else 0)
+        substrate = substrates[kind]
         results[kind] = CurveResult(
             kind=kind, fractions=fractions, scores=sc, auc=auc(sc, fractions), score=score,
-            substrate=substrates[kind] if isinstance(substrates[kind], str) else "custom",
+            substrate=substrate if isinstance(substrate, str) else "custom",
             context_only=context_only, forward_passes=fwd,
             seconds=seconds * fwd / max(forwards, 1),
             extras={"perturbable_pixels": total.tolist()})

@@ -112,7 +112,8 @@ class SmoothGrad(GradientExplainer):
                 elif p["aggregate"] == "square_mean":
                     g = g * g
                 part = g.sum(0)
-                acc[k] = part if acc[k] is None else acc[k] + part
+                prev = acc[k]
+                acc[k] = part if prev is None else prev + part
         out = []
         for a in acc:
             assert a is not None
