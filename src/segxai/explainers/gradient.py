@@ -17,7 +17,7 @@ __all__ = ["SmoothGrad", "VanillaGradient", "reduce_channels"]
 REDUCTIONS = ("max", "sum", "mean")
 
 
-def reduce_channels(grad: Tensor, reduce: Literal["max", "sum", "mean"] | str,
+def reduce_channels(grad: Tensor, reduce: Literal["max", "sum", "mean"],
                     absolute: bool) -> Tensor:
     """``(N, C, H, W)`` gradient → ``(N, H, W)`` map: optional ``|·|``, then max/sum/mean over C."""
     g = grad.abs() if absolute else grad
