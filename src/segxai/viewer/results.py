@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from segxai.core.errors import SegxaiError
+from segxai.core.target import Score
 from segxai.viewer.logic import Selection, ViewerModel, model_input, record_of
 
 __all__ = [
@@ -93,7 +94,7 @@ def _overlay(pixels: np.ndarray, saliency: np.ndarray, roi: np.ndarray) -> np.nd
 
 def explain_selection(model: ViewerModel, pixels: np.ndarray, selection: Selection,
                       methods: Sequence[str], params: Mapping[str, Mapping[str, Any]] | None = None,
-                      *, steps: int = 20, score: str = "logit_sum",
+                      *, steps: int = 20, score: Score = "logit_sum",
                       seed: int = 0) -> list[MethodResult]:
     """Explain ``selection`` with each method, then score each map with deletion (mean
     colour) and insertion (blur) curves of the ROI mean probability.

@@ -76,15 +76,19 @@ def run_methods(model: Any, images: Tensor, target: Any,
 def compare_with_random(runs: list[MethodRun], seed: int = 0) -> None:
     """Fill each run's ``comparison``: bootstrap means of its AUCs and paired differences
     against the random run (deletion: lower is better, insertion: higher is better)."""
-    from segxai.evaluate.intervals import bootstrap_mean, paired_difference
+    from segxai.evaluate.intervals import Alternative, bootstrap_mean, paired_difference
 
     base = next(r for r in runs if r.method == RANDOM)
+    if base.deletion is None or base.insertion is None:
+        return
+    plan: tuple[tuple[str, np.ndarray, Alternative], ...] = (
+        ("deletion", base.deletion, "less"), ("insertion", base.insertion, "greater"))
     for run in runs:
         if run.deletion is None or run.insertion is None or len(run.deletion) < 2:
             continue
         cmp: dict[str, Any] = {}
-        for kind, values, ref, alt in (("deletion", run.deletion, base.deletion, "less"),
-                                       ("insertion", run.insertion, base.insertion, "greater")):
+        for kind, ref, alt in plan:
+            values = getattr(run, kind)
             cmp[kind] = bootstrap_mean(values, level=LEVEL, seed=seed)
             if run.method != RANDOM:
                 cmp[f"{kind}_vs_random"] = paired_difference(values, ref, level=LEVEL,

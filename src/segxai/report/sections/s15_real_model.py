@@ -23,9 +23,9 @@ PERSON = 1
 
 FULL_PARAMS: dict[str, dict[str, Any]] = {
     "occlusion": {"window": 32, "stride": 32},
-    "grid-saliency": {"iterations": 30, "cell_size": 16},
-    "integrated-gradients": {"n_steps": 16},
-    "smoothgrad": {"n_samples": 10},
+    "grid-saliency": {"iterations": 15, "cell_size": 16},
+    "integrated-gradients": {"n_steps": 8},
+    "smoothgrad": {"n_samples": 6},
 }
 """Budgets at 256×256 on a CPU (the defaults are sized for 64×64 images)."""
 QUICK_PARAMS: dict[str, dict[str, Any]] = {
@@ -61,7 +61,7 @@ def build(ctx: DemoContext) -> Section:
     from segxai.report.sections._faithfulness import findings, interval_rows, maps_of, run_methods
 
     names = PHOTOS[:3] if ctx.quick else PHOTOS
-    steps = 8 if ctx.quick else 16
+    steps = 8 if ctx.quick else 10
     budgets = QUICK_PARAMS if ctx.quick else FULL_PARAMS
     net = selfie(device=ctx.device)
     images = photographs(names).to(ctx.device)
