@@ -94,8 +94,8 @@ def build(ctx: DemoContext) -> Section:
                        seed=ctx.seed)
     rows = interval_rows(runs)
     lines = findings(runs, len(pick), "the brain slices")
-    slices = [int(val.meta["slices"][i]) if "slices" in val.meta else int(val_idx[i])
-              for i in pick]
+    axial = ds.meta.get("slices")  # the axial index of every slice of the full set
+    slices = [int(axial[val_idx[i]]) if axial is not None else int(val_idx[i]) for i in pick]
     titles = [f"slice {s}" for s in slices]
     iou_rows = [{"class": c, "IoU": "-" if v is None else round(v, 3)}
                 for c, v in zip(val.class_names, ev["iou"])]
