@@ -12,6 +12,8 @@ import torch
 from segxai.report.context import DemoContext
 from segxai.report.html import Section, escape, figure_to_html, table_html
 
+GRID_DPI = 72
+"""Resolution of the embedded method × image grid (the PNG in figures/ keeps 100 dpi)."""
 ORDER = 15
 TITLE = "A real model on real photographs"
 
@@ -106,7 +108,7 @@ def build(ctx: DemoContext) -> Section:
             + "".join(f"<li>{escape(s)}</li>" for s in lines) + "</ul>"
             + figure_to_html(fig, "selfie network: rows = methods, columns = photographs; "
                                   "white outline = predicted person",
-                             save_to=ctx.figures_dir / "real_model.png"))
+                             save_to=ctx.figures_dir / "real_model.png", dpi=GRID_DPI))
     data = {"photos": used, "person_share": share, "steps": steps, "params": budgets,
             "rows": rows, "findings": lines,
             "per_image": {r.method: {"deletion": None if r.deletion is None

@@ -14,6 +14,8 @@ import torch
 from segxai.report.context import DemoContext
 from segxai.report.html import Section, escape, figure_to_html, table_html
 
+GRID_DPI = 72
+"""Resolution of the embedded method × image grid (the PNG in figures/ keeps 100 dpi)."""
 ORDER = 16
 TITLE = "The built-in U-Net on real brain-MRI slices"
 
@@ -126,7 +128,7 @@ def build(ctx: DemoContext) -> Section:
         "".join(f"<li>{escape(s)}</li>" for s in lines), "</ul>",
         figure_to_html(grid, "brain U-Net: rows = methods, columns = held-out slices; white "
                              "outline = predicted white matter",
-                       save_to=ctx.figures_dir / "brain_explanations.png"),
+                       save_to=ctx.figures_dir / "brain_explanations.png", dpi=GRID_DPI),
     ])
     data = {"n_slices": len(ds), "val_slices": len(val), "val_miou": ev["miou"],
             "val_iou": ev["iou"], "explained_slices": slices, "steps": steps, "rows": rows,
