@@ -143,6 +143,8 @@ class SegAblationCAM(PerturbationExplainer):
         progress: show a progress bar.
     """
 
+    uses_layers = True  # no gradients, but the layer: not for black boxes
+
     def __init__(self, layer: Any = None,
                  mode: Literal["full", "partial-spatial", "partial-magnitude"] = "full",
                  region: Literal["foreground", "background"] = "foreground",
