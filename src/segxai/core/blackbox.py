@@ -41,7 +41,10 @@ class BlackBox(nn.Module):
     comparable with those of ordinary models: ``log p`` for a ``K``-class softmax output
     (``softmax(log p) = p``, so a class-logit score becomes a sum of log-probabilities) and
     ``log p − log(1 − p)`` for a one-channel sigmoid output (the exact inverse of the
-    sigmoid); ``p`` is clipped to ``[eps, 1 − eps]`` first.
+    sigmoid), computed in float64; ``p`` is clipped to ``[eps, 1 − eps]`` first. The default
+    ``eps = 2⁻²⁴`` is the float32 resolution just below 1: a float32 probability cannot tell
+    logits beyond about ±16.6 apart, so saturated pixels weigh less in a logit-sum score than
+    in the original network; the ``prob_mean`` score is unaffected.
 
     The black box has no gradients and no layers: gradient-based and layer-based methods
     refuse it with a :class:`~segxai.core.errors.SegxaiError` that lists the methods that
@@ -66,7 +69,7 @@ class BlackBox(nn.Module):
         batch_size: ``fn`` takes exactly this many images per call (a fixed-batch network;
             the last chunk is padded by repeating its last image); ``None``: any number.
         name: what error messages call the model (e.g. its file).
-        eps: clipping of probabilities.
+        eps: clipping of probabilities (default ``2⁻²⁴``).
 
     Shape:
         - Input: ``(N, C, H, W)``.
@@ -93,7 +96,7 @@ class BlackBox(nn.Module):
                  output_layout: Layout | None = None, array: ArrayKind = "torch",
                  input_shape: Sequence[int | None] | None = None,
                  batch_size: int | None = None, name: str = "black-box model",
-                 eps: float = 1e-6) -> None:
+                 eps: float = 2.0 ** -24) -> None:
         super().__init__()
         if not callable(fn):
             raise SegxaiTypeError(f"fn: expected a callable from images to scores, got "
@@ -199,11 +202,10 @@ class BlackBox(nn.Module):
                 chunk = torch.cat([chunk, chunk[-1:].expand(pad, *chunk.shape[1:])])
             outs.append(self._call(chunk)[:b - pad])
         out = self._check_output(torch.cat(outs), n).to(device=images.device)
-        out = out.to(images.dtype)
         if self.output == "probabilities":
-            p = out.clamp(self.eps, 1 - self.eps)
+            p = out.double().clamp(self.eps, 1 - self.eps)
             out = torch.log(p) - torch.log1p(-p) if out.shape[1] == 1 else torch.log(p)
-        return out.contiguous()
+        return out.to(images.dtype).contiguous()
 
     def extra_repr(self) -> str:
         return (f"{self.name}, output={self.output!r}, layout={self.layout!r}, "

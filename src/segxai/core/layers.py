@@ -369,11 +369,13 @@ def _tensor_children(model: nn.Module, module: nn.Module, run: Callable[[], obje
 
 
 def non_tensor_output_error(model: nn.Module, err: NonTensorOutput,
-                            run: Callable[[], object] | None = None) -> SegxaiError:
+                            run: Callable[[], object] | None = None, *,
+                            indices: bool = True) -> SegxaiError:
     """The error for a layer whose output is not a tensor, listing what can be used
-    instead: the tensor-valued indices of its output (``"block[0]"``) and, with a probe
-    forward ``run``, its tensor-valued sub-modules (``"block.conv"``)."""
-    options = _tensor_entries(err.value, err.ref.name)
+    instead: the tensor-valued indices of its output (``"block[0]"``; unless ``indices`` is
+    false, for methods that replace a module's whole output) and, with a probe forward
+    ``run``, its tensor-valued sub-modules (``"block.conv"``)."""
+    options = _tensor_entries(err.value, err.ref.name) if indices else []
     if run is not None:
         options += _tensor_children(model, err.ref.module, run)
     hint = (f"; use one of its tensor-valued indices or children instead: {', '.join(options)}"
