@@ -88,6 +88,7 @@ class BlackBox(nn.Module):
     """
 
     segxai_black_box = True
+    fn: Callable[[Any], Any]
 
     def __init__(self, fn: Callable[[Any], Any], *, num_classes: int | None = None,
                  binary: bool | None = None, output: OutputKind = "logits",

@@ -247,6 +247,7 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     state = read_weights(weights) if weights is not None else None
     builtin = None
     class_names = None
+    model: nn.Module
     path = Path(spec)
     if spec == "builtin" or path.is_dir():
         if state is not None:
