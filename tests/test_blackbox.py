@@ -219,3 +219,26 @@ def test_perturbation_fast_path_quiet_on_uncopyable_wrappers() -> None:
             e = segxai.explain(model, _images(), _target(), method="occlusion", window=8,
                                stride=4, fold_bn=True, channels_last=True)
             assert e.maps.abs().max() > 0
+
+
+@pytest.mark.parametrize("method", segxai.list_explainers())
+def test_plain_callables_checked_the_same_way(method: str) -> None:
+    net = _net(0)
+
+    def detached(x: torch.Tensor) -> torch.Tensor:  # leaves autograd, like a runtime would
+        return torch.from_numpy(net(x).detach().numpy())
+
+    cls = segxai.get_explainer(method)
+    if cls.uses_layers:  # a plain callable has no layers: the existing clear refusal
+        with pytest.raises(segxai.SegxaiError, match="nn.Module"):
+            _explain(method, detached)
+        return
+    if cls.uses_gradients:
+        with pytest.raises(segxai.SegxaiError) as info:
+            _explain(method, detached)
+        _assert_refusal(info.value, method, black_box=False)
+        # a differentiable callable still works and gives the network's map
+        torch.testing.assert_close(_explain(method, lambda x: net(x)).maps,
+                                   _explain(method, net).maps)
+    else:
+        torch.testing.assert_close(_explain(method, detached).maps, _explain(method, net).maps)

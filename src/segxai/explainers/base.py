@@ -104,22 +104,33 @@ def check_graph(method: str, output: Tensor, inputs: Sequence[object]) -> None:
 
 @contextlib.contextmanager
 def graph_checked(adapter: ModelAdapter, method: str) -> Iterator[None]:
-    """Inside the block every forward of the model's top module goes through
-    :func:`check_graph`, whichever way a method calls it."""
-    module = adapter.module
-    if module is None:
-        yield
-        return
+    """Inside the block every call of the model goes through :func:`check_graph`, whichever
+    way a method calls it: a forward hook on a module, a wrapper around a plain callable."""
 
-    def hook(_m: nn.Module, args: tuple[object, ...], out: object) -> None:
+    def check(args: Sequence[object], out: object) -> None:
         try:
             output = _unwrap(out)
         except SegxaiError:
             return  # the adapter reports unusable outputs itself
         check_graph(method, output, args)
 
+    module = adapter.module
+    if module is None:
+        fn = adapter.model
+
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            out = fn(*args, **kwargs)
+            check(args, out)
+            return out
+
+        adapter.model = checked
+        try:
+            yield
+        finally:
+            adapter.model = fn
+        return
     try:
-        handle = module.register_forward_hook(hook)
+        handle = module.register_forward_hook(lambda _m, args, out: check(args, out))
     except RuntimeError:  # TorchScript modules take no hooks: the VJP check still applies
         yield
         return
