@@ -133,7 +133,7 @@ def find_layer_ref(model: nn.Module, layer: str | nn.Module) -> LayerRef:
         raise SegxaiTypeError(f"layer: expected a dotted name or an nn.Module, got "
                               f"{type(layer).__name__}")
     base, path = split_layer_name(layer)
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     if base in modules and base:
         return LayerRef(modules[base], layer, path)
     names = [n for n in modules if n]
@@ -158,6 +158,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
+    name: str
     for name, m in model.named_modules():
         if m is module:
             return name

@@ -133,8 +133,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor],
 
 
 def _imagenet(model: nn.Module) -> nn.Module:
-    model.segxai_mean = "imagenet"
-    model.segxai_std = "imagenet"
+    # torch's stubs type Module.__setattr__ values as Tensor | Module; any value works at runtime
+    model.segxai_mean = "imagenet"  # type: ignore[assignment]
+    model.segxai_std = "imagenet"  # type: ignore[assignment]
     return model
 
 
@@ -143,7 +144,7 @@ def _torchvision(name: str, state: dict[str, torch.Tensor] | None,
     from torchvision.models import segmentation
 
     # official weights carry the auxiliary head; build it when the file has it
-    aux = bool(state) and any(k.startswith("aux_classifier.") for k in state)
+    aux = state is not None and any(k.startswith("aux_classifier.") for k in state)
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None,
                               "num_classes": num_classes}
     if not name.startswith("lraspp"):
