@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from segxai.core.adapter import ModelAdapter, _unwrap
+from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_positive_int
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import CostMeter
@@ -36,10 +36,11 @@ from segxai.core.layers import (
     non_tensor_output_error,
     resolve_layer_refs,
 )
-from segxai.core.registry import Explainer, RawMaps, Wrt, no_gradients_error
+from segxai.core.registry import Explainer, RawMaps, Wrt
 from segxai.core.target import Target
 from segxai.explainers._autograd import vjp_many
 from segxai.explainers._fast import FastModel, prepare, score_batch
+from segxai.explainers._gradcheck import check_graph, graph_checked
 
 __all__ = ["CAMExplainer", "GradientExplainer", "GradientPass", "GradientStep", "ImageWork",
            "PerturbationExplainer", "check_graph", "differentiable_activations",
@@ -83,61 +84,6 @@ def differentiable_activations(layers: Sequence[nn.Module | LayerRef]
     finally:
         for h in handles:
             h.remove()
-
-
-def check_graph(method: str, output: Tensor, inputs: Sequence[object]) -> None:
-    """Refuse a forward that cannot be differentiated: integer outputs (class labels), or an
-    output without autograd history although an input has one (the model runs under
-    ``torch.no_grad`` or leaves PyTorch).
-
-    Raises:
-        SegxaiError: :func:`~segxai.core.registry.no_gradients_error`, naming ``method``.
-    """
-    if not (output.is_floating_point() or output.is_complex()):
-        raise no_gradients_error(method, f"an output of {output.dtype} class labels")
-    if torch.is_grad_enabled() and not output.requires_grad and any(
-            isinstance(t, Tensor) and t.requires_grad for t in inputs):
-        raise no_gradients_error(method, "an output without autograd history although its "
-                                 "input has one (the forward runs under torch.no_grad or "
-                                 "outside PyTorch)")
-
-
-@contextlib.contextmanager
-def graph_checked(adapter: ModelAdapter, method: str) -> Iterator[None]:
-    """Inside the block every call of the model goes through :func:`check_graph`, whichever
-    way a method calls it: a forward hook on a module, a wrapper around a plain callable."""
-
-    def check(args: Sequence[object], out: object) -> None:
-        try:
-            output = _unwrap(out)
-        except SegxaiError:
-            return  # the adapter reports unusable outputs itself
-        check_graph(method, output, args)
-
-    module = adapter.module
-    if module is None:
-        fn = adapter.model
-
-        def checked(*args: Any, **kwargs: Any) -> Any:
-            out = fn(*args, **kwargs)
-            check(args, out)
-            return out
-
-        adapter.model = checked
-        try:
-            yield
-        finally:
-            adapter.model = fn
-        return
-    try:
-        handle = module.register_forward_hook(lambda _m, args, out: check(args, out))
-    except RuntimeError:  # TorchScript modules take no hooks: the VJP check still applies
-        yield
-        return
-    try:
-        yield
-    finally:
-        handle.remove()
 
 
 @dataclass
