@@ -35,9 +35,8 @@ def check_graph(method: str, output: Tensor, inputs: Sequence[object]) -> None:
         raise no_gradients_error(method, f"an output of {output.dtype} class labels")
     if torch.is_grad_enabled() and not output.requires_grad and any(
             isinstance(t, Tensor) and t.requires_grad for t in inputs):
-        raise no_gradients_error(method, "an output without autograd history although its "
-                                 "input has one (the forward runs under torch.no_grad or "
-                                 "outside PyTorch)")
+        raise no_gradients_error(method, "a model whose output carries no autograd history "
+                                 "(its forward runs under torch.no_grad or outside PyTorch)")
 
 
 @contextlib.contextmanager
