@@ -254,8 +254,8 @@ def build_app(viewer: ViewerApp) -> Any:
                     pred = gr.Image(first_pred, label="prediction", interactive=False,
                                     height=320, format="png")
                 gallery = gr.Gallery(label="overlays", elem_id="segxai-overlays", columns=4,
-                                     height=360, format="png", object_fit="contain",
-                                     allow_preview=False)
+                                     height=300, format="png", object_fit="contain",
+                                     fit_columns=False, allow_preview=False)
                 curves = gr.Image(label="deletion / insertion", interactive=False,
                                   elem_id="segxai-curves", format="png")
                 cost = gr.Markdown(elem_id="segxai-cost")
