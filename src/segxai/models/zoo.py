@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segxai.core.checks import check_positive_int
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["TORCHVISION_MODELS", "LoadedModel", "load_model", "load_state_dict_strict",
@@ -82,9 +83,9 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise SegxaiError(f"weights: expected a .safetensors or .pt/.pth file, got missing "
                           f"file {str(path)!r}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from segxai.models.checkpoint import read_safetensors
 
-        return load_file(str(path), device="cpu")
+        return read_safetensors(path, "weights")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or not a torch file: a bad input file
@@ -225,6 +226,8 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     """
     if not isinstance(spec, str) or not spec:
         raise SegxaiTypeError(f"model: expected a non-empty string, got {spec!r}")
+    if num_classes is not None:
+        check_positive_int(num_classes, "num_classes")
     state = read_weights(weights) if weights is not None else None
     builtin = None
     class_names = None
