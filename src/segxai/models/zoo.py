@@ -26,6 +26,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,16 +88,29 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
 
         return read_safetensors(path, "weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's pickle-protocol notes
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or not a torch file: a bad input file
-        raise SegxaiError(f"weights: expected a tensor-only state dict in {str(path)!r} "
-                          f"(loaded with weights_only=True), got an unreadable file: "
-                          f"{exc}") from exc
+        raise SegxaiError(f"weights: expected a tensor-only state dict (.safetensors, or "
+                          f".pt/.pth with tensors only) in {str(path)!r}, got a file that is "
+                          f"not one ({_load_reason(exc)}); pickled objects are never "
+                          "loaded") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise SegxaiError(f"weights: expected a dict of tensors in {str(path)!r}, got "
                           f"{type(state).__name__}")
     return state
+
+
+def _load_reason(exc: Exception) -> str:
+    """One short line from ``torch.load``'s multi-line refusal."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            return rest or (lines[i + 1] if i + 1 < len(lines) else "refused by the unpickler")
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _listed(keys: list[str], limit: int = 8) -> str:

@@ -23,7 +23,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import QuickDefaults, add_common, plain_text, user_input, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    check_explainer_params,
+    plain_text,
+    user_input,
+    write_json,
+)
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -56,15 +64,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", default=DEFAULTS["epsilon"],
                    help="L-infinity radius: >= 1 in /255 units (default %(default)s = "
                         "%(default)s/255), < 1 a fraction")
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--iterations", type=Range(int, 1), default=None,
                    help=f"Adam steps ({QUICK.help('iterations')})")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=Range(float, 0, 1, low_open=True), default=None,
                    help="Adam learning rate in pixel units (default: the attack's own)")
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", type=Range(int, 1), default=None,
                    help=f"number of validation images ({QUICK.help('images')})")
     p.add_argument("--study", action="store_true",
                    help="robustness study over the methods with the beta-smoothing defence")
-    p.add_argument("--defence-beta", type=float, default=DEFAULTS["defence_beta"],
+    p.add_argument("--defence-beta", type=Range(float, 0, low_open=True), default=DEFAULTS["defence_beta"],
                    help="beta of the smoothing defence in --study (default %(default)s)")
     add_common(p, out_default="segxai-attack")
     p.set_defaults(func=run)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segxai.cli.common import add_common, plain_text, write_json
+from segxai.cli.common import Range, add_common, plain_text, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p, out_default="segxai-report")
     p.add_argument("--cache", type=Path, default=None,
                    help="model cache directory (default $SEGXAI_CACHE or ~/.cache/segxai)")
-    p.add_argument("--images", type=int, default=4, help="sample images to explain (default %(default)s)")
+    p.add_argument("--images", type=Range(int, 1), default=4, help="sample images to explain (default %(default)s)")
     p.add_argument("--sections", default=None,
                    help="comma-separated section modules to run (default: all), "
                         "e.g. s00_overview,s10_explainers")

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import QuickDefaults, add_common, write_json
+from segxai.cli.common import QuickDefaults, Range, add_common, check_explainer_params, write_json
 from segxai.cli.grammar import (
     add_deprecated,
     add_method_options,
@@ -43,18 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                       old=("--checkpoint",))
     add_method_options(p, choices=registered_explainers(), default="every registered one",
                        old_list="--methods")
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", type=Range(int, 1), default=None,
                    help=f"number of images ({QUICK.help('images')})")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=Range(int, 1), default=None,
                    help=f"deletion/insertion steps ({QUICK.help('steps')})")
     p.add_argument("--data", default="shapes",
                    help="'shapes' (the built-in validation images), 'context-bias', or a folder "
                         "(ROOT/images + ROOT/masks, or plain image files; default "
                         "%(default)s)")
-    p.add_argument("--size", type=int, default=64,
+    p.add_argument("--size", type=Range(int, 16), default=64,
                    help="image size of generated/folder data (default %(default)s)")
     base = EvalConfig()
-    p.add_argument("--batch-size", type=int, default=base.batch_size,
+    p.add_argument("--batch-size", type=Range(int, 1), default=base.batch_size,
                    help="images per forward in the curves (default %(default)s)")
     p.add_argument("--score", default=base.score, choices=("prob_mean", "logit_ratio", "iou"),
                    help="score tracked along the curves (default %(default)s)")
@@ -62,9 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what deleted pixels become (default %(default)s)")
     p.add_argument("--insertion-substrate", default=base.insertion_substrate,
                    choices=SUBSTRATES, help="what insertion starts from (default %(default)s)")
-    p.add_argument("--tolerance", type=float, default=base.pointing_tolerance,
+    p.add_argument("--tolerance", type=Range(float, 0), default=base.pointing_tolerance,
                    help="pointing-game tolerance in pixels (default %(default)s)")
-    p.add_argument("--sensitivity-samples", type=int, default=base.sensitivity_samples,
+    p.add_argument("--sensitivity-samples", type=Range(int, 0),
+                   default=base.sensitivity_samples,
                    help="max-sensitivity samples per explanation (0 = skip; costly; default "
                         "%(default)s)")
     p.add_argument("--no-random-baseline", action="store_true",

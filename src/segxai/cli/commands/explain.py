@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import add_common, write_json
+from segxai.cli.common import (
+    Range,
+    add_common,
+    check_explainer_params,
+    options_named,
+    write_json,
+)
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -19,6 +25,7 @@ from segxai.cli.grammar import (
     resolve_params,
 )
 from segxai.core.errors import SegxaiError
+from segxai.data.folder import MIN_IMAGE_SIDE
 
 DEFAULTS = {"method": "seg-grad-cam", "image": "sample:0", "roi": "class",
             "score": "logit_sum", "out": "segxai-explain"}
@@ -35,11 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_model_options(p, what="the model to explain")
     p.add_argument("--image", default=DEFAULTS["image"],
-                   help="an image file (PNG/JPEG) or 'sample:K' for built-in sample K "
-                        "(default %(default)s)")
-    p.add_argument("--size", type=int, default=None,
+                   help="an image file (PNG/JPEG/BMP/TIFF; grayscale, 16-bit, palette and "
+                        "alpha accepted; at least 8x8 pixels) or 'sample:K' for built-in "
+                        "sample K >= 0 (default %(default)s)")
+    p.add_argument("--size", type=Range(int, MIN_IMAGE_SIDE), default=None,
                    help="resize the image file to SIZE x SIZE first")
-    p.add_argument("--class", dest="class_index", type=int, default=None,
+    p.add_argument("--class", dest="class_index", type=Range(int, 0), default=None,
                    help="class to explain (default: the most frequent predicted non-background "
                         "class)")
     p.add_argument("--roi", default=DEFAULTS["roi"],
@@ -48,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--score", default=DEFAULTS["score"], choices=("logit_sum", "prob_mean"),
                    help="score explained (default %(default)s)")
     add_method_options(p, choices=registered_explainers(), default=DEFAULTS["method"])
-    p.add_argument("--top-p", type=float, default=None,
+    p.add_argument("--top-p", type=Range(float, 0, 100, low_open=True), default=None,
                    help="keep only the top P percent of each map in the overlay")
     p.add_argument("--list", action="store_true", help="list the registered explainers and exit")
     add_common(p, out_default=DEFAULTS["out"])
@@ -71,20 +79,17 @@ def load_image(spec: str, adapter: Any, size: int | None) -> tuple[torch.Tensor,
         from segxai.data import make_shapes
 
         k = _ints(spec[7:], "--image", 1)[0]
+        if k < 0:
+            raise SegxaiError(f"--image: expected 'sample:K' with an integer K >= 0, got {spec!r}")
         ds = make_shapes(k + 1, seed=1234)
         pixels = ds.images[k:k + 1].float()
     else:
-        from PIL import Image
+        from segxai.data.folder import read_image
 
-        path = Path(spec)
-        if not path.is_file():
+        if not Path(spec).is_file():
             raise SegxaiError(f"--image: expected an image file or 'sample:K', got missing "
                               f"file {spec!r}")
-        img = Image.open(path).convert("RGB")
-        if size:
-            img = img.resize((size, size), Image.BILINEAR)
-        arr = np.asarray(img, dtype=np.float32) / 255.0
-        pixels = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
+        pixels = torch.from_numpy(read_image(spec, size, what="--image")).unsqueeze(0)
     return adapter.from_pixels(pixels), pixels[0].permute(1, 2, 0).numpy()
 
 
@@ -100,15 +105,22 @@ def _target(args: argparse.Namespace, adapter: Any, x: torch.Tensor):
         cls = int(counts.argmax())
     roi = args.roi
     if roi in ("class", "largest_component"):
-        return segxai.Target.from_prediction(adapter, x, cls, roi=roi, score=args.score)
+        with options_named(class_index="--class", roi="--roi"):
+            return segxai.Target.from_prediction(adapter, x, cls, roi=roi, score=args.score)
     if roi == "whole":
-        return segxai.Target.whole_image(cls, size=(h, w), score=args.score)
+        with options_named(class_index="--class"):
+            return segxai.Target.whole_image(cls, size=(h, w), score=args.score)
     if roi.startswith("box:"):
-        box = _ints(roi[4:], "--roi", 4)
-        return segxai.Target.from_box(box, cls, size=(h, w), score=args.score)
+        box = _ints(roi[4:], "--roi box:x0,y0,x1,y1", 4)
+        if not (0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h):
+            raise SegxaiError(f"--roi: expected box:x0,y0,x1,y1 with 0 <= x0 < x1 <= {w} and "
+                              f"0 <= y0 < y1 <= {h} (end exclusive), got {roi!r}")
+        with options_named(box="--roi", class_index="--class"):
+            return segxai.Target.from_box(box, cls, size=(h, w), score=args.score)
     if roi.startswith("pixel:"):
-        pix = _ints(roi[6:], "--roi", 2)
-        return segxai.Target.from_pixel(pix, cls, size=(h, w), score=args.score)
+        pix = _ints(roi[6:], "--roi pixel:row,col", 2)
+        with options_named(pixel="--roi", class_index="--class"):
+            return segxai.Target.from_pixel(pix, cls, size=(h, w), score=args.score)
     raise SegxaiError(f"--roi: expected class, largest_component, whole, box:... or pixel:..., "
                      f"got {roi!r}")
 
@@ -131,15 +143,18 @@ def run(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method, choices=segxai.list_explainers(),
                               default=[DEFAULTS["method"]])
     params = resolve_params(args.param, methods)
+    check_explainer_params(params)
     adapter = segxai.adapt(load_cli_model(args).model)
     x, pixels = load_image(args.image, adapter, args.size)
     x = x.to(args.device)
     target = _target(args, adapter, x)
     out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    with options_named(class_index="--class"):
+        explanations = [segxai.get_explainer(method)(**params.get(method, {}))(adapter, x, target)
+                        for method in tqdm(methods, desc="explain", disable=args.quiet)]
+    out.mkdir(parents=True, exist_ok=True)  # only once every map is computed: nothing half-way
     records = []
-    for method in tqdm(methods, desc="explain", disable=args.quiet):
-        exp = segxai.get_explainer(method)(**params.get(method, {}))(adapter, x, target)
+    for method, exp in zip(methods, explanations, strict=True):
         raw = exp.numpy()[0]
         shown = exp.thresholded(args.top_p)[0] if args.top_p else exp.maps[0]
         np.save(out / f"{method}.npy", raw)

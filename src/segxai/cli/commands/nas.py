@@ -15,7 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import QuickDefaults, add_common, plain_text, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    check_explainer_params,
+    plain_text,
+    write_json,
+)
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -48,19 +55,19 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--proxy", default=DEFAULTS["proxy"],
                    help=f"fitness, larger = better: one of {', '.join(_proxies())} "
                         "(default %(default)s)")
-    p.add_argument("--population", type=int, default=None,
+    p.add_argument("--population", type=Range(int, 1), default=None,
                    help=f"population size N ({QUICK.help('population')})")
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--iterations", type=Range(int, 0), default=None,
                    help=f"iterations T ({QUICK.help('iterations')})")
-    p.add_argument("--children", type=int, default=None,
+    p.add_argument("--children", type=Range(int, 1), default=None,
                    help="children scored per iteration (one batch; fans out on Ray; "
                         f"{QUICK.help('children')})")
-    p.add_argument("--budget-params", type=float, default=DEFAULTS["budget_params"],
+    p.add_argument("--budget-params", type=Range(float, 0, low_open=True), default=DEFAULTS["budget_params"],
                    help="parameter budget: a count, or a fraction (<= 1) of the teacher's "
                         "(default %(default)s)")
-    p.add_argument("--budget-flops", type=float, default=None,
+    p.add_argument("--budget-flops", type=Range(float, 0, low_open=True), default=None,
                    help="FLOP budget per image: a count or a fraction (<= 1) of the teacher's")
-    p.add_argument("--budget-depth", type=int, default=None, help="maximal depth")
+    p.add_argument("--budget-depth", type=Range(int, 1), default=None, help="maximal depth")
     p.add_argument("--backend", default="local", choices=("local", "ray"),
                    help="score/train candidates in-process or as Ray tasks (default "
                         "%(default)s)")
@@ -70,11 +77,11 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
                        default=f"{DEFAULTS['method']}; the explainer of the CAM fitness, "
                                "same for teacher and students", one=True,
                        old_param="--method-param")
-    p.add_argument("--probe-images", type=int, default=None,
+    p.add_argument("--probe-images", type=Range(int, 1), default=None,
                    help=f"probe images ({QUICK.help('probe_images')})")
-    p.add_argument("--fewshot-steps", type=int, default=None,
+    p.add_argument("--fewshot-steps", type=Range(int, 0), default=None,
                    help=f"distillation steps of cam-fewshot ({QUICK.help('fewshot_steps')})")
-    p.add_argument("--crossover", type=float, default=0.0,
+    p.add_argument("--crossover", type=Range(float, 0, 1), default=0.0,
                    help="crossover probability (default %(default)s)")
 
 
@@ -90,17 +97,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_search_cmd)
     v = nsub.add_parser("validate", help="proxy vs trained mIoU (validation.csv, correlations.csv)")
     _add_shared(v, "segxai-nas-validate")
-    v.add_argument("--architectures", type=int, default=None,
+    v.add_argument("--architectures", type=Range(int, 2), default=None,
                    help=f"architectures sampled under the budget ({QUICK.help('architectures')})")
     v.add_argument("--proxies", default=DEFAULTS["proxies"],
                    help="comma-separated proxies to validate (default %(default)s)")
-    v.add_argument("--train-images", type=int, default=None,
+    v.add_argument("--train-images", type=Range(int, 1), default=None,
                    help=f"training images of the short schedule ({QUICK.help('train_images')})")
-    v.add_argument("--epochs", type=int, default=None,
+    v.add_argument("--epochs", type=Range(int, 1), default=None,
                    help=f"epochs of the short schedule ({QUICK.help('epochs')})")
-    v.add_argument("--batch-size", type=int, default=4,
+    v.add_argument("--batch-size", type=Range(int, 1), default=4,
                    help="batch size of the short schedule (default %(default)s)")
-    v.add_argument("--lr", type=float, default=2e-3,
+    v.add_argument("--lr", type=Range(float, 0, low_open=True), default=2e-3,
                    help="peak learning rate of the short schedule (default %(default)s)")
     v.set_defaults(func=run_validate_cmd)
     t = nsub.add_parser("train", help="train the searched student (metrics.json + checkpoint)")
@@ -111,11 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", default=None, help="a UNetConfig as JSON (instead of --search)")
     t.add_argument("--baseline-search", type=Path, default=None,
                    help="another search directory (e.g. --proxy random) trained for comparison")
-    t.add_argument("--alpha", type=float, default=0.0,
+    t.add_argument("--alpha", type=Range(float, 0), default=0.0,
                    help="distillation weight (default %(default)s)")
-    t.add_argument("--lam", type=float, default=0.0,
+    t.add_argument("--lam", type=Range(float, 0), default=0.0,
                    help="saliency-matching weight lambda (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=None,
+    t.add_argument("--epochs", type=Range(int, 1), default=None,
                    help="epochs (default: the teacher's recipe)")
     t.set_defaults(func=run_train_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
