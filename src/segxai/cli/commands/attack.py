@@ -18,7 +18,6 @@ Two modes:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from segxai.cli.common import (
     Range,
     add_common,
     check_explainer_params,
+    options_named,
     plain_text,
     user_input,
     write_json,
@@ -41,6 +41,7 @@ from segxai.cli.grammar import (
     resolve_params,
 )
 from segxai.core.errors import SegxaiError
+from segxai.core.runstore import RunStore
 
 QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
                       quick={"iterations": 60, "images": 1})
@@ -98,14 +99,15 @@ def run(args: argparse.Namespace) -> int:
     from segxai.attack import AttackConfig, parse_epsilon
     from segxai.attack.study import StudyConfig
 
-    eps = user_input(parse_epsilon, args.epsilon)
-    args.images = QUICK.get(args, "images")
-    if args.images < 1:
-        raise SegxaiError(f"--images: expected an integer >= 1, got {args.images}")
-    settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations")}
-    if args.lr is not None:
-        settings["lr"] = args.lr
-    cfg = user_input(lambda: AttackConfig(**settings).validate())
+    with options_named("epsilon", "iterations", "lr", "images", "defence_beta"):
+        eps = user_input(parse_epsilon, args.epsilon)
+        args.images = QUICK.get(args, "images")
+        if args.images < 1:
+            raise SegxaiError(f"--images: expected an integer >= 1, got {args.images}")
+        settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations")}
+        if args.lr is not None:
+            settings["lr"] = args.lr
+        cfg = user_input(lambda: AttackConfig(**settings).validate())
     choices = differentiable_explainers()
     study_default = [m for m in StudyConfig().methods if m in choices]
     methods = resolve_methods(args.method, choices=choices, one=not args.study,
@@ -115,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
         params["smoothgrad"]["seed"] = args.seed
     for m, given in resolve_params(args.param, methods).items():
         params[m].update(given)
+    check_explainer_params(params)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # created by the run stores, once the model and images are loaded
     if args.study:
         study_cfg = StudyConfig(methods=tuple(methods), target_kind=args.target_kind, attack=cfg,
                                 defence_beta=args.defence_beta,
                                 explainer_params={m: p for m, p in params.items() if p})
-        return _run_study(args, user_input(study_cfg.validate), out)
+        with options_named("defence_beta"):
+            study_cfg = user_input(study_cfg.validate)
+        return _run_study(args, study_cfg, out)
     return _run_attack(args, methods[0], cfg, params[methods[0]], out)
 
 
@@ -164,14 +168,14 @@ def _run_attack(args: argparse.Namespace, method: str, cfg: Any, params: dict[st
     settings = {"method": method, "target_kind": args.target_kind, "images": n,
                 "seed": args.seed, "quick": args.quick, "model": args.model,
                 "attack": cfg.to_dict(), "explainer_params": params}
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
-                                 .encode()).hexdigest()[:16]
+    # the run store refuses an --out holding an attack with other settings (names the keys)
+    store = RunStore(out, kind="attack", settings=settings)
+    fingerprint = store.fingerprint
     path = out / "attack.json"
     done: dict[int, dict[str, Any]] = {}
-    if path.exists():
+    if store.resumed and path.exists():
         old = json.loads(path.read_text())
-        if old.get("fingerprint") == fingerprint:
-            done = {int(r["index"]): r for r in old.get("records", [])}
+        done = {int(r["index"]): r for r in old.get("records", [])}
     images = images.to(adapter.device)
     targets = choose_target(adapter, images)
     records: list[dict[str, Any]] = []

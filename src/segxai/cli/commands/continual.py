@@ -32,8 +32,9 @@ def _strategies(text: str) -> list[str]:
 
 
 def _seeds(text: str) -> str:
-    if not all(part.strip().lstrip("-").isdigit() for part in text.split(",")):
-        raise argparse.ArgumentTypeError(f"expected a count like 3 or a list like 0,1,2, got {text!r}")
+    if not all(part.strip().isdigit() for part in text.split(",")):
+        raise argparse.ArgumentTypeError(f"expected a count >= 1 like 3 or a list of seeds >= 0 "
+                                         f"like 0,1,2, got {text!r}")
     return text
 
 
@@ -141,7 +142,10 @@ def run(args: argparse.Namespace) -> int:
     if args.tasks is not None:
         overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
     overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
-    config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
+    with options_named("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs",
+                       "ratio", "tau", "r", "patch", "saliency_on", "distill", "n_train", "size",
+                       explainer="--method"):
+        config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT
     if args.quick and args.out is None:
         out = out.with_name(out.name + "-quick")

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import QuickDefaults, Range, add_common, check_explainer_params, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    check_explainer_params,
+    options_named,
+    write_json,
+)
 from segxai.cli.grammar import (
     add_deprecated,
     add_method_options,
@@ -178,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method, choices=registered, default=registered,
                               extra=(RANDOM_BASELINE,))
     params = resolve_params(args.param, [m for m in methods if m != RANDOM_BASELINE])
+    check_explainer_params(params)
     config = EvalConfig(
         methods=methods if args.method else None, method_params=params, steps=steps,
         batch_size=args.batch_size, score=args.score,
@@ -187,7 +195,8 @@ def run(args: argparse.Namespace) -> int:
         random_baseline=not args.no_random_baseline, seed=args.seed)
     loaded = load_cli_model(args)
     model, built = loaded.model, loaded.builtin
-    images, masks, names = _data(args, n, model, built)
+    with options_named(root="--data", size="--size"):
+        images, masks, names = _data(args, n, model, built)
     out: Path = args.out
     result = evaluate_methods(model, images, masks, config=config, out_dir=out,
                               image_ids=names, device=args.device, progress=not args.quiet)

@@ -63,13 +63,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _ints(text: str, option: str, count: int) -> list[int]:
+def _ints(text: str, option: str, count: int, form: str = "") -> list[int]:
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
         values = []
     if len(values) != count:
-        raise SegxaiError(f"{option}: expected {count} comma-separated integer(s), got {text!r}")
+        raise SegxaiError(f"{option}: expected {count} comma-separated integer(s)"
+                          f"{' as ' + form if form else ''}, got {text!r}")
     return values
 
 
@@ -78,7 +79,7 @@ def load_image(spec: str, adapter: Any, size: int | None) -> tuple[torch.Tensor,
     if spec.startswith("sample:"):
         from segxai.data import make_shapes
 
-        k = _ints(spec[7:], "--image", 1)[0]
+        k = _ints(spec[7:], "--image", 1, "sample:K")[0]
         if k < 0:
             raise SegxaiError(f"--image: expected 'sample:K' with an integer K >= 0, got {spec!r}")
         ds = make_shapes(k + 1, seed=1234)
@@ -111,14 +112,14 @@ def _target(args: argparse.Namespace, adapter: Any, x: torch.Tensor):
         with options_named(class_index="--class"):
             return segxai.Target.whole_image(cls, size=(h, w), score=args.score)
     if roi.startswith("box:"):
-        box = _ints(roi[4:], "--roi box:x0,y0,x1,y1", 4)
+        box = _ints(roi[4:], "--roi", 4, "box:x0,y0,x1,y1")
         if not (0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h):
             raise SegxaiError(f"--roi: expected box:x0,y0,x1,y1 with 0 <= x0 < x1 <= {w} and "
                               f"0 <= y0 < y1 <= {h} (end exclusive), got {roi!r}")
         with options_named(box="--roi", class_index="--class"):
             return segxai.Target.from_box(box, cls, size=(h, w), score=args.score)
     if roi.startswith("pixel:"):
-        pix = _ints(roi[6:], "--roi pixel:row,col", 2)
+        pix = _ints(roi[6:], "--roi", 2, "pixel:row,col")
         with options_named(pixel="--roi", class_index="--class"):
             return segxai.Target.from_pixel(pix, cls, size=(h, w), score=args.score)
     raise SegxaiError(f"--roi: expected class, largest_component, whole, box:... or pixel:..., "

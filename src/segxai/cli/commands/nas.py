@@ -135,7 +135,8 @@ def _teacher(args: argparse.Namespace) -> tuple[Any, Any]:
     return loaded.model.eval(), loaded.builtin
 
 
-def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int]):
+def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int],
+            num_classes: int) -> Any:
     from segxai.nas import Budget
     from segxai.nas.counting import network_counts
 
@@ -149,14 +150,35 @@ def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int])
     counts = network_counts(teacher, shape)
     params = resolve(args.budget_params, counts["params"])
     flops = resolve(args.budget_flops, counts["flops"])
-    return Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
+    budget = Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
+    _check_budget_admits(budget, num_classes, shape, counts)
+    return budget
+
+
+def _check_budget_admits(budget: Any, num_classes: int, shape: tuple[int, int, int],
+                         teacher: dict[str, int]) -> None:
+    """Refuse, before any work, a budget that no student of the search space fits."""
+    from segxai.nas import SearchSpace
+    from segxai.nas.validate import sample_architectures
+
+    space = SearchSpace(in_channels=shape[0], num_classes=num_classes, resolution=shape[1:])
+    try:
+        sample_architectures(space, budget, 1, seed=0, max_draws=2000)
+    except SegxaiError:
+        raise SegxaiError(
+            f"--budget-params/--budget-flops/--budget-depth: expected a budget some student "
+            f"fits, got max_params={budget.max_params}, max_flops={budget.max_flops}, "
+            f"max_depth={budget.max_depth} (the teacher has {teacher['params']} parameters, "
+            f"{teacher['flops']} FLOPs); no architecture in 2000 draws fits") from None
 
 
 def _method(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The one explainer of the CAM fitness and its parameters."""
     (method,) = resolve_methods(args.method, choices=registered_explainers(),
                                 default=[DEFAULTS["method"]], one=True)
-    return method, resolve_params(args.param, [method]).get(method, {})
+    params = resolve_params(args.param, [method])
+    check_explainer_params(params)
+    return method, params.get(method, {})
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -175,9 +197,10 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     probe = make_probe(teacher, n_probe=QUICK.get(args, "probe_images"),
                        n_distill=16 if args.quick else 32, size=size, seed=args.seed,
                        method=method, method_params=params, device=args.device)
+    budget = _budget(args, teacher, probe.input_shape, probe.num_classes)
     backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
     return {"teacher": teacher, "builtin": builtin, "probe": probe, "fewshot": fewshot,
-            "budget": _budget(args, teacher, probe.input_shape), "backend": backend,
+            "budget": budget, "backend": backend,
             "population": QUICK.get(args, "population"),
             "iterations": QUICK.get(args, "iterations"),
             "children": QUICK.get(args, "children"), "size": size}

@@ -11,7 +11,14 @@ import json
 import time
 from pathlib import Path
 
-from segxai.cli.common import QuickDefaults, Range, add_common, options_named, plain_text, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    options_named,
+    plain_text,
+    write_json,
+)
 
 DEFAULT_OUT = "segxai-train"
 QUICK = QuickDefaults(
@@ -66,16 +73,19 @@ def run(args: argparse.Namespace) -> int:
     n_train, n_val = QUICK.get(args, "n_train"), QUICK.get(args, "n_val")
     base_width = QUICK.get(args, "base_width")
     out = Path(args.out)
-    train, val = load_dataset(args.dataset, n_train=n_train, n_val=n_val, size=args.size,
-                              seed=args.seed)
-    channels = int(train.images.shape[1])
-    model_cfg = UNetConfig(depth=args.depth, base_width=base_width,
-                           kernel_size=args.kernel_size, block=args.block,
-                           decoder_width=args.decoder_width, in_channels=channels,
-                           num_classes=train.num_classes)
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr,
-                            patience=args.patience if args.patience and args.patience > 0
-                            else None, seed=args.seed)
+    with options_named("epochs", "batch_size", "lr", "patience", "n_train", "n_val", "size",
+                       "depth", "base_width", "kernel_size", "decoder_width", root="dataset",
+                       name="dataset"):
+        train, val = load_dataset(args.dataset, n_train=n_train, n_val=n_val, size=args.size,
+                                  seed=args.seed)
+        channels = int(train.images.shape[1])
+        model_cfg = UNetConfig(depth=args.depth, base_width=base_width,
+                               kernel_size=args.kernel_size, block=args.block,
+                               decoder_width=args.decoder_width, in_channels=channels,
+                               num_classes=train.num_classes)
+        train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr,
+                                patience=args.patience if args.patience and args.patience > 0
+                                else None, seed=args.seed)
     torch.manual_seed(args.seed)
     model = UNet(model_cfg)
     if not args.quiet:
