@@ -93,7 +93,8 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or not a torch file: a bad input file
         raise SegxaiError(f"weights: expected a tensor-only state dict (.safetensors, or "
-                          f".pt/.pth with tensors only) in {str(path)!r}, got a file that is "
+                          f".pt/.pth read with weights_only=True) in {str(path)!r}, got a file "
+                          f"that is "
                           f"not one ({_load_reason(exc)}); pickled objects are never "
                           "loaded") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
@@ -109,7 +110,8 @@ def _load_reason(exc: Exception) -> str:
     for i, line in enumerate(lines):
         if "WeightsUnpickler error" in line:
             rest = line.split("WeightsUnpickler error:", 1)[1].strip()
-            return rest or (lines[i + 1] if i + 1 < len(lines) else "refused by the unpickler")
+            line = rest or (lines[i + 1] if i + 1 < len(lines) else "refused by the unpickler")
+            return line.split(". Please", 1)[0][:200]  # drop torch's "allowlist it" advice
     return (lines[0] if lines else type(exc).__name__)[:200]
 
 

@@ -139,12 +139,12 @@ def run(args: argparse.Namespace) -> int:
             overrides[name] = value
     if args.budget_bytes is not None:
         overrides["budget_bytes"] = args.budget_bytes
-    if args.tasks is not None:
-        overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
-    overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
     with options_named("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs",
                        "ratio", "tau", "r", "patch", "saliency_on", "distill", "n_train", "size",
                        explainer="--method"):
+        if args.tasks is not None:
+            overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
+        overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
         config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT
     if args.quick and args.out is None:
