@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from numbers import Integral, Real
 
 import torch
@@ -81,8 +81,7 @@ def _stride_interval(big: int, small: int) -> tuple[float, float]:
     return low, high
 
 
-def check_model_output(out: Tensor, size: tuple[int, int] | list[int] | torch.Size,
-                       batch: int | None = None) -> Tensor:
+def check_model_output(out: Tensor, size: Sequence[int], batch: int | None = None) -> Tensor:
     """Check a raw model output ``N×K×h×w`` against the input it came from and return it.
 
     The spatial size may differ from the input's ``size`` (the adapter resizes it), but both
