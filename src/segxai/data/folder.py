@@ -116,11 +116,11 @@ def read_image(path: str | Path, size: int | None = None, *, what: str = "image"
     if isinstance(rgb, np.ndarray):
         if size is not None and rgb.shape[:2] != (size, size):
             rgb = np.stack([np.asarray(Image.fromarray(rgb[:, :, c], mode="F")
-                                       .resize((size, size), Image.BILINEAR))
+                                       .resize((size, size), Image.Resampling.BILINEAR))
                             for c in range(3)], axis=2)
         return np.ascontiguousarray(np.clip(rgb, 0.0, 1.0).transpose(2, 0, 1), np.float32)
     if size is not None and rgb.size != (size, size):
-        rgb = rgb.resize((size, size), Image.BILINEAR)
+        rgb = rgb.resize((size, size), Image.Resampling.BILINEAR)
     return np.asarray(rgb, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
@@ -142,7 +142,7 @@ def read_mask(path: str | Path, size: int | None = None, *,
                               "single-channel PNG of class ids (mode L, P or I), not a colour "
                               "image")
         if size is not None and im.size != (size, size):
-            return np.asarray(im.resize((size, size), Image.NEAREST)).astype(np.int64)
+            return np.asarray(im.resize((size, size), Image.Resampling.NEAREST)).astype(np.int64)
         return np.asarray(im).astype(np.int64)
 
 
@@ -200,7 +200,8 @@ def load_folder(root: str | Path, class_names: Sequence[str] | None = None, *,
             parts.append(f"masks without an image in images/: {', '.join(no_image[:10])}")
         raise SegxaiError(f"root: unpaired files in {root}: " + "; ".join(parts))
     names = sorted(images)
-    xs, ys = [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
     for name in names:
         image_wh, mask_wh = _image_size(images[name], "images"), _image_size(masks[name], "masks")
         if image_wh != mask_wh:  # checked before any resize, like train's folders
