@@ -322,3 +322,23 @@ def test_no_traceback_in_a_real_process(argv: list[str], files, tmp_path: Path) 
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr and "error:" in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("config", "needle"), [
+    ("{nope", "expected a UNetConfig as JSON"), ("[1, 2]", "expected a dict"),
+    ('{"wings": 2}', "unknown UNetConfig field"), ('{"depth": 0}', "depth")])
+def test_nas_train_config_garbage_is_refused_before_any_work(config: str, needle: str,
+                                                             tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    line = _refused(["nas", "train", "--config", config, "--out", str(out), "--quiet"],
+                    "--config", capsys, out)
+    assert needle in line
+
+
+def test_nas_train_garbage_search_json(ckpt: Path, tmp_path: Path, capsys) -> None:
+    search = tmp_path / "search"
+    search.mkdir()
+    (search / "search.json").write_text('{"best": 3}')
+    out = tmp_path / "out"
+    _refused(["nas", "train", "--quick", "--model", str(ckpt), "--search", str(search),
+              "--out", str(out), "--quiet"], "--search", capsys, out)

@@ -284,7 +284,15 @@ def _load_best(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SegxaiError(f"--search: expected a 'segxai nas search' output directory, got "
                           f"{str(directory)!r} without search.json")
-    return json.loads(path.read_text(encoding="utf-8"))["best"]["config"]
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))["best"]["config"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise SegxaiError(f"--search: expected a 'segxai nas search' search.json with a best "
+                          f"config, got {str(path)!r} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(best, dict):
+        raise SegxaiError(f"--search: expected a config object as best in {str(path)!r}, got "
+                          f"{type(best).__name__}")
+    return best
 
 
 def run_train_cmd(args: argparse.Namespace) -> int:
@@ -303,18 +311,24 @@ def run_train_cmd(args: argparse.Namespace) -> int:
 
     if args.config is not None and args.search is not None:
         raise SegxaiError("--config/--search: expected one of them, got both")
+    if args.config is not None:  # checked before any work
+        try:
+            config = json.loads(args.config)
+        except json.JSONDecodeError as exc:
+            raise SegxaiError(f"--config: expected a UNetConfig as JSON, got "
+                              f"{args.config!r} ({exc})") from exc
+        from segxai.models.unet import UNetConfig
+
+        try:
+            UNetConfig.from_dict(config)
+        except SegxaiError as exc:
+            raise SegxaiError(f"--config: expected a valid UNetConfig, got {exc}") from exc
     env = _setup(args)
     teacher, builtin = env["teacher"], env["builtin"]
     try:
-        if args.config is not None:
-            try:
-                config = json.loads(args.config)
-            except json.JSONDecodeError as exc:
-                raise SegxaiError(f"--config: expected a UNetConfig as JSON, got "
-                                  f"{args.config!r} ({exc})") from exc
-        elif args.search is not None:
+        if args.config is None and args.search is not None:
             config = _load_best(args.search)
-        else:
+        elif args.config is None:
             config = _search(args, env, args.out / "search" if args.out else None)["best"]["config"]
     finally:
         env["backend"].close()
