@@ -266,3 +266,21 @@ def test_checkpoint_weights_not_safetensors_or_not_matching(tmp_path: Path) -> N
     (ck / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="model.safetensors"):
         load_checkpoint(ck)
+
+
+@pytest.mark.parametrize(("values", "ignore"), [([0, 3], None), ([-1, 0], None),
+                                                ([0, 7], 255), ([0, 255], None)])
+def test_dataset_mask_values_outside_the_classes_are_refused(values, ignore) -> None:
+    from segxai.data.dataset import SegDataset
+
+    masks = torch.tensor(values).repeat_interleave(8).view(1, 4, 4)
+    with pytest.raises(SegxaiError, match=r"masks: expected class ids 0-2"):
+        SegDataset(torch.zeros(1, 3, 4, 4), masks, ["a", "b", "c"], ignore_index=ignore)
+
+
+def test_dataset_ignore_index_is_not_a_bad_value() -> None:
+    from segxai.data.dataset import SegDataset
+
+    masks = torch.tensor([0, 2, 255, 1]).repeat_interleave(4).view(1, 4, 4)
+    assert len(SegDataset(torch.zeros(1, 3, 4, 4), masks, ["a", "b", "c"],
+                          ignore_index=255)) == 1
