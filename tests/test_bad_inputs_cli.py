@@ -342,3 +342,28 @@ def test_nas_train_garbage_search_json(ckpt: Path, tmp_path: Path, capsys) -> No
     out = tmp_path / "out"
     _refused(["nas", "train", "--quick", "--model", str(ckpt), "--search", str(search),
               "--out", str(out), "--quiet"], "--search", capsys, out)
+
+
+class _NaNNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * float("nan")
+
+
+def nan_net() -> torch.nn.Module:
+    """A factory for ``--model test_bad_inputs_cli:nan_net``: a model returning NaN logits."""
+    return _NaNNet()
+
+
+@pytest.mark.parametrize("argv", [
+    ["explain"], ["evaluate", "--images", "1", "--steps", "4", "--method", "gradient"],
+    ["attack", "--images", "1", "--iterations", "2"], ["nas", "search", "--quick"]])
+def test_nan_model_is_one_error_and_nothing_written(argv: list[str], tmp_path: Path,
+                                                    capsys) -> None:
+    out = tmp_path / "out"
+    line = _refused([*argv, "--model", "test_bad_inputs_cli:nan_net", "--out", str(out),
+                     "--quiet"], "model output: expected finite logits", capsys, out)
+    assert "image(s) [0" in line

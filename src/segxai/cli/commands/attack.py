@@ -168,6 +168,8 @@ def _run_attack(args: argparse.Namespace, method: str, cfg: Any, params: dict[st
     settings = {"method": method, "target_kind": args.target_kind, "images": n,
                 "seed": args.seed, "quick": args.quick, "model": args.model,
                 "attack": cfg.to_dict(), "explainer_params": params}
+    images = images.to(adapter.device)
+    targets = choose_target(adapter, images)  # the first forward: a broken model stops here
     # the run store refuses an --out holding an attack with other settings (names the keys)
     store = RunStore(out, kind="attack", settings=settings)
     fingerprint = store.fingerprint
@@ -176,8 +178,6 @@ def _run_attack(args: argparse.Namespace, method: str, cfg: Any, params: dict[st
     if store.resumed and path.exists():
         old = json.loads(path.read_text())
         done = {int(r["index"]): r for r in old.get("records", [])}
-    images = images.to(adapter.device)
-    targets = choose_target(adapter, images)
     records: list[dict[str, Any]] = []
     for i in range(n):
         if i in done:
