@@ -367,3 +367,10 @@ def test_nan_model_is_one_error_and_nothing_written(argv: list[str], tmp_path: P
     line = _refused([*argv, "--model", "test_bad_inputs_cli:nan_net", "--out", str(out),
                      "--quiet"], "model output: expected finite logits", capsys, out)
     assert "image(s) [0" in line
+
+
+def test_demo_unknown_section_is_refused_before_any_work(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out"
+    line = _refused(["demo", "--quick", "--sections", "s00_overview,s99_nope", "--out",
+                     str(out), "--cache", str(tmp_path / "cache")], "--sections", capsys, out)
+    assert "s99_nope" in line and not (tmp_path / "cache").exists()

@@ -12,6 +12,7 @@ import argparse
 from pathlib import Path
 
 from segxai.cli.common import Range, add_common, plain_text, write_json
+from segxai.core.errors import SegxaiError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segxai.report.demo import run_demo
+    from segxai.report.demo import discover_sections, run_demo
 
     only = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
+    if only:  # checked before the model is loaded or anything is written
+        names = sorted(m.__name__.rsplit(".", 1)[-1] for m in discover_sections())
+        unknown = [o for o in only if o not in names]
+        if unknown:
+            raise SegxaiError(f"--sections: expected names from {', '.join(names)}, got "
+                              f"unknown {', '.join(unknown)}")
     result = run_demo(args.out, quick=args.quick, device=args.device, seed=args.seed,
                       progress=not args.quiet, cache_dir=args.cache, n_images=args.images,
                       only=only)
