@@ -19,6 +19,7 @@ The adapter also knows the input normalisation ``(pixel - mean) / std`` so that 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -69,6 +70,25 @@ def _unwrap(output: Any) -> Tensor:
         return _unwrap(output[0])
     raise SegxaiError("model output: expected a tensor N×K×h×w, a dict with 'out', an object "
                      f"with .logits or a tuple; got {type(output).__name__}")
+
+
+@contextlib.contextmanager
+def _hooks_silenced(module: nn.Module | None) -> Iterator[None]:
+    """Forward hooks off inside the block (restored after): a probe forward must not overwrite
+    the activations an explainer's hooks captured from the real forward."""
+    if module is None:
+        yield
+        return
+    saved = [(m, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
+    try:
+        for m, _, _ in saved:  # torch offers no public switch for registered hooks
+            m._forward_hooks = OrderedDict()
+            m._forward_pre_hooks = OrderedDict()
+        yield
+    finally:
+        for m, hooks, pre_hooks in saved:
+            m._forward_hooks = hooks
+            m._forward_pre_hooks = pre_hooks
 
 
 class ModelAdapter:
@@ -186,7 +206,7 @@ class ModelAdapter:
         if self._position_free or images.shape[-1] * images.shape[-2] < 2 \
                 or not spatially_constant(logits) or spatially_constant(images):
             return
-        with torch.no_grad(), self.explaining():
+        with torch.no_grad(), self.explaining(), _hooks_silenced(self.module):
             side = smallest_varying_side(lambda x: _unwrap(self.model(x)), images)
         if side is None:
             self._position_free = True  # e.g. a global-pooling head: constant by design
