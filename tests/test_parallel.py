@@ -20,8 +20,8 @@ from PIL import Image
 
 from kill_after_rows import ROOT, run_killed
 from segxai.cli import main
-from segxai.core.executor import InProcessExecutor, chunks, make_executor
 from segxai.core.errors import SegxaiError
+from segxai.core.executor import InProcessExecutor, chunks, make_executor
 from segxai.models import save_checkpoint
 from segxai.models.unet import UNet, UNetConfig
 
@@ -164,7 +164,7 @@ def test_bad_inputs_name_the_option(ckpt: Path, folder: Path, tmp_path: Path,
     (empty / "notes.txt").write_text("not an image")
     assert _explain(ckpt, [str(empty)], tmp_path / "x") == 2
     err = capsys.readouterr().err
-    assert f"--images: expected image files (.png, .jpg, .jpeg" in err and str(empty) in err
+    assert "--images: expected image files (.png, .jpg, .jpeg" in err and str(empty) in err
 
     mixed = tmp_path / "mixed"
     mixed.mkdir()
@@ -177,8 +177,11 @@ def test_bad_inputs_name_the_option(ckpt: Path, folder: Path, tmp_path: Path,
 
 
 @pytest.mark.slow
-def test_ray_cluster_equals_one_process(ckpt: Path, folder: Path, tmp_path: Path) -> None:
+def test_ray_cluster_equals_one_process(ckpt: Path, folder: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("ray")
+    # a private test cluster: no token authentication (Ray's default depends on ~/.ray)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     ray_bin = shutil.which("ray", path=str(Path(sys.executable).parent))
     if ray_bin is None:
         pytest.skip("the ray command is not installed")
@@ -207,18 +210,20 @@ def test_ray_cluster_equals_one_process(ckpt: Path, folder: Path, tmp_path: Path
 
 
 def _stop_ray(marker: str) -> None:
-    """Stop the Ray processes this test started, by their ids: those whose command line
-    names the test's own temp dir (``ray stop`` would stop every Ray on the machine)."""
+    """Stop the Ray processes this test started, by their ids: those whose command line or
+    open files name the test's own temp dir (``ray stop`` would stop every Ray on the
+    machine, and others share it)."""
     def ours() -> list[int]:
         pids = []
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit() or int(entry.name) == os.getpid():
                 continue
-            try:
-                cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            try:  # Ray's agents rename themselves, but keep files open in the temp dir
+                seen = [(entry / "cmdline").read_bytes().decode(errors="replace")]
+                seen += [os.readlink(fd) for fd in (entry / "fd").iterdir()]
             except OSError:
                 continue
-            if marker in cmd:
+            if any(marker in text for text in seen):
                 pids.append(int(entry.name))
         return pids
 

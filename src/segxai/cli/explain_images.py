@@ -121,7 +121,7 @@ def decode_image(data: bytes, size: int | None) -> torch.Tensor:
     with Image.open(io.BytesIO(data)) as im:
         img = im.convert("RGB")
     if size:
-        img = img.resize((size, size), Image.BILINEAR)
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
     arr = np.asarray(img, dtype=np.float32) / 255.0
     return torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
 

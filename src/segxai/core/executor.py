@@ -281,7 +281,7 @@ class RayExecutor(Executor):
         except ImportError as exc:  # pragma: no cover - ray is an optional dependency
             raise SegxaiError("ray: expected the ray package (pip install segxai[ray]), got "
                               "none installed") from exc
-        self._ray = ray
+        self._ray: Any = ray  # untyped calls
         self._started = False
         self.threads = threads
         if not ray.is_initialized():
@@ -289,11 +289,17 @@ class RayExecutor(Executor):
                                       "configure_logging": False}
             if address is not None:
                 check_ray_address(address)
-                ray.init(address=address, **kwargs)
+                try:
+                    ray.init(address=address, **kwargs)
+                except (ConnectionError, RuntimeError) as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                    raise SegxaiError(f"--ray: expected a Ray cluster that accepts this "
+                                      f"driver at {address}, got {type(exc).__name__}: "
+                                      f"{first}") from exc
             else:
                 ray.init(num_cpus=num_cpus, **kwargs)
             self._started = True
-        resources = ray.cluster_resources()
+        resources: dict[str, float] = self._ray.cluster_resources()
         per_task = "GPU" if num_gpus else "CPU"
         self.workers = max(1, int(resources.get(per_task, 1) / (num_gpus or 1)))
         self._remote = ray.remote(num_cpus=1, num_gpus=num_gpus)(_ray_call)
