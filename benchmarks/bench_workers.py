@@ -1,0 +1,102 @@
+"""Benchmark: ``segxai evaluate`` with 2 worker processes against 1, perturbation methods.
+
+Each run is a fresh ``segxai evaluate`` process (so imports, the spawn of the workers and the
+final tables count, as a user sees them) on the same small U-Net checkpoint (random weights,
+saved once to a temporary folder), ``--images N`` of the built-in shapes data at
+``--size``, the perturbation methods (occlusion, Seg-Ablation-CAM) and ``--steps`` curve
+steps. The runs alternate (1, 2, 1, 2, ...) and the medians are compared; every run's
+``results.csv`` must equal the first one's except the wall-clock ``seconds`` rows.
+
+Usage::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_workers.py [--images 12] [--reps 1]
+        [--workers 2] [--quick]
+
+Goal (issue 17): 2 workers >= 1.7x faster than 1 on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _checkpoint(folder: Path) -> Path:
+    import torch
+
+    from segxai.models import save_checkpoint
+    from segxai.models.unet import UNet, UNetConfig
+
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(depth=3, base_width=12, num_classes=5))
+    with torch.no_grad():  # a foreground class predicted in most images
+        model.head.bias.copy_(torch.tensor([0.0, 0.05, 0.05, 0.05, 0.05]))
+    return save_checkpoint(model, folder / "unet")
+
+
+def _run(ckpt: Path, out: Path, workers: int, args: argparse.Namespace) -> float:
+    cmd = [sys.executable, "-m", "segxai.cli", "evaluate", "--quiet", "--model", str(ckpt),
+           "--images", str(args.images), "--size", str(args.size), "--steps", str(args.steps),
+           "--method", "occlusion", "--method", "seg-ablation-cam", "--no-random-baseline",
+           "--param", "occlusion.window=8", "--param", "occlusion.stride=4",
+           "--workers", str(workers), "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p),
+        "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    t0 = time.perf_counter()
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - t0
+    if done.returncode != 0:
+        raise SystemExit(f"bench_workers: segxai evaluate failed:\n{done.stderr[-2000:]}")
+    return seconds
+
+
+def _table(out: Path) -> list[str]:
+    return [line for line in (out / "results.csv").read_text().splitlines()
+            if ",seconds," not in line]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=1, help="runs of each setting")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="4 images (a smoke run)")
+    args = parser.parse_args()
+    if args.quick:
+        args.images = 4
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        ckpt = _checkpoint(folder)
+        times: dict[int, list[float]] = {1: [], args.workers: []}
+        reference: list[str] | None = None
+        for rep in range(args.reps):
+            for w in (1, args.workers):
+                out = folder / f"run-{w}-{rep}"
+                times[w].append(_run(ckpt, out, w, args))
+                table = _table(out)
+                reference = reference or table
+                if table != reference:
+                    raise SystemExit(f"bench_workers: results.csv of --workers {w} differs")
+                print(f"--workers {w}: {times[w][-1]:.1f} s", flush=True)
+    one, many = statistics.median(times[1]), statistics.median(times[args.workers])
+    print(f"cores: {os.cpu_count()}; load average: "
+          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"images {args.images} x (occlusion, seg-ablation-cam), size {args.size}, "
+          f"steps {args.steps}; results.csv identical (except seconds): yes")
+    print(f"| workers | seconds |\n|---|---|\n| 1 | {one:.1f} |\n| {args.workers} | {many:.1f} |")
+    print(f"speed-up {args.workers} workers / 1: {one / many:.2f}x (goal >= 1.7x)")
+
+
+if __name__ == "__main__":
+    main()
