@@ -4,8 +4,10 @@ Each run is a fresh ``segxai evaluate`` process (so imports, the spawn of the wo
 final tables count, as a user sees them) on the same small U-Net checkpoint (random weights,
 saved once to a temporary folder), ``--images N`` of the built-in shapes data at
 ``--size``, the perturbation methods (occlusion, Seg-Ablation-CAM) and ``--steps`` curve
-steps. The runs alternate (1, 2, 1, 2, ...) and the medians are compared; every run's
-``results.csv`` must equal the first one's except the wall-clock ``seconds`` rows.
+steps. Three settings alternate: no ``--workers`` (one process, torch's default threads),
+``--workers 1`` and ``--workers 2`` (one torch thread per process); the medians are compared.
+``results.csv`` of ``--workers 2`` must equal that of ``--workers 1`` except the wall-clock
+``seconds`` rows.
 
 Usage::
 
@@ -42,12 +44,12 @@ def _checkpoint(folder: Path) -> Path:
     return save_checkpoint(model, folder / "unet")
 
 
-def _run(ckpt: Path, out: Path, workers: int, args: argparse.Namespace) -> float:
+def _run(ckpt: Path, out: Path, workers: int | None, args: argparse.Namespace) -> float:
     cmd = [sys.executable, "-m", "segxai.cli", "evaluate", "--quiet", "--model", str(ckpt),
            "--images", str(args.images), "--size", str(args.size), "--steps", str(args.steps),
            "--method", "occlusion", "--method", "seg-ablation-cam", "--no-random-baseline",
            "--param", "occlusion.window=8", "--param", "occlusion.stride=4",
-           "--workers", str(workers), "--out", str(out)]
+           *(["--workers", str(workers)] if workers else []), "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
@@ -78,24 +80,36 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpt = _checkpoint(folder)
-        times: dict[int, list[float]] = {1: [], args.workers: []}
-        reference: list[str] | None = None
+        settings: list[int | None] = [None, 1, args.workers]
+        times: dict[int | None, list[float]] = {w: [] for w in settings}
+        tables: dict[int | None, list[str]] = {}
         for rep in range(args.reps):
-            for w in (1, args.workers):
+            for w in settings:
                 out = folder / f"run-{w}-{rep}"
                 times[w].append(_run(ckpt, out, w, args))
                 table = _table(out)
-                reference = reference or table
-                if table != reference:
-                    raise SystemExit(f"bench_workers: results.csv of --workers {w} differs")
-                print(f"--workers {w}: {times[w][-1]:.1f} s", flush=True)
-    one, many = statistics.median(times[1]), statistics.median(times[args.workers])
+                if tables.setdefault(w, table) != table:
+                    raise SystemExit(f"bench_workers: results.csv of --workers {w} changed "
+                                     "between repetitions")
+                print(f"--workers {w or '(none)'}: {times[w][-1]:.1f} s", flush=True)
+    if tables[1] != tables[args.workers]:
+        raise SystemExit(f"bench_workers: results.csv of --workers {args.workers} differs "
+                         "from --workers 1")
+    med = {w: statistics.median(v) for w, v in times.items()}
     print(f"cores: {os.cpu_count()}; load average: "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"images {args.images} x (occlusion, seg-ablation-cam), size {args.size}, "
-          f"steps {args.steps}; results.csv identical (except seconds): yes")
-    print(f"| workers | seconds |\n|---|---|\n| 1 | {one:.1f} |\n| {args.workers} | {many:.1f} |")
-    print(f"speed-up {args.workers} workers / 1: {one / many:.2f}x (goal >= 1.7x)")
+          f"steps {args.steps}, {args.reps} run(s) each (medians)")
+    print("| run | torch threads per process | seconds | results.csv as --workers 1 |")
+    print("|---|---|---|---|")
+    same = "identical" if tables[None] == tables[1] else "last digits differ"
+    print(f"| no --workers (one process) | torch default | {med[None]:.1f} | {same} |")
+    print(f"| --workers 1 | 1 | {med[1]:.1f} | identical |")
+    print(f"| --workers {args.workers} | 1 | {med[args.workers]:.1f} | identical |")
+    print(f"speed-up --workers {args.workers} / --workers 1: {med[1] / med[args.workers]:.2f}x "
+          "(goal >= 1.7x)")
+    print(f"speed-up --workers {args.workers} / no --workers: "
+          f"{med[None] / med[args.workers]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ __all__ = ["add_fanout_options", "cli_executor"]
 def add_fanout_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--workers`` and ``--ray``."""
     parser.add_argument("--workers", type=int, default=None, metavar="N",
-                        help="local worker processes (each runs cores/N torch threads; "
-                             "default: this process); results are identical to one process")
+                        help="local worker processes, one torch thread each (so that results "
+                             "are identical for any N; use N = cores; default: this process "
+                             "with torch's default threads)")
     parser.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                         help="run as tasks on an existing Ray cluster (ray.init(address=...); "
                              "HOST:PORT, ray://HOST:PORT, or no value for the cluster "

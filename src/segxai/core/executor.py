@@ -15,9 +15,11 @@ Results do not depend on the executor as long as ``func`` does not depend on whi
 runs it or in which order (segxai's explainers and metrics draw randomness from generators
 seeded per image, so they do not).
 
-Local processes use the ``spawn`` start method (safe with threads, CUDA and macOS) and run
-``max(1, cores // workers)`` torch threads each, so that N workers do not oversubscribe the
-cores. Ray tasks take one CPU (and one GPU when asked) and run one torch thread.
+Local processes use the ``spawn`` start method (safe with threads, CUDA and macOS). The
+command-line executors (:func:`make_executor`) run one torch thread per worker, so that the
+results do not depend on the number of workers (torch's CPU kernels may round differently
+with another thread count); Ray tasks take one CPU (and one GPU when asked) and run one torch
+thread.
 """
 
 from __future__ import annotations
@@ -137,12 +139,24 @@ class Executor:
 
 
 class InProcessExecutor(Executor):
-    """Runs every item in this process, in order (with the process's torch threads)."""
+    """Runs every item in this process, in order.
+
+    Args:
+        threads: torch threads while it runs (``None``: the process's setting).
+    """
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def pinned(self) -> contextlib.AbstractContextManager[None]:
+        """A context running the block with this executor's torch threads."""
+        return single_thread(self.threads) if self.threads else contextlib.nullcontext()
 
     def imap(self, func: Task, shared: Any, items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         try:
-            for i, item in enumerate(items):
-                yield i, func(shared, item)
+            with self.pinned():
+                for i, item in enumerate(items):
+                    yield i, func(shared, item)
         finally:
             _clear_state()
 
@@ -200,7 +214,9 @@ class ProcessExecutor(Executor):
 
     Args:
         workers: number of processes (>= 1).
-        threads: torch threads per process (default ``max(1, cores // workers)``).
+        threads: torch threads per process (``None``: ``max(1, cores // workers)``, faster
+            when there are more cores than workers, but torch's CPU kernels may then change
+            the last bits of results with the number of workers; see :func:`make_executor`).
     """
 
     name = "processes"
@@ -327,8 +343,14 @@ def make_executor(workers: int | None = None, ray: str | None = None,
                   device: str = "cpu") -> Executor:
     """The executor for ``workers`` local processes or the Ray cluster at ``ray``.
 
+    Every worker (and this process, with ``workers=1``) runs one torch thread: torch's CPU
+    kernels can round differently with another thread count (measured: a 1-image U-Net
+    forward differs by 7e-9 between 1 and 2 threads), so one thread per worker is what makes
+    the results identical for any number of workers. Use as many workers as cores.
+
     Args:
-        workers: local processes (``None`` or 1: this process).
+        workers: local processes (``None``: this process with its own thread setting; 1:
+            this process with one torch thread).
         ray: a Ray cluster address (``auto``: the cluster ``ray start`` runs on this machine).
         device: the torch device; ``cuda...`` gives every Ray task one GPU.
 
@@ -346,6 +368,8 @@ def make_executor(workers: int | None = None, ray: str | None = None,
             raise SegxaiError(f"--workers: expected no value with --ray (the cluster's CPUs "
                               f"or GPUs set the parallelism), got {workers}")
         return RayExecutor(address=ray, num_gpus=1 if str(device).startswith("cuda") else 0)
-    if workers is None or workers == 1:
+    if workers is None:
         return InProcessExecutor()
-    return ProcessExecutor(workers)
+    if workers == 1:
+        return InProcessExecutor(threads=1)
+    return ProcessExecutor(workers, threads=1)

@@ -32,6 +32,7 @@ The pieces live in :mod:`~segxai.evaluate.config` (settings), :mod:`~segxai.eval
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -202,7 +203,9 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
                         enabled=progress)
     try:
         if executor is None or isinstance(executor, InProcessExecutor):
-            computed = _compute(adapter, images, masks, ids, todo, config, store, done, bar)
+            with executor.pinned() if executor is not None else contextlib.nullcontext():
+                computed = _compute(adapter, images, masks, ids, todo, config, store, done,
+                                    bar)
         else:
             from segxai.evaluate.parallel import compute_parallel
 
