@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -44,7 +45,9 @@ def _checkpoint(folder: Path) -> Path:
     return save_checkpoint(model, folder / "unet")
 
 
-def _run(ckpt: Path, out: Path, workers: int | None, args: argparse.Namespace) -> float:
+def _run(ckpt: Path, out: Path, workers: int | None,
+         args: argparse.Namespace) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (the command and its worker processes) of one run."""
     cmd = [sys.executable, "-m", "segxai.cli", "evaluate", "--quiet", "--model", str(ckpt),
            "--images", str(args.images), "--size", str(args.size), "--steps", str(args.steps),
            "--method", "occlusion", "--method", "seg-ablation-cam", "--no-random-baseline",
@@ -53,12 +56,15 @@ def _run(ckpt: Path, out: Path, workers: int | None, args: argparse.Namespace) -
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p),
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"bench_workers: segxai evaluate failed:\n{done.stderr[-2000:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def _table(out: Path) -> list[str]:
@@ -82,30 +88,37 @@ def main() -> None:
         ckpt = _checkpoint(folder)
         settings: list[int | None] = [None, 1, args.workers]
         times: dict[int | None, list[float]] = {w: [] for w in settings}
+        cpus: dict[int | None, list[float]] = {w: [] for w in settings}
         tables: dict[int | None, list[str]] = {}
         for rep in range(args.reps):
             for w in settings:
                 out = folder / f"run-{w}-{rep}"
-                times[w].append(_run(ckpt, out, w, args))
+                wall, cpu = _run(ckpt, out, w, args)
+                times[w].append(wall)
+                cpus[w].append(cpu)
                 table = _table(out)
                 if tables.setdefault(w, table) != table:
                     raise SystemExit(f"bench_workers: results.csv of --workers {w} changed "
                                      "between repetitions")
-                print(f"--workers {w or '(none)'}: {times[w][-1]:.1f} s", flush=True)
+                print(f"--workers {w or '(none)'}: {wall:.1f} s wall, {cpu:.1f} s CPU",
+                      flush=True)
     if tables[1] != tables[args.workers]:
         raise SystemExit(f"bench_workers: results.csv of --workers {args.workers} differs "
                          "from --workers 1")
     med = {w: statistics.median(v) for w, v in times.items()}
+    cpu_med = {w: statistics.median(v) for w, v in cpus.items()}
     print(f"cores: {os.cpu_count()}; load average: "
           f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     print(f"images {args.images} x (occlusion, seg-ablation-cam), size {args.size}, "
           f"steps {args.steps}, {args.reps} run(s) each (medians)")
-    print("| run | torch threads per process | seconds | results.csv as --workers 1 |")
-    print("|---|---|---|---|")
+    print("| run | torch threads per process | wall s | CPU s | results.csv as --workers 1 |")
+    print("|---|---|---|---|---|")
     same = "identical" if tables[None] == tables[1] else "last digits differ"
-    print(f"| no --workers (one process) | torch default | {med[None]:.1f} | {same} |")
-    print(f"| --workers 1 | 1 | {med[1]:.1f} | identical |")
-    print(f"| --workers {args.workers} | 1 | {med[args.workers]:.1f} | identical |")
+    print(f"| no --workers (one process) | torch default | {med[None]:.1f} | "
+          f"{cpu_med[None]:.1f} | {same} |")
+    print(f"| --workers 1 | 1 | {med[1]:.1f} | {cpu_med[1]:.1f} | identical |")
+    print(f"| --workers {args.workers} | 1 | {med[args.workers]:.1f} | "
+          f"{cpu_med[args.workers]:.1f} | identical |")
     print(f"speed-up --workers {args.workers} / --workers 1: {med[1] / med[args.workers]:.2f}x "
           "(goal >= 1.7x)")
     print(f"speed-up --workers {args.workers} / no --workers: "

@@ -73,6 +73,16 @@ def test_executors_map_in_item_order() -> None:
     items = list(range(7))
     assert InProcessExecutor().map(pow, 2, items) == [pow(2, i) for i in items]
     assert list(InProcessExecutor().imap(pow, 3, items))[2] == (2, 9)
+    # --workers 1 runs in this process with one torch thread, restored after
+    torch.set_num_threads(2)
+    try:
+        executor = make_executor(workers=1)
+        assert isinstance(executor, InProcessExecutor)
+        with executor.pinned():
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
 
 
 def test_evaluate_two_workers_equal_one(ckpt: Path, tmp_path: Path) -> None:
@@ -198,11 +208,11 @@ def test_ray_cluster_equals_one_process(ckpt: Path, folder: Path, tmp_path: Path
     try:
         address = f"127.0.0.1:{port}"
         assert _evaluate(ckpt, tmp_path / "ray", "--ray", address) == 0
-        assert _evaluate(ckpt, tmp_path / "one") == 0
+        assert _evaluate(ckpt, tmp_path / "one", "--workers", "1") == 0
         assert _csv_without_seconds(tmp_path / "ray" / "results.csv") == \
             _csv_without_seconds(tmp_path / "one" / "results.csv")
         assert _explain(ckpt, [str(folder)], tmp_path / "xray", "--ray", address) == 0
-        assert _explain(ckpt, [str(folder)], tmp_path / "xone") == 0
+        assert _explain(ckpt, [str(folder)], tmp_path / "xone", "--workers", "1") == 0
         assert _maps(tmp_path / "xray") == _maps(tmp_path / "xone")
     finally:
         _stop_ray(str(temp))
