@@ -36,7 +36,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
         return layer
     if not isinstance(layer, str):
         raise SegxaiTypeError(f"layer: expected a dotted name or an nn.Module, got {type(layer).__name__}")
-    modules = dict(model.named_modules())
+    modules: dict[str, nn.Module] = dict(model.named_modules())
     if layer in modules and layer:
         return modules[layer]
     names = [n for n in modules if n]
@@ -46,6 +46,7 @@ def find_layer(model: nn.Module, layer: str | nn.Module) -> nn.Module:
 
 
 def module_name(model: nn.Module, module: nn.Module) -> str:
+    name: str
     for name, m in model.named_modules():
         if m is module:
             return name

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor
@@ -27,6 +27,7 @@ __all__ = ["Explainer", "RawMaps", "Wrt", "explain", "get_explainer", "list_expl
            "register_explainer"]
 
 _REGISTRY: dict[str, type[Explainer]] = {}
+_E = TypeVar("_E", bound="Explainer")
 
 Wrt = Literal["input", "params"]
 """What differentiable maps keep their graph to: the images, or the model's parameters."""
@@ -148,7 +149,7 @@ class Explainer:
 
     def _run(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
              meter: CostMeter, create_graph: bool,
-             wrt: Wrt) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+             wrt: Wrt) -> Sequence[RawMaps | tuple[Tensor, dict[str, Any]]]:
         """The protocol step the method families override (see ``segxai.explainers.base``)."""
         if wrt == "params":
             raise SegxaiError(f"differentiable_wrt: the {self.name!r} explainer cannot keep a "
@@ -164,7 +165,7 @@ class Explainer:
 
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
                       meter: CostMeter,
-                      create_graph: bool) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+                      create_graph: bool) -> Sequence[RawMaps | tuple[Tensor, dict[str, Any]]]:
         return [self._explain(adapter, images, t, meter=meter, create_graph=create_graph)
                 for t in targets]
 
@@ -178,10 +179,10 @@ def _keep_mode() -> Iterator[None]:
     yield
 
 
-def register_explainer(name: str):
+def register_explainer(name: str) -> Callable[[type[_E]], type[_E]]:
     """Class decorator: register an :class:`Explainer` subclass under ``name``."""
 
-    def deco(cls: type[Explainer]) -> type[Explainer]:
+    def deco(cls: type[_E]) -> type[_E]:
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
             raise SegxaiTypeError("register_explainer: decorate an Explainer subclass")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
@@ -208,6 +209,14 @@ def get_explainer(method: str) -> type[Explainer]:
     return _REGISTRY[method]
 
 
+@overload
+def explain(model: Any, images: Tensor, target: Target, method: str = ..., *,
+            create_graph: bool = ..., differentiable_wrt: Wrt = ...,
+            **params: Any) -> Explanation: ...
+@overload
+def explain(model: Any, images: Tensor, target: Sequence[Target], method: str = ..., *,
+            create_graph: bool = ..., differentiable_wrt: Wrt = ...,
+            **params: Any) -> list[Explanation]: ...
 def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
             method: str = "seg-grad-cam", *, create_graph: bool = False,
             differentiable_wrt: Wrt = "input", **params: Any) -> Explanation | list[Explanation]:

@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -54,6 +54,8 @@ __all__ = [
 
 SUBSTRATES = ("black", "mean", "blur", "noise")
 CURVE_SCORES = ("prob_mean", "logit_ratio", "iou")
+Substrate = Literal["black", "mean", "blur", "noise"]
+CurveScore = Literal["prob_mean", "logit_ratio", "iou"]
 
 
 @dataclass
@@ -105,7 +107,7 @@ def auc(values: np.ndarray | Sequence[float], fractions: np.ndarray | None = Non
     return ((v[..., 1:] + v[..., :-1]) * 0.5 * dx).sum(-1)
 
 
-def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: str | Tensor, *,
+def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: Substrate | Tensor, *,
                      seed: int = 0, fill: Sequence[float] | float | None = None,
                      blur_kernel: int = 11, blur_sigma: float = 5.0) -> Tensor:
     """The fully perturbed images (model space) for a substrate defined in pixel space.
@@ -191,7 +193,7 @@ def _step_counts(total: Tensor, steps: int) -> Tensor:
     return torch.round(total.double().view(-1, 1) * t.view(1, -1) / steps).long()
 
 
-def _scores(adapter: ModelAdapter, logits: Tensor, target: Target, score: str,
+def _scores(adapter: ModelAdapter, logits: Tensor, target: Target, score: CurveScore,
             clean_mask: Tensor | None, clean_score: Tensor | None) -> Tensor:
     if score == "prob_mean":
         return target.with_score("prob_mean").score_from_logits(logits, binary=adapter.binary)
@@ -216,8 +218,8 @@ def _maps_of(maps: Tensor | Explanation) -> Tensor:
 
 
 def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation,
-            kinds: Sequence[str], *, steps: int, substrates: dict[str, str | Tensor],
-            score: str, context_only: bool, batch_size: int, seed: int,
+            kinds: Sequence[str], *, steps: int, substrates: dict[str, Substrate | Tensor],
+            score: CurveScore, context_only: bool, batch_size: int, seed: int,
             fill: Sequence[float] | float | None, blur_kernel: int, blur_sigma: float,
             progress: bool) -> dict[str, CurveResult]:
     adapter = adapt(model)
@@ -293,9 +295,10 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
     for pos, kind in enumerate(kinds):
         sc = out[kind].numpy()
         fwd = per_kind[kind] + (n if pos == 0 else 0)
+        substrate = substrates[kind]
         results[kind] = CurveResult(
             kind=kind, fractions=fractions, scores=sc, auc=auc(sc, fractions), score=score,
-            substrate=substrates[kind] if isinstance(substrates[kind], str) else "custom",
+            substrate=substrate if isinstance(substrate, str) else "custom",
             context_only=context_only, forward_passes=fwd,
             seconds=seconds * fwd / max(forwards, 1),
             extras={"perturbable_pixels": total.tolist()})
@@ -303,8 +306,8 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
 
 
 def deletion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation, *,
-                   steps: int = 100, substrate: str | Tensor = "mean",
-                   score: str = "prob_mean", context_only: bool = False,
+                   steps: int = 100, substrate: Substrate | Tensor = "mean",
+                   score: CurveScore = "prob_mean", context_only: bool = False,
                    batch_size: int = 32, seed: int = 0,
                    fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
                    blur_sigma: float = 5.0, progress: bool = False) -> CurveResult:
@@ -336,8 +339,8 @@ def deletion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Ex
 
 
 def insertion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation, *,
-                    steps: int = 100, substrate: str | Tensor = "blur",
-                    score: str = "prob_mean", context_only: bool = False,
+                    steps: int = 100, substrate: Substrate | Tensor = "blur",
+                    score: CurveScore = "prob_mean", context_only: bool = False,
                     batch_size: int = 32, seed: int = 0,
                     fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
                     blur_sigma: float = 5.0, progress: bool = False) -> CurveResult:
@@ -354,8 +357,9 @@ def insertion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | E
 
 def deletion_insertion(model: Any, images: Tensor, target: Target,
                        maps: Tensor | Explanation, *, steps: int = 100,
-                       deletion_substrate: str | Tensor = "mean",
-                       insertion_substrate: str | Tensor = "blur", score: str = "prob_mean",
+                       deletion_substrate: Substrate | Tensor = "mean",
+                       insertion_substrate: Substrate | Tensor = "blur",
+                       score: CurveScore = "prob_mean",
                        context_only: bool = False, batch_size: int = 32, seed: int = 0,
                        fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
                        blur_sigma: float = 5.0,

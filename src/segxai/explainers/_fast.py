@@ -82,8 +82,9 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         names = list(module._modules)
         for a, b in zip(names[:-1], names[1:], strict=True):
             conv, bn = module._modules[a], module._modules[b]
-            if conv is not None and bn is not None and _foldable(conv, bn):
-                _fold_pair(conv, bn)  # type: ignore[arg-type]
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                    and _foldable(conv, bn)):
+                _fold_pair(conv, bn)
                 module._modules[b] = nn.Identity()
                 folded += 1
     for p in clone.parameters():

@@ -29,12 +29,13 @@ from segxai.explainers.base import ImageWork, PerturbationExplainer
 __all__ = ["GUARDS", "MODES", "SegAblationCAM", "ablate", "ablation_weights"]
 
 MODES = ("full", "partial-spatial", "partial-magnitude")
+Mode = Literal["full", "partial-spatial", "partial-magnitude"]
 REGIONS = ("foreground", "background")
 GUARDS = ("abs", "prob", "drop", "none")
 ABLATION_SCORES = ("target", "logit_sum", "prob_mean")
 
 
-def ablate(activation: Tensor, channels: Sequence[int], mode: str, *, value: float = 0.0,
+def ablate(activation: Tensor, channels: Sequence[int], mode: Mode, *, value: float = 0.0,
            region: Tensor | None = None, ratio: float = 1.0) -> Tensor:
     """``len(channels)`` copies of ``activation`` (``1×C×h×w``), copy ``j`` with channel
     ``channels[j]`` deactivated.

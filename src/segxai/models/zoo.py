@@ -129,8 +129,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor],
 
 
 def _imagenet(model: nn.Module) -> nn.Module:
-    model.segxai_mean = "imagenet"
-    model.segxai_std = "imagenet"
+    # torch's stubs type Module.__setattr__ values as Tensor | Module; any value works at runtime
+    model.segxai_mean = "imagenet"  # type: ignore[assignment]
+    model.segxai_std = "imagenet"  # type: ignore[assignment]
     return model
 
 
@@ -139,7 +140,7 @@ def _torchvision(name: str, state: dict[str, torch.Tensor] | None,
     from torchvision.models import segmentation
 
     # official weights carry the auxiliary head; build it when the file has it
-    aux = bool(state) and any(k.startswith("aux_classifier.") for k in state)
+    aux = state is not None and any(k.startswith("aux_classifier.") for k in state)
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None,
                               "num_classes": num_classes}
     if not name.startswith("lraspp"):
@@ -228,6 +229,7 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     state = read_weights(weights) if weights is not None else None
     builtin = None
     class_names = None
+    model: nn.Module
     path = Path(spec)
     if spec == "builtin" or path.is_dir():
         if state is not None:
