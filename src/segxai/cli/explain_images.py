@@ -28,6 +28,7 @@ from segxai.core.errors import SegxaiError
 from segxai.core.executor import Executor, InProcessExecutor, chunks, worker_state
 from segxai.core.progress import ImageProgress
 from segxai.core.runstore import RunStore
+from segxai.core.target import Score
 
 __all__ = ["IMAGE_EXTENSIONS", "ExplainOptions", "decode_image", "explain_images",
            "explain_one", "list_images", "make_target", "parse_ints"]
@@ -127,7 +128,7 @@ def decode_image(data: bytes, size: int | None) -> torch.Tensor:
 
 
 def make_target(adapter: Any, x: torch.Tensor, class_index: int | None, roi: str,
-                score: str) -> Any:
+                score: Score) -> Any:
     """The target of ``--class``/``--roi``/``--score`` on the model-space image ``x``."""
     import segxai
 
@@ -194,7 +195,7 @@ class ExplainOptions:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)
     class_index: int | None = None
     roi: str = "class"
-    score: str = "logit_sum"
+    score: Score = "logit_sum"
     size: int | None = None
     top_p: float | None = None
     seed: int = 0
