@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import glob
 import io
+import os
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -84,8 +85,6 @@ def list_images(specs: Sequence[str], option: str = "--images") -> list[Path]:
 def image_names(files: Sequence[Path], option: str = "--images") -> list[str]:
     """One output name per file: its path below the files' common folder, without suffix."""
     parents = [str(f.resolve().parent) for f in files]
-    import os
-
     root = Path(os.path.commonpath(parents)) if parents else Path(".")
     names: dict[str, Path] = {}
     for f in files:
