@@ -11,7 +11,7 @@ steps. Three settings alternate: no ``--workers`` (one process, torch's default 
 
 Usage::
 
-    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_workers.py [--images 12] [--reps 1]
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_workers.py [--images 32] [--reps 1]
         [--workers 2] [--quick]
 
 Goal (issue 17): 2 workers >= 1.7x faster than 1 on a 2-core machine.
@@ -74,7 +74,7 @@ def _table(out: Path) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=12)
+    parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--reps", type=int, default=1, help="runs of each setting")
