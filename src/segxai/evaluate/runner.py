@@ -173,7 +173,8 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
         executor: where the pairs are computed (:func:`~segxai.core.executor.make_executor`:
             local processes or a Ray cluster, in chunks of images × method, see
             :mod:`~segxai.evaluate.parallel`); ``None`` computes them in this process. The
-            results do not depend on it.
+            results do not depend on it as long as every process runs the same number of
+            torch threads (``make_executor``'s executors run one each).
 
     Returns:
         An :class:`EvalResult`.
