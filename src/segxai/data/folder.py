@@ -31,21 +31,28 @@ MAX_IMAGE_PIXELS = 89_478_485
 _SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
-def _open(path: Path, what: str, *, decode: bool = True) -> Any:
-    """Open ``path`` with PIL, checked: readable, not a decompression bomb and (with
-    ``decode``) fully decodable."""
+def _open(path: Path | bytes, what: str, *, decode: bool = True,
+          name: str | None = None) -> Any:
+    """Open a file (or encoded ``bytes`` called ``name``) with PIL, checked: readable, not a
+    decompression bomb and (with ``decode``) fully decodable."""
+    import io
     import warnings
 
     from PIL import Image
 
-    if not path.is_file():
-        raise SegxaiError(f"{what}: expected an image file, got missing file {str(path)!r}")
-    if path.stat().st_size == 0:
+    if isinstance(path, bytes):
+        data: bytes | None = path
+        path = Path(name or "<image bytes>")
+    else:
+        data = None
+        if not path.is_file():
+            raise SegxaiError(f"{what}: expected an image file, got missing file {str(path)!r}")
+    if (len(data) if data is not None else path.stat().st_size) == 0:
         raise SegxaiError(f"{what}: expected an image file, got the empty file {str(path)!r}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            im = Image.open(path)
+            im = Image.open(io.BytesIO(data) if data is not None else path)
         w, h = im.size
         if w * h > MAX_IMAGE_PIXELS:
             im.close()
@@ -90,8 +97,9 @@ def _to_rgb(im: Any) -> Any:
     return im.convert("RGB")
 
 
-def read_image(path: str | Path, size: int | None = None, *, what: str = "image") -> np.ndarray:
-    """Read an image file as a ``3×H×W`` float32 array in ``[0, 1]``.
+def read_image(path: str | Path | bytes, size: int | None = None, *, what: str = "image",
+               name: str | None = None) -> np.ndarray:
+    """Read an image file (or its encoded bytes) as a ``3×H×W`` float32 array in ``[0, 1]``.
 
     Grayscale and palette images become RGB; 16-bit images are scaled by 65535; transparent
     pixels are composited over black.
@@ -100,6 +108,7 @@ def read_image(path: str | Path, size: int | None = None, *, what: str = "image"
         path: the image file.
         size: resize to ``size × size`` (bilinear) after reading; ``None`` keeps the size.
         what: the argument or option named in error messages.
+        name: the file name shown in error messages when ``path`` is bytes.
 
     Raises:
         SegxaiError: the file is missing, empty, not a decodable image, larger than
@@ -108,10 +117,11 @@ def read_image(path: str | Path, size: int | None = None, *, what: str = "image"
     """
     from PIL import Image
 
-    path = Path(path)
-    im = _open(path, what)
+    source = path if isinstance(path, bytes) else Path(path)
+    shown = Path(name or "<image bytes>") if isinstance(path, bytes) else Path(path)
+    im = _open(source, what, name=name)
     with im:
-        _check_side(im, path, what)
+        _check_side(im, shown, what)
         rgb = _to_rgb(im)
     if isinstance(rgb, np.ndarray):
         if size is not None and rgb.shape[:2] != (size, size):

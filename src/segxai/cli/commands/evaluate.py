@@ -18,6 +18,7 @@ from segxai.cli.common import (
     options_named,
     write_json,
 )
+from segxai.cli.fanout import add_fanout_options, cli_executor
 from segxai.cli.grammar import (
     add_deprecated,
     add_method_options,
@@ -44,7 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sparseness, complexity and optionally max-sensitivity. Writes OUT/results.csv "
             "(image, method, metric, value), OUT/summary.md, OUT/summary.json and "
             "OUT/figures/*.png. Finished (image, method) pairs are checkpointed in "
-            "OUT/progress.jsonl, so an interrupted run resumes where it stopped."),
+            "OUT/progress.jsonl, so an interrupted run resumes where it stopped. --workers N and "
+            "--ray [ADDRESS] spread the pairs over processes or a Ray cluster (chunks of "
+            "images x method) with results identical to one process."),
     )
     add_model_options(p, what="the model whose explanations are evaluated",
                       old=("--checkpoint",))
@@ -86,6 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a model trained on the context-bias data, in any --model form (for "
                         "--context-bias)")
     add_deprecated(p, "--bias-checkpoint", dest="bias_model", new="--bias-model")
+    add_fanout_options(p)
     add_common(p, out_default="segxai-evaluate")
     p.set_defaults(func=run)
 
@@ -93,10 +97,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     from PIL import Image
 
-    files = sorted(p for p in root.iterdir()
-                   if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-    if not files:
-        raise SegxaiError(f"--data: expected image files in {root}, got none")
+    from segxai.cli.explain_images import list_images
+
+    files = list_images([str(root)], option="--data")
     arrs = []
     im: Image.Image
     for f in files:
@@ -194,13 +197,18 @@ def run(args: argparse.Namespace) -> int:
         insertion_substrate=args.insertion_substrate, pointing_tolerance=args.tolerance,
         sensitivity_samples=args.sensitivity_samples,
         random_baseline=not args.no_random_baseline, seed=args.seed)
-    loaded = load_cli_model(args)
-    model, built = loaded.model, loaded.builtin
-    with options_named(root="--data", size="--size"):
-        images, masks, names = _data(args, n, model, built)
-    out: Path = args.out
-    result = evaluate_methods(model, images, masks, config=config, out_dir=out,
-                              image_ids=names, device=args.device, progress=not args.quiet)
+    executor = cli_executor(args)
+    try:
+        loaded = load_cli_model(args)
+        model, built = loaded.model, loaded.builtin
+        with options_named(root="--data", size="--size"):
+            images, masks, names = _data(args, n, model, built)
+        out: Path = args.out
+        result = evaluate_methods(model, images, masks, config=config, out_dir=out,
+                                  image_ids=names, device=args.device,
+                                  progress=not args.quiet, executor=executor)
+    finally:
+        executor.close()
     if args.context_bias:
         from segxai.data import make_context_bias
         from segxai.evaluate import bias_sanity, context_bias_benchmark
