@@ -102,18 +102,33 @@ def capture_activations(modules: Sequence[nn.Module]) -> Iterator[ActivationStor
 
 
 def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
-    """The layer Seg-Grad-CAM explains when none is given: the bottleneck.
+    """The layer the CAM-type explainers explain when none is given (the *faithful default*).
 
-    In order: a ``segxai_default_layer`` attribute (dotted name) on the model; otherwise the
-    deepest (smallest spatial output, last executed) module inside ``model.backbone`` or
-    ``model.encoder`` when present, else inside the whole model. Found with one probe
-    forward of the first image, without gradients.
+    The rule (supported by the layer study, docs/evaluation.md "Which layer"), in order:
+
+    1. a ``segxai_default_layer`` attribute (dotted name) on the model;
+    2. encoder–decoder networks (a ``decoder`` sub-module): the layer that feeds the classifier
+       head, i.e. the last stage of a ``decoder`` ``ModuleList`` (segxai's U-Net, with or
+       without skips) or the ``decoder`` module itself (segmentation_models_pytorch);
+    3. otherwise the last backbone stage: the deepest (smallest spatial output, last
+       executed) module inside ``model.backbone`` or ``model.encoder`` when present
+       (torchvision FCN/DeepLabV3/LRASPP), else inside the whole model; found with one probe
+       forward of the first image, without gradients.
+
+    The bottleneck of a skip-connected U-Net is *not* the default: it carries context while
+    the object evidence reaches the head through the skips, and its maps were measured
+    worse than random on deletion.
     """
     import torch
 
     name = getattr(model, "segxai_default_layer", None)
     if isinstance(name, str):
         return find_layer(model, name)
+    decoder = getattr(model, "decoder", None)
+    if isinstance(decoder, nn.ModuleList) and len(decoder) > 0:
+        return decoder[-1]
+    if isinstance(decoder, nn.Module) and not isinstance(decoder, nn.ModuleList):
+        return decoder
     root = model
     for attr in ("backbone", "encoder"):
         sub = getattr(model, attr, None)
