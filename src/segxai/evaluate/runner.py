@@ -44,12 +44,19 @@ from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.registry import get_explainer
 from segxai.core.runstore import RunStore
 from segxai.core.target import Target
-from segxai.evaluate.config import METRIC_DIRECTION, RANDOM_BASELINE, EvalConfig, EvalResult
+from segxai.evaluate.config import (
+    METRIC_DIRECTION,
+    RANDOM_BASELINE,
+    EvalConfig,
+    EvalResult,
+    split_method,
+)
 from segxai.evaluate.pairs import choose_target, evaluate_pair, select_images
 from segxai.evaluate.summary import interpret, summarise, summary_markdown
 from segxai.evaluate.writers import write_outputs
 
 __all__ = ["METRIC_DIRECTION", "RANDOM_BASELINE", "EvalConfig", "EvalResult", "choose_target",
+           "dataset_fill",
            "evaluate_methods", "evaluate_pair", "interpret", "select_images", "summarise",
            "summary_markdown"]
 
@@ -80,9 +87,21 @@ def _check_inputs(images: Tensor, masks: Tensor | None,
     return ids
 
 
+def dataset_fill(adapter: Any, images: Tensor, config: EvalConfig) -> list[float] | None:
+    """The ``dataset-mean`` colour: ``config.dataset_mean``, else the pixel-space mean colour
+    of the evaluated images (``None`` when no curve uses that substrate)."""
+    if "dataset-mean" not in (config.deletion_substrate, config.insertion_substrate):
+        return None
+    if config.dataset_mean is not None:
+        return [float(v) for v in config.dataset_mean]
+    pixels = adapter.to_pixels(images.to(adapter.device))
+    return [float(v) for v in pixels.mean(dim=(0, 2, 3))]
+
+
 def _compute(adapter: Any, images: Tensor, masks: Tensor | None, ids: list[str],
              todo: list[tuple[int, str]], config: EvalConfig, store: RunStore | None,
-             done: dict[tuple[str, str], dict[str, Any]], bar: Any) -> int:
+             done: dict[tuple[str, str], dict[str, Any]], bar: Any,
+             fill: list[float] | None = None) -> int:
     """Evaluate the ``todo`` pairs into ``done`` (and the store's rows); returns their count."""
     warmed: set[str] = set()
     targets: dict[int, tuple[Target, Tensor] | None] = {}
@@ -100,10 +119,16 @@ def _compute(adapter: Any, images: Tensor, masks: Tensor | None, ids: list[str],
             try:
                 if config.warmup and m != RANDOM_BASELINE and m not in warmed:
                     warmed.add(m)
-                    get_explainer(m)(**config.method_params.get(m, {}))(adapter, x, target)
+                    base, fixed = split_method(m)
+                    get_explainer(base)(**{**fixed, **config.method_params.get(m, {})})(
+                        adapter, x, target)
+                info: dict[str, Any] = {}
                 metrics, curves = evaluate_pair(adapter, x, target, loc.to(x.device), m,
-                                                config, seed=config.seed + i)
+                                                config, seed=config.seed + i, fill=fill,
+                                                info=info)
                 rec["metrics"], rec["curves"] = metrics, curves
+                if info.get("layers"):
+                    rec["layers"] = info["layers"]  # the layer actually explained
             except (ValueError, TypeError, RuntimeError) as exc:
                 rec["error"] = f"{type(exc).__name__}: {exc}"
         done[(ids[i], m)] = rec
@@ -191,7 +216,8 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
         bar = tqdm(total=n * len(methods), initial=n * len(methods) - len(todo),
                    desc="evaluate", unit="pair")
     try:
-        computed = _compute(adapter, images, masks, ids, todo, config, store, done, bar)
+        computed = _compute(adapter, images, masks, ids, todo, config, store, done, bar,
+                            fill=dataset_fill(adapter, images, config))
     finally:
         if bar is not None:
             bar.close()
