@@ -144,10 +144,12 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
             order[0] += 1
             seen.append((out.shape[-2] * out.shape[-1], order[0], m))
 
+    # a backbone's stages are its direct children (a squeeze-excitation gate inside one is
+    # 1×1 and must not win); the whole model is searched module by module
+    hooked = list(root.children()) if root is not model else list(root.modules())
     try:
-        for m in root.modules():
-            if m is not root or root is not model:
-                handles.append(m.register_forward_hook(hook))
+        for m in hooked:
+            handles.append(m.register_forward_hook(hook))
         with torch.no_grad():
             model(images[:1])
     finally:
@@ -155,8 +157,9 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
             h.remove()
     if not seen:
         raise SegxaiError("layer: could not find a convolutional layer; pass layer=...")
-    smallest = min(s[0] for s in seen)
-    return max((s for s in seen if s[0] == smallest), key=lambda s: s[1])[2]
+    spatial = [s for s in seen if s[0] > 1] or seen
+    smallest = min(s[0] for s in spatial)
+    return max((s for s in spatial if s[0] == smallest), key=lambda s: s[1])[2]
 
 
 def resolve_layers(adapter: ModelAdapter, images: Tensor,
