@@ -30,6 +30,7 @@ from segxai.core.adapter import adapt
 from segxai.core.errors import SegxaiError
 from segxai.core.registry import get_explainer
 from segxai.core.target import Target
+from segxai.models.unet import UNet
 
 __all__ = ["bias_sanity", "class_iou", "context_bias_benchmark",
            "context_bias_detection", "context_bias_localisation", "normalise_saliency",
@@ -215,7 +216,7 @@ def context_bias_benchmark(model: Any, data: Any, methods: Sequence[str], *,
 
 def train_bias_model(out_dir: Any, *, quick: bool = False, unbiased: bool = False,
                      size: int = 64, seed: int = 0, device: str = "cpu",
-                     progress: bool = False) -> torch.nn.Module:
+                     progress: bool = False) -> UNet:
     """A U-Net trained on the context-bias data: the biased split (the cue beside every object
     of the bias class) or, with ``unbiased=True``, the control split without the cue.
 
@@ -228,7 +229,7 @@ def train_bias_model(out_dir: Any, *, quick: bool = False, unbiased: bool = Fals
     """
     from segxai.data import make_context_bias
     from segxai.models.train import TrainConfig, train_model
-    from segxai.models.unet import UNet, UNetConfig
+    from segxai.models.unet import UNetConfig
 
     n_train, epochs, width = (300, 4, 8) if quick else (800, 8, 12)
     split: dict[str, Any] = {"unbiased": True} if unbiased else {"bias_prob": 1.0}

@@ -266,7 +266,7 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
         fwd = per_kind[kind] + (n if pos == 0 else 0)
         results[kind] = CurveResult(
             kind=kind, fractions=fractions, scores=sc, auc=auc(sc, fractions), score=score,
-            substrate=substrates[kind] if isinstance(substrates[kind], str) else "custom",
+            substrate=sub_name if isinstance(sub_name := substrates[kind], str) else "custom",
             context_only=context_only, forward_passes=fwd,
             seconds=seconds * fwd / max(forwards, 1),
             extras={"perturbable_pixels": total.tolist()})

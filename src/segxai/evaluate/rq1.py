@@ -22,7 +22,9 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+import numpy as np
 
 from segxai.core.errors import SegxaiError
 from segxai.core.runstore import atomic_write_json, atomic_write_text, to_jsonable
@@ -31,7 +33,7 @@ from segxai.evaluate.config import RANDOM_BASELINE, EvalConfig
 from segxai.evaluate.intervals import bootstrap_mean, paired_difference
 from segxai.evaluate.layer_study import CAM_METHODS, default_layer_name, layer_study
 from segxai.evaluate.pairs import select_images
-from segxai.evaluate.rq1_models import RQ1_MODELS, ModelSpec, trained_model
+from segxai.evaluate.rq1_models import RQ1_MODELS, Family, ModelSpec, trained_model
 from segxai.evaluate.runner import evaluate_methods
 from segxai.evaluate.substrates import SUBSTRATES
 from segxai.evaluate.tables import check_interval_images, interval_table, per_image
@@ -108,7 +110,7 @@ def _substrate_agreement(runs: dict[str, Any], methods: list[str], reference: st
                          seed: int) -> list[dict[str, Any]]:
     """Spearman ρ (with interval) between the method ranking under ``reference`` and under
     each other substrate, for deletion and insertion AUC, on the images all runs share."""
-    out = []
+    out: list[dict[str, Any]] = []
     for metric in ("deletion_auc", "insertion_auc"):
         values = {s: {m: per_image(r.rows, m, metric) for m in methods} for s, r in runs.items()}
         common = sorted(set.intersection(*(set(v) for s in values for v in values[s].values())))
@@ -120,7 +122,7 @@ def _substrate_agreement(runs: dict[str, Any], methods: list[str], reference: st
                 continue
             other = [[values[s][m][i] for m in methods] for i in common]
             try:
-                ci = ranking_agreement(ref, other, seed=seed)
+                ci = ranking_agreement(np.asarray(ref), np.asarray(other), seed=seed)
             except SegxaiError as exc:  # a constant ranking: rho undefined
                 out.append({"metric": metric, "reference": reference, "substrate": s,
                             "error": str(exc)})
@@ -133,7 +135,7 @@ def _substrate_agreement(runs: dict[str, Any], methods: list[str], reference: st
 def _model_part(name: str, cfg: Rq1Config, out: Path, device: str,
                 progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    tm = trained_model(ModelSpec(name), out, quick=cfg.quick, device=device,
+    tm = trained_model(ModelSpec(cast(Family, name)), out, quick=cfg.quick, device=device,
                        progress=progress, seed=cfg.seed)
     data = tm.val_data
     n_max = max(cfg.images, cfg.layer_images, cfg.substrate_images)
@@ -181,8 +183,11 @@ def _model_part(name: str, cfg: Rq1Config, out: Path, device: str,
 def _bias_part(cfg: Rq1Config, out: Path, device: str, progress: bool) -> dict[str, Any]:
     """CBD/CBL on a biased and a control U-Net, same test images, with intervals."""
     from segxai.data import make_context_bias
-    from segxai.evaluate.context_bias import bias_sanity, context_bias_benchmark
-    from segxai.evaluate.context_bias import train_bias_model
+    from segxai.evaluate.context_bias import (
+        bias_sanity,
+        context_bias_benchmark,
+        train_bias_model,
+    )
 
     models = {kind: train_bias_model(out / "context-bias" / f"{kind}-model", quick=cfg.quick,
                                      unbiased=kind == "control", seed=cfg.seed, device=device,

@@ -54,7 +54,8 @@ def _logits_only(net: nn.Module) -> nn.Module:
     base = type(net)
 
     def forward(self: nn.Module, x: Tensor) -> Tensor:
-        return base.forward(self, x)["out"]  # type: ignore[no-any-return]
+        out: Tensor = base.forward(self, x)["out"]
+        return out
 
     net.__class__ = type(f"{base.__name__}Logits", (base,), {"forward": forward})
     return net
