@@ -234,3 +234,50 @@ def test_interval_table_paired_verdicts() -> None:
     assert table["good"]["diff"] == pytest.approx(-0.4)
     assert table["good"]["diff_lo"] == pytest.approx(-0.4) and table["good"]["n"] == 12
     assert "beats_baseline" not in table["random-baseline"]
+
+
+def test_rq1_conclusions_are_computed_from_the_numbers() -> None:
+    from segxai.evaluate.layer_study import layer_table
+    from segxai.evaluate.rq1_report import conclusions, rq1_markdown
+    from segxai.evaluate.stages import Stage
+
+    def rows(values: dict[str, tuple[float, float]]) -> list[dict]:
+        out = []
+        for i in range(10):
+            for method, (dele, ins) in values.items():
+                out += [{"image": str(i), "method": method, "metric": "deletion_auc",
+                         "value": dele + 0.001 * i},
+                        {"image": str(i), "method": method, "metric": "insertion_auc",
+                         "value": ins + 0.002 * i},
+                        {"image": str(i), "method": method, "metric": "seconds",
+                         "value": 0.01 + 0.001 * i}]
+        return out
+
+    main = rows({"gradient": (0.3, 0.5), "seg-grad-cam": (0.1, 0.8),
+                 "random-baseline": (0.5, 0.5)})
+    stages = [Stage("bottleneck", "bottleneck", 0, 4, (2, 2), 8.0, False),
+              Stage("decoder.1", "decoder", 1, 4, (16, 16), 1.0, True)]
+    lay = rows({"seg-grad-cam@bottleneck": (0.6, 0.4), "seg-grad-cam@decoder.1": (0.1, 0.8),
+                "random-baseline": (0.5, 0.5)})
+    part = {"model": "toy", "val_miou": 0.9, "default_layer": "decoder.1", "images": 10,
+            "main": interval_table(main, ["gradient", "seg-grad-cam", "random-baseline"]),
+            "layers": {"stages": [s.to_dict() for s in stages], "images": 10, "figure": "f",
+                       "table": layer_table(lay, stages, ["seg-grad-cam"],
+                                            default_layer="decoder.1")},
+            "substrates": {"images": 10, "agreement": [
+                {"metric": "deletion_auc", "reference": "road", "substrate": "mean",
+                 "rho": 0.5, "lo": 0.1, "hi": 0.9, "images": 10}]}}
+    result = {"config": {"steps": 10, "seed": 0, "quick": True, "substrates": ["road"]},
+              "models": [part]}
+    lines = conclusions(result)
+    assert any(line.startswith("toy: best deletion AUC ↓ is seg-grad-cam 0.10") and
+               "clearly ahead" in line for line in lines)
+    assert any("toy: Seg-Grad-CAM at the default layer decoder.1 beats the random baseline"
+               in line for line in lines)
+    assert any("not better than random" in line and "gradient" in line for line in lines)
+    assert any("Spearman ρ 0.50 [0.10, 0.90]" in line for line in lines)
+    part["default_layer"] = "bottleneck"
+    lines = conclusions(result)
+    assert any("default layer bottleneck does NOT beat the random baseline on both deletion "
+               "and insertion; layers where it does: decoder.1" in line for line in lines)
+    assert "| seg-grad-cam@decoder.1 |" in rq1_markdown(result)
