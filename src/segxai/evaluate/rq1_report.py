@@ -85,6 +85,10 @@ def conclusions(result: dict[str, Any]) -> list[str]:
     lines: list[str] = []
     wins: dict[str, list[str]] = {}
     for part in result["models"]:
+        if "skipped" in part:
+            lines.append(f"{part['model']} (val mIoU {part['val_miou']:.3f}): not evaluated, "
+                         f"{part['skipped']}.")
+            continue
         name, table = part["model"], part["main"]
         for metric in ("deletion_auc", "insertion_auc", "context_deletion_auc"):
             b = best_method(table, metric)
@@ -148,6 +152,10 @@ def rq1_markdown(result: dict[str, Any]) -> str:
     for line in conclusions(result):
         out.write(f"- {line}\n")
     for part in result["models"]:
+        if "skipped" in part:
+            out.write(f"\n## {part['model']} (val mIoU {part['val_miou']:.3f})\n\n"
+                      f"Not evaluated: {part['skipped']}.\n")
+            continue
         out.write(f"\n## {part['model']} (val mIoU {part['val_miou']:.3f}, default layer "
                   f"`{part['default_layer']}`, {part['images']} images)\n\n")
         out.write(main_table_markdown(part["main"]))
