@@ -1,7 +1,8 @@
 """The RQ1 study: which explanation method, at which layer, under which substrate, with 95 %
 intervals, on three model families trained by segxai (``segxai evaluate --study rq1``).
 
-Parts, each a resumable run directory under ``OUT`` (models are trained once and cached):
+Parts, each a resumable run directory under ``OUT`` (models are trained once and cached in
+the user cache, :func:`~segxai.evaluate.rq1_models.model_cache`):
 
 1. ``OUT/MODEL/main``: every method at its default (faithful) layer with the default
    substrates, and the random baseline; means with bootstrap intervals and per-image paired
@@ -34,7 +35,13 @@ from segxai.evaluate.config import RANDOM_BASELINE, EvalConfig
 from segxai.evaluate.intervals import bootstrap_mean, paired_difference
 from segxai.evaluate.layer_study import CAM_METHODS, default_layer_name, layer_study
 from segxai.evaluate.pairs import select_images
-from segxai.evaluate.rq1_models import RQ1_MODELS, Family, ModelSpec, trained_model
+from segxai.evaluate.rq1_models import (
+    RQ1_MODELS,
+    Family,
+    ModelSpec,
+    model_cache,
+    trained_model,
+)
 from segxai.evaluate.runner import evaluate_methods
 from segxai.evaluate.substrates import SUBSTRATES
 from segxai.evaluate.tables import check_interval_images, interval_table, per_image
@@ -64,6 +71,8 @@ class Rq1Config:
         method_params: explainer parameters per method.
         quick: the quick recipe of the models.
         seed: seed of data, training and evaluation.
+        cache_dir: where trained models are cached (default ``$SEGXAI_CACHE`` or
+            ``~/.cache/segxai``; see :func:`~segxai.evaluate.rq1_models.model_cache`).
     """
 
     images: int = 100
@@ -79,6 +88,7 @@ class Rq1Config:
         "grid-saliency": {"iterations": 50}, "smoothgrad": {"n_samples": 16}})
     quick: bool = False
     seed: int = 0
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("images", "layer_images", "substrate_images", "bias_images"):
@@ -94,9 +104,9 @@ class Rq1Config:
 
     @classmethod
     def quick_config(cls, seed: int = 0) -> Rq1Config:
-        """About a minute once the quick models are cached: 4 images, 10 steps, 4 methods,
-        Seg-Grad-CAM only in the layer study."""
-        return cls(images=4, layer_images=4, substrate_images=4, bias_images=4, steps=10,
+        """A few minutes once the quick models are cached: 3 images (2 in the layer study),
+        8 steps, 4 methods, Seg-Grad-CAM only in the layer study."""
+        return cls(images=3, layer_images=2, substrate_images=3, bias_images=3, steps=8,
                    methods=QUICK_METHODS, layer_methods=("seg-grad-cam",),
                    method_params={"integrated-gradients": {"n_steps": 8}}, quick=True,
                    seed=seed)
@@ -136,8 +146,8 @@ def _substrate_agreement(runs: dict[str, Any], methods: list[str], reference: st
 def _model_part(name: str, cfg: Rq1Config, out: Path, device: str,
                 progress: bool) -> dict[str, Any]:
     t0 = time.perf_counter()
-    tm = trained_model(ModelSpec(cast(Family, name)), out, quick=cfg.quick, device=device,
-                       progress=progress, seed=cfg.seed)
+    tm = trained_model(ModelSpec(cast(Family, name)), cfg.cache_dir, quick=cfg.quick,
+                       device=device, progress=progress, seed=cfg.seed)
     data = tm.val_data
     n_max = max(cfg.images, cfg.layer_images, cfg.substrate_images)
     keep = select_images(tm.model, data.images, n_max, device=device)
@@ -195,7 +205,8 @@ def _bias_part(cfg: Rq1Config, out: Path, device: str, progress: bool) -> dict[s
         train_bias_model,
     )
 
-    models = {kind: train_bias_model(out / "context-bias" / f"{kind}-model", quick=cfg.quick,
+    models = {kind: train_bias_model(model_cache(f"context-bias-{kind}", cfg.quick, cfg.seed,
+                                                 cfg.cache_dir), quick=cfg.quick,
                                      unbiased=kind == "control", seed=cfg.seed, device=device,
                                      progress=progress) for kind in ("biased", "control")}
     n_test = max(4 * cfg.bias_images, 24)

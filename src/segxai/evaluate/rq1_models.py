@@ -9,8 +9,10 @@
   scratch).
 
 The last two are trained by :func:`segxai.models.fit` with the built-in recipe's data and
-training settings into ``OUT/models/NAME`` (a :class:`~segxai.core.runstore.RunStore`): a run
-that was interrupted resumes, a finished one is loaded without training.
+training settings into :func:`model_cache` (``CACHE/rq1-models/NAME-quick|full-seedS``, a
+:class:`~segxai.core.runstore.RunStore` beside the built-in model's cache): a run that was
+interrupted resumes, a finished one is loaded without training, by every study whatever its
+output directory (the store's settings fingerprint refuses a directory trained otherwise).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from torch import Tensor, nn
 from segxai.core.checks import check_choice
 from segxai.data.dataset import SegDataset
 
-__all__ = ["RQ1_MODELS", "ModelSpec", "TrainedModel", "build_model", "trained_model"]
+__all__ = ["RQ1_MODELS", "ModelSpec", "TrainedModel", "build_model", "model_cache",
+           "trained_model"]
 
 Family = Literal["unet", "unet-noskip", "lraspp"]
 RQ1_MODELS: tuple[str, ...] = ("unet", "unet-noskip", "lraspp")
@@ -96,13 +99,21 @@ class TrainedModel:
     train_seconds: float
 
 
-def trained_model(spec: ModelSpec, out_dir: str | Path, *, quick: bool = False,
+def model_cache(name: str, quick: bool, seed: int, cache_dir: str | Path | None = None) -> Path:
+    """The training directory of an RQ1 model (or a context-bias model) in the user cache."""
+    from segxai.models.builtin import default_cache_dir
+
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return root / "rq1-models" / f"{name}-{'quick' if quick else 'full'}-seed{seed}"
+
+
+def trained_model(spec: ModelSpec, cache_dir: str | Path | None = None, *, quick: bool = False,
                   device: str = "cpu", progress: bool = False, seed: int = 0) -> TrainedModel:
     """Train (or load) ``spec`` on the built-in data.
 
     Args:
         spec: the model.
-        out_dir: the study directory (``out_dir/models/NAME`` holds the training run).
+        cache_dir: the cache root (default ``$SEGXAI_CACHE`` or ``~/.cache/segxai``).
         quick: the quick recipe (small U-Nets, fewer images).
         device: torch device.
         progress: show a progress bar.
@@ -116,7 +127,8 @@ def trained_model(spec: ModelSpec, out_dir: str | Path, *, quick: bool = False,
     from segxai.models.metrics import evaluate_miou
 
     if spec.name == "unet":
-        b = load_or_train_builtin(quick=quick, device=device, progress=progress, seed=seed)
+        b = load_or_train_builtin(cache_dir, quick=quick, device=device, progress=progress,
+                                  seed=seed)
         return TrainedModel(spec.name, b.model.eval(), b.val_data, float(b.val_miou), 0.0)
     from segxai.data.synthetic import make_shapes
 
@@ -126,7 +138,7 @@ def trained_model(spec: ModelSpec, out_dir: str | Path, *, quick: bool = False,
     torch.manual_seed(seed)
     model = build_model(spec, quick=quick)
     result = fit(model, train, recipe.train, val_data=val,
-                 out_dir=Path(out_dir) / "models" / spec.name, device=device,
+                 out_dir=model_cache(spec.name, quick, seed, cache_dir), device=device,
                  progress=progress, desc=f"train {spec.name}",
                  settings={"rq1_model": spec.to_dict(), "quick": quick})
     model.eval()
