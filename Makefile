@@ -17,7 +17,7 @@ $(PY):
 
 $(STAMP): pyproject.toml Makefile | $(PY)
 	$(PIP) install -q "torch==2.14.1" "torchvision==0.29.1"
-	$(PIP) install -q -e ".[dev,bench,smp,ray,data]"
+	$(PIP) install -q -e ".[dev,bench,smp,ray,data,runtimes]"
 	$(PIP) install -q --no-deps stardist==0.9.2 nilearn==0.14.1
 	$(PY) -m segxai.models.mediapipe_selfie
 	touch $(STAMP)

@@ -16,6 +16,7 @@ Example:
 
 from segxai import explainers as _explainers  # noqa: E402,F401  (registers built-in methods)
 from segxai.core import (
+    BlackBox,
     Cost,
     Explainer,
     Explanation,
@@ -40,6 +41,7 @@ from segxai.core import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BlackBox",
     "Cost",
     "Explainer",
     "Explanation",

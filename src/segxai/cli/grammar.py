@@ -97,7 +97,8 @@ def add_model_options(parser: argparse.ArgumentParser, *, what: str = "the model
         help=f"{what}: 'builtin' (the cached built-in U-Net, trained on first use), a segxai "
              "checkpoint directory, a torchvision segmentation model name (e.g. "
              "deeplabv3_mobilenet_v3_large), 'smp:ARCH:ENCODER' (segmentation_models_pytorch, "
-             "e.g. smp:Unet:resnet34), a TorchScript .pt/.ts file, or "
+             "e.g. smp:Unet:resnet34), a TorchScript .pt/.ts file, an ONNX .onnx or TFLite "
+             ".tflite file (run as a black box: perturbation methods only), or "
              "'package.module:factory' (default %(default)s)")
     parser.add_argument(
         "--weights", type=Path, default=None, metavar="FILE",

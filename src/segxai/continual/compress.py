@@ -203,6 +203,7 @@ def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, c
         return {"image": np.ascontiguousarray(nearest_resize(image, size)),
                 "mask": np.ascontiguousarray(nearest_resize(mask, size)),
                 "meta": np.array([task, cls], dtype=np.uint16)}
+    assert saliency is not None  # the two saliency strategies checked it above
     if strategy == "saliency-patch":
         ph, pw = patch if patch is not None else patch_size_for(h, w, r)
         u, v = saliency_patch(saliency, (ph, pw))

@@ -128,7 +128,7 @@ class ContinualConfig:
 
 def quick_config(**overrides: Any) -> ContinualConfig:
     """The same pipeline at a size that runs in about a minute (32×32, one seed)."""
-    base = {"seeds": [0], "epochs": 3, "base_epochs": 6, "n_train": 120, "n_val": 40, "size": 32,
+    base: dict[str, Any] = {"seeds": [0], "epochs": 3, "base_epochs": 6, "n_train": 120, "n_val": 40, "size": 32,
             "budget_bytes": 20 * (4 * 32 * 32 + 4),
             "model": {"depth": 2, "base_width": 8, "num_classes": 5}}
     base.update(overrides)

@@ -166,7 +166,8 @@ class ReplayMemory:
                     names.append(name)
                 index[str(c)].append(names)
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        # numpy's stubs type **kwds together with allow_pickle: bool, so a ** of arrays fails
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
         atomic_write_bytes(directory / "memory.npz", buf.getvalue())
         meta = {"strategy": self.strategy, "budget_bytes": self.budget_bytes,
                 "size": list(self.size), "params": self.params, "classes": self.classes,

@@ -1,6 +1,7 @@
 """Core types shared by every part of segxai: model adapter, target, explanation, registry."""
 
 from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.blackbox import BlackBox
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import Cost, Explanation
 from segxai.core.layers import capture_activations, find_layer, layer_names
@@ -16,6 +17,7 @@ from segxai.core.runstore import RunStore
 from segxai.core.target import Target
 
 __all__ = [
+    "BlackBox",
     "Cost",
     "Explainer",
     "Explanation",

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -52,9 +52,9 @@ def _unwrap(output: Any) -> Tensor:
         return output
     if isinstance(output, dict):
         if "out" in output:
-            return output["out"]
+            return cast(Tensor, output["out"])  # the model's contract; not checked here
         if "logits" in output:
-            return output["logits"]
+            return cast(Tensor, output["logits"])  # the model's contract; not checked here
         raise SegxaiError("model output: a dict output needs an 'out' or 'logits' entry, got "
                          f"keys {sorted(output)}")
     logits = getattr(output, "logits", None)
@@ -305,5 +305,5 @@ def adapt(model: nn.Module | ModelAdapter | Callable[[Tensor], Any], **kwargs: A
         return model
     if "mean" not in kwargs and hasattr(model, "segxai_mean"):
         kwargs["mean"] = model.segxai_mean
-        kwargs["std"] = model.segxai_std
+        kwargs["std"] = getattr(model, "segxai_std", None)  # missing: ModelAdapter says so
     return ModelAdapter(model, **kwargs)

@@ -81,14 +81,16 @@ def top_p(maps: Tensor, p: float) -> Tensor:
 
 def to_hwc(image: Tensor | np.ndarray) -> np.ndarray:
     """A ``(C, H, W)`` or ``(H, W, C)`` image (tensor or array) as ``(H, W, 3)`` in ``[0, 1]``."""
-    img = image.detach().cpu().float().numpy() if isinstance(image, Tensor) else np.asarray(image)
+    img: np.ndarray = (image.detach().cpu().float().numpy() if isinstance(image, Tensor)
+                       else np.asarray(image))
     if img.ndim == 3 and img.shape[0] in (1, 3) and img.shape[-1] not in (1, 3):
         img = img.transpose(1, 2, 0)
     if img.ndim == 2:
         img = img[..., None]
     if img.shape[-1] == 1:
         img = np.repeat(img, 3, axis=-1)
-    return np.clip(img, 0.0, 1.0)
+    clipped: np.ndarray = np.clip(img, 0.0, 1.0)  # dtype unknown: the stubs' overloads give Any
+    return clipped
 
 
 def overlay(image: Tensor | np.ndarray, heat: Tensor | np.ndarray, alpha: float = 0.5,
@@ -104,5 +106,5 @@ def overlay(image: Tensor | np.ndarray, heat: Tensor | np.ndarray, alpha: float 
     if h.shape != img.shape[:2]:
         raise SegxaiError(f"heat: expected shape {img.shape[:2]} to match the image, got {h.shape}")
     h = minmax(np.asarray(h, dtype=np.float64)[None])[0]
-    colours = matplotlib.colormaps[cmap](h)[..., :3]
+    colours: np.ndarray = matplotlib.colormaps[cmap](h)[..., :3]
     return np.clip((1 - alpha) * img + alpha * colours, 0, 1)

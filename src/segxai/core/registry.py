@@ -11,22 +11,24 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.blackbox import is_black_box
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import CostMeter, Explanation
 from segxai.core.target import Target, check_target
 
 __all__ = ["Explainer", "RawMaps", "Wrt", "explain", "get_explainer", "list_explainers",
-           "register_explainer"]
+           "methods_without_gradients", "no_gradients_error", "register_explainer"]
 
 _REGISTRY: dict[str, type[Explainer]] = {}
+_E = TypeVar("_E", bound="Explainer")
 
 Wrt = Literal["input", "params"]
 """What differentiable maps keep their graph to: the images, or the model's parameters."""
@@ -58,12 +60,14 @@ class Explainer:
     Class attributes:
         differentiable: the maps can keep their graph w.r.t. the input (``create_graph=True``)
             and w.r.t. the parameters (``differentiable_wrt="params"``).
-        uses_gradients: needs autograd through the model (False: any callable works).
+        uses_gradients: needs autograd through the model (False: forward passes suffice).
+        uses_layers: needs the model's layers (so not a :class:`~segxai.core.BlackBox`).
     """
 
     name: ClassVar[str] = ""
     differentiable: ClassVar[bool] = False
     uses_gradients: ClassVar[bool] = True
+    uses_layers: ClassVar[bool] = False
     layer: Any = None
 
     def __init__(self, **params: Any) -> None:
@@ -98,6 +102,10 @@ class Explainer:
                      differentiable_wrt: Wrt = "input") -> list[Explanation]:
         """Explain several targets of the same images (batched where the method allows)."""
         adapter = adapt(model)
+        if is_black_box(adapter.model) and (self.uses_gradients or self.uses_layers):
+            need = "gradients through the model" if self.uses_gradients else "the model's layers"
+            raise no_gradients_error(self.name, f"a black box ({adapter.model!r})",
+                                     black_box=True, need=need)
         images = adapter.check(images)
         if differentiable_wrt not in ("input", "params"):
             raise SegxaiError(f"differentiable_wrt: expected 'input' or 'params', got "
@@ -148,7 +156,7 @@ class Explainer:
 
     def _run(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
              meter: CostMeter, create_graph: bool,
-             wrt: Wrt) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+             wrt: Wrt) -> Sequence[RawMaps | tuple[Tensor, dict[str, Any]]]:
         """The protocol step the method families override (see ``segxai.explainers.base``)."""
         if wrt == "params":
             raise SegxaiError(f"differentiable_wrt: the {self.name!r} explainer cannot keep a "
@@ -164,7 +172,7 @@ class Explainer:
 
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
                       meter: CostMeter,
-                      create_graph: bool) -> list[RawMaps | tuple[Tensor, dict[str, Any]]]:
+                      create_graph: bool) -> Sequence[RawMaps | tuple[Tensor, dict[str, Any]]]:
         return [self._explain(adapter, images, t, meter=meter, create_graph=create_graph)
                 for t in targets]
 
@@ -178,10 +186,10 @@ def _keep_mode() -> Iterator[None]:
     yield
 
 
-def register_explainer(name: str):
+def register_explainer(name: str) -> Callable[[type[_E]], type[_E]]:
     """Class decorator: register an :class:`Explainer` subclass under ``name``."""
 
-    def deco(cls: type[Explainer]) -> type[Explainer]:
+    def deco(cls: type[_E]) -> type[_E]:
         if not (isinstance(cls, type) and issubclass(cls, Explainer)):
             raise SegxaiTypeError("register_explainer: decorate an Explainer subclass")
         if name in _REGISTRY and _REGISTRY[name] is not cls:
@@ -208,6 +216,14 @@ def get_explainer(method: str) -> type[Explainer]:
     return _REGISTRY[method]
 
 
+@overload
+def explain(model: Any, images: Tensor, target: Target, method: str = ..., *,
+            create_graph: bool = ..., differentiable_wrt: Wrt = ...,
+            **params: Any) -> Explanation: ...
+@overload
+def explain(model: Any, images: Tensor, target: Sequence[Target], method: str = ..., *,
+            create_graph: bool = ..., differentiable_wrt: Wrt = ...,
+            **params: Any) -> list[Explanation]: ...
 def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
             method: str = "seg-grad-cam", *, create_graph: bool = False,
             differentiable_wrt: Wrt = "input", **params: Any) -> Explanation | list[Explanation]:
@@ -242,6 +258,30 @@ def explain(model: Any, images: Tensor, target: Target | Sequence[Target],
         return explainer.explain_many(model, images, list(target), create_graph=create_graph,
                                       differentiable_wrt=differentiable_wrt)
     raise SegxaiTypeError(f"target: expected a Target or a list of Targets, got {type(target).__name__}")
+
+
+def methods_without_gradients(*, black_box: bool = False) -> list[str]:
+    """Registered methods that need only forward passes (and, for ``black_box``, no layers)."""
+    return [n for n in list_explainers() if not _REGISTRY[n].uses_gradients
+            and not (black_box and _REGISTRY[n].uses_layers)]
+
+
+def no_gradients_error(method: str, got: str, *, black_box: bool = False,
+                       need: str = "gradients through the model") -> SegxaiError:
+    """The one error of a method that cannot run on a model without gradients (or, for a
+    black box, without layers), listing the registered methods that can.
+
+    Args:
+        method: the refusing method's name.
+        got: what the model is or did (``"a black-box model (...)"``, ``"float labels"``).
+        black_box: the model has no layers either (the list leaves out layer methods).
+        need: what the method needs.
+    """
+    works = ", ".join(methods_without_gradients(black_box=black_box)) or "none registered"
+    return SegxaiError(f"model: the {method!r} method needs {need}, expected a differentiable "
+                       f"PyTorch model, got {got}; the model has no gradients"
+                       f"{' and no layers' if black_box else ''}: methods that work on it: "
+                       f"{works}")
 
 
 def make_generator(seed: int | None, device: torch.device | None = None) -> torch.Generator:

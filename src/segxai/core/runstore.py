@@ -307,7 +307,8 @@ class RunStore:
     def write_npz(self, name: str, **arrays: Any) -> Path:
         """Write NumPy arrays as a compressed ``.npz`` (no pickled objects allowed)."""
         buf = io.BytesIO()
-        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+        # numpy's stubs type **kwds together with allow_pickle: bool, so a ** of arrays fails
+        np.savez_compressed(buf, **{k: np.asarray(v) for k, v in arrays.items()})  # type: ignore[arg-type]
         return self.write_bytes(name, buf.getvalue())
 
     def read_npz(self, name: str) -> dict[str, np.ndarray]:

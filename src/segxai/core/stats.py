@@ -275,7 +275,7 @@ def iou_from_confusion(cm: Tensor | np.ndarray) -> np.ndarray:
     gt = conf.sum(1)
     pr = conf.sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = tp / (gt + pr - tp)
+        iou: np.ndarray = tp / (gt + pr - tp)
     iou[gt == 0] = np.nan
     return iou
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -24,6 +24,7 @@ from segxai.core.errors import SegxaiError, SegxaiTypeError
 __all__ = ["SCORES", "Target"]
 
 SCORES = ("logit_sum", "prob_mean")
+Score = Literal["logit_sum", "prob_mean"]
 ROI_KINDS = ("class", "largest_component")
 
 
@@ -71,7 +72,7 @@ class Target:
 
     class_index: Tensor
     roi: Tensor
-    score: str = "logit_sum"
+    score: Score = "logit_sum"
 
     def __post_init__(self) -> None:
         check_choice(self.score, "score", SCORES)
@@ -112,7 +113,7 @@ class Target:
         """The whole target repeated ``times`` times (image order ``0..N-1, 0..N-1, ...``)."""
         return Target(self.class_index.repeat(times), self.roi.repeat(times, 1, 1), self.score)
 
-    def with_score(self, score: str) -> Target:
+    def with_score(self, score: Score) -> Target:
         return Target(self.class_index, self.roi, score)
 
     def describe(self) -> dict[str, Any]:
@@ -156,7 +157,7 @@ class Target:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_mask(cls, mask: Tensor | np.ndarray, class_index: int | Sequence[int] | Tensor,
-                  score: str = "logit_sum") -> Target:
+                  score: Score = "logit_sum") -> Target:
         """A user mask ``(H, W)`` or ``(N, H, W)``, bool or 0/1 float."""
         if isinstance(mask, np.ndarray):
             mask = torch.from_numpy(mask)
@@ -183,7 +184,7 @@ class Target:
 
     @classmethod
     def from_box(cls, box: Sequence[int], class_index: int | Sequence[int] | Tensor,
-                 size: Sequence[int], n: int = 1, score: str = "logit_sum") -> Target:
+                 size: Sequence[int], n: int = 1, score: Score = "logit_sum") -> Target:
         """A box ``(x0, y0, x1, y1)`` (pixels, end exclusive) in images of ``size = (H, W)``."""
         if len(box) != 4:
             raise SegxaiError(f"box: expected (x0, y0, x1, y1), got {box!r}")
@@ -199,7 +200,7 @@ class Target:
 
     @classmethod
     def from_pixel(cls, pixel: Sequence[int], class_index: int | Sequence[int] | Tensor,
-                   size: Sequence[int], n: int = 1, score: str = "logit_sum") -> Target:
+                   size: Sequence[int], n: int = 1, score: Score = "logit_sum") -> Target:
         """One pixel ``(row, col)``."""
         if len(pixel) != 2:
             raise SegxaiError(f"pixel: expected (row, col), got {pixel!r}")
@@ -212,14 +213,14 @@ class Target:
 
     @classmethod
     def whole_image(cls, class_index: int | Sequence[int] | Tensor, size: Sequence[int],
-                    n: int = 1, score: str = "logit_sum") -> Target:
+                    n: int = 1, score: Score = "logit_sum") -> Target:
         """Every pixel of the image."""
         return cls(_class_vector(class_index, n), torch.ones(n, int(size[0]), int(size[1])), score)
 
     @classmethod
     def from_prediction(cls, model: Any, images: Tensor,
                         class_index: int | Sequence[int] | Tensor,
-                        roi: str = "class", score: str = "logit_sum",
+                        roi: str = "class", score: Score = "logit_sum",
                         box: Sequence[int] | None = None) -> Target:
         """ROI = pixels the model predicts as ``class_index`` on the clean ``images``.
 

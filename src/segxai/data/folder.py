@@ -24,22 +24,24 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 def _read_image(path: Path, size: int | None) -> np.ndarray:
     from PIL import Image
 
+    im: Image.Image
     with Image.open(path) as im:
         im = im.convert("RGB")
         if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.BILINEAR)
+            im = im.resize((size, size), Image.Resampling.BILINEAR)
         return np.asarray(im, dtype=np.float32).transpose(2, 0, 1) / 255.0
 
 
 def _read_mask(path: Path, size: int | None) -> np.ndarray:
     from PIL import Image
 
+    im: Image.Image
     with Image.open(path) as im:
         if im.mode not in ("L", "P", "I", "I;16", "1"):
             raise SegxaiError(f"masks: {path.name} has mode {im.mode}; expected a single-channel "
                              "PNG of class ids (mode L, P or I), not a colour image")
         if size is not None and im.size != (size, size):
-            im = im.resize((size, size), Image.NEAREST)
+            im = im.resize((size, size), Image.Resampling.NEAREST)
         return np.asarray(im).astype(np.int64)
 
 
@@ -89,7 +91,8 @@ def load_folder(root: str | Path, class_names: Sequence[str] | None = None, *,
             parts.append(f"masks without an image in images/: {', '.join(no_image[:10])}")
         raise SegxaiError(f"root: unpaired files in {root}: " + "; ".join(parts))
     names = sorted(images)
-    xs, ys = [], []
+    xs: list[np.ndarray] = []
+    ys: list[np.ndarray] = []
     for name in names:
         x = _read_image(images[name], size)
         y = _read_mask(masks[name], size)

@@ -16,8 +16,9 @@ object, context and cue masks as ground truth for context explanations and bias 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -61,7 +62,8 @@ def _check_prob(value: object, name: str) -> float:
 
 def _check_radius(radius: object) -> tuple[float, float]:
     try:
-        lo, hi = (float(r) for r in radius)  # type: ignore[union-attr]
+        # a non-iterable radius raises TypeError, turned into the SegxaiError below
+        lo, hi = (float(r) for r in cast(Iterable[Any], radius))
     except (TypeError, ValueError):
         raise SegxaiError(f"radius: expected (low, high) fractions of the size, got {radius!r}") \
             from None
@@ -113,7 +115,7 @@ def _place_cues(rng: np.random.Generator, layout: _Layout, bias_class: int, bias
                 cue_elsewhere_prob: float) -> None:
     """Put the cue beside a bias-class object with probability ``bias_prob`` (and in a free cell
     of an image without the class with probability ``cue_elsewhere_prob``)."""
-    n = layout.cls.shape[0]
+    n: int = layout.cls.shape[0]
     u = rng.random(n)
     pick = rng.random(n)
     for i in range(n):
@@ -178,8 +180,8 @@ def _shape_masks(kind: np.ndarray, cy: np.ndarray, cx: np.ndarray, r: np.ndarray
     square = (np.abs(u) <= half) & (np.abs(v) <= half)
     circum = 1.3 * rr  # equilateral triangle: inside all three half-planes at the inradius
     tri = np.ones_like(disc)
-    for k in range(3):
-        a = th + 2 * np.pi * k / 3
+    for j in range(3):
+        a = th + 2 * np.pi * j / 3
         tri &= (dx * np.cos(a) + dy * np.sin(a)) <= circum / 2
     ring = disc & (dist2 >= (0.5 * rr) ** 2)
     k = kind[:, None, None]
@@ -213,8 +215,8 @@ def _render(rng: np.random.Generator, layout: _Layout, size: int, noise: float,
         has = cc >= 0
         if has.any():
             row, col = np.where(has, cc // _GRID, 0), np.where(has, cc % _GRID, 0)
-            cy = (row + 0.5 + cue_jitter[sl, 0]) * cell
-            cx = (col + 0.5 + cue_jitter[sl, 1]) * cell
+            cy: np.ndarray = (row + 0.5 + cue_jitter[sl, 0]) * cell
+            cx: np.ndarray = (col + 0.5 + cue_jitter[sl, 1]) * cell
             half = 0.32 * cell
             inside = ((np.abs(yy - cy[:, None, None]) <= half)
                       & (np.abs(xx - cx[:, None, None]) <= half) & has[:, None, None])

@@ -10,12 +10,12 @@ from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.errors import SegxaiError
 from segxai.core.registry import get_explainer, list_explainers
 from segxai.evaluate.curves import CURVE_SCORES, SUBSTRATES
+from segxai.evaluate.substrates import Substrate
 
 __all__ = ["METHOD_VARIANTS", "METRIC_DIRECTION", "RANDOM_BASELINE", "EvalConfig", "EvalResult",
            "Substrate", "split_method"]
 
 RANDOM_BASELINE = "random-baseline"
-Substrate = Literal["road", "dataset-mean", "mean", "blur", "black", "noise"]
 METHOD_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "hirescam": ("seg-grad-cam", {"weighting": "hirescam"}),
     "xgradcam": ("seg-grad-cam", {"weighting": "xgradcam"}),

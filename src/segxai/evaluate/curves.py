@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -41,12 +41,20 @@ from segxai.core.explanation import Explanation
 from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator
 from segxai.core.target import Target, check_target
-from segxai.evaluate.substrates import ROAD, SUBSTRATES, fill_removed, substrate_images
+from segxai.evaluate.substrates import (
+    ROAD,
+    SUBSTRATES,
+    Substrate,
+    fill_removed,
+    substrate_images,
+)
 
 __all__ = [
     "CURVE_SCORES",
     "SUBSTRATES",
     "CurveResult",
+    "CurveScore",
+    "Substrate",
     "auc",
     "deletion_curve",
     "deletion_insertion",
@@ -57,6 +65,7 @@ __all__ = [
 ]
 
 CURVE_SCORES = ("prob_mean", "logit_ratio", "iou")
+CurveScore = Literal["prob_mean", "logit_ratio", "iou"]
 
 
 @dataclass
@@ -149,7 +158,7 @@ def _step_counts(total: Tensor, steps: int) -> Tensor:
     return torch.round(total.double().view(-1, 1) * t.view(1, -1) / steps).long()
 
 
-def _scores(adapter: ModelAdapter, logits: Tensor, target: Target, score: str,
+def _scores(adapter: ModelAdapter, logits: Tensor, target: Target, score: CurveScore,
             clean_mask: Tensor | None, clean_score: Tensor | None) -> Tensor:
     if score == "prob_mean":
         return target.with_score("prob_mean").score_from_logits(logits, binary=adapter.binary)
@@ -174,8 +183,8 @@ def _maps_of(maps: Tensor | Explanation) -> Tensor:
 
 
 def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation,
-            kinds: Sequence[str], *, steps: int, substrates: dict[str, str | Tensor],
-            score: str, context_only: bool, batch_size: int, seed: int,
+            kinds: Sequence[str], *, steps: int, substrates: dict[str, Substrate | Tensor],
+            score: CurveScore, context_only: bool, batch_size: int, seed: int,
             fill: Sequence[float] | float | None, blur_kernel: int, blur_sigma: float,
             progress: bool) -> dict[str, CurveResult]:
     adapter = adapt(model)
@@ -264,9 +273,10 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
     for pos, kind in enumerate(kinds):
         sc = out[kind].numpy()
         fwd = per_kind[kind] + (n if pos == 0 else 0)
+        substrate = substrates[kind]
         results[kind] = CurveResult(
             kind=kind, fractions=fractions, scores=sc, auc=auc(sc, fractions), score=score,
-            substrate=sub_name if isinstance(sub_name := substrates[kind], str) else "custom",
+            substrate=substrate if isinstance(substrate, str) else "custom",
             context_only=context_only, forward_passes=fwd,
             seconds=seconds * fwd / max(forwards, 1),
             extras={"perturbable_pixels": total.tolist()})
@@ -274,8 +284,8 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
 
 
 def deletion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation, *,
-                   steps: int = 100, substrate: str | Tensor = "road",
-                   score: str = "prob_mean", context_only: bool = False,
+                   steps: int = 100, substrate: Substrate | Tensor = "road",
+                   score: CurveScore = "prob_mean", context_only: bool = False,
                    batch_size: int = 32, seed: int = 0,
                    fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
                    blur_sigma: float = 5.0, progress: bool = False) -> CurveResult:
@@ -310,8 +320,8 @@ def deletion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Ex
 
 
 def insertion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation, *,
-                    steps: int = 100, substrate: str | Tensor = "blur",
-                    score: str = "prob_mean", context_only: bool = False,
+                    steps: int = 100, substrate: Substrate | Tensor = "blur",
+                    score: CurveScore = "prob_mean", context_only: bool = False,
                     batch_size: int = 32, seed: int = 0,
                     fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
                     blur_sigma: float = 5.0, progress: bool = False) -> CurveResult:
@@ -328,8 +338,9 @@ def insertion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | E
 
 def deletion_insertion(model: Any, images: Tensor, target: Target,
                        maps: Tensor | Explanation, *, steps: int = 100,
-                       deletion_substrate: str | Tensor = "road",
-                       insertion_substrate: str | Tensor = "blur", score: str = "prob_mean",
+                       deletion_substrate: Substrate | Tensor = "road",
+                       insertion_substrate: Substrate | Tensor = "blur",
+                       score: CurveScore = "prob_mean",
                        context_only: bool = False, batch_size: int = 32, seed: int = 0,
                        fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
                        blur_sigma: float = 5.0,

@@ -22,7 +22,8 @@ def _colours(methods: Sequence[str]) -> dict[str, Any]:
 
     cmap = matplotlib.colormaps["tab10"]
     names = sorted(m for m in methods if m != "random-baseline")
-    out = {m: cmap(i % 10) for i, m in enumerate(names)}
+    out: dict[str, tuple[float, float, float, float] | str] = {
+        m: cmap(i % 10) for i, m in enumerate(names)}
     out["random-baseline"] = "grey"
     return out
 

@@ -20,6 +20,7 @@ with the adapter:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -31,7 +32,7 @@ from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator
 from segxai.evaluate.road import road_impute
 
-__all__ = ["CONSTANT_SUBSTRATES", "ROAD", "ROAD_NOISE", "SUBSTRATES", "fill_removed",
+__all__ = ["CONSTANT_SUBSTRATES", "ROAD", "ROAD_NOISE", "SUBSTRATES", "Substrate", "fill_removed",
            "road_fill", "substrate_images"]
 
 ROAD = "road"
@@ -40,9 +41,10 @@ ROAD_NOISE = 0.01
 CONSTANT_SUBSTRATES = ("black", "mean", "dataset-mean", "blur", "noise")
 """Substrates that are one image per input, whatever is removed."""
 SUBSTRATES = (ROAD, *CONSTANT_SUBSTRATES)
+Substrate = Literal["road", "dataset-mean", "mean", "blur", "black", "noise"]
 
 
-def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: str | Tensor, *,
+def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: Substrate | Tensor, *,
                      seed: int = 0, fill: Sequence[float] | float | None = None,
                      blur_kernel: int = 11, blur_sigma: float = 5.0) -> Tensor:
     """The fully perturbed images (model space) for a substrate defined in pixel space.

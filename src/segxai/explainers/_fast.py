@@ -82,8 +82,9 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         names = list(module._modules)
         for a, b in zip(names[:-1], names[1:], strict=True):
             conv, bn = module._modules[a], module._modules[b]
-            if conv is not None and bn is not None and _foldable(conv, bn):
-                _fold_pair(conv, bn)  # type: ignore[arg-type]
+            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
+                    and _foldable(conv, bn)):
+                _fold_pair(conv, bn)
                 module._modules[b] = nn.Identity()
                 folded += 1
     for p in clone.parameters():
@@ -135,6 +136,10 @@ class FastModel:
                 "channels_last": self.channels_last}
 
 
+def _stateless(module: nn.Module) -> bool:
+    return next(module.parameters(), None) is None and next(module.buffers(), None) is None
+
+
 def prepare(adapter: ModelAdapter, *, fold_bn: bool = False,
             channels_last: bool = False) -> FastModel:
     """Build the :class:`FastModel` for ``adapter``.
@@ -145,11 +150,13 @@ def prepare(adapter: ModelAdapter, *, fold_bn: bool = False,
         channels_last: run a copy in channels-last memory format.
 
     Returns:
-        The runner. A plain callable (no ``nn.Module``) is run as is. If the model cannot be
-        deep-copied, the original is run with a warning.
+        The runner. A plain callable, or a module without parameters and buffers (a
+        :class:`~segxai.core.BlackBox`, a wrapper of another runtime: nothing to fold or
+        convert), is run as is, quietly. If the model cannot be deep-copied, the original
+        is run with a warning.
     """
     module = adapter.module
-    if module is None or not (fold_bn or channels_last):
+    if module is None or not (fold_bn or channels_last) or _stateless(module):
         return FastModel(adapter, module, False, 0, False)
     try:
         if fold_bn:

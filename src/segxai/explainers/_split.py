@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from segxai.core.adapter import PassCounter, _unwrap
 from segxai.core.errors import SegxaiError
+from segxai.core.layers import LayerRef, NonTensorOutput, module_name
 
 __all__ = ["LayerReplay"]
 
@@ -139,14 +140,9 @@ class LayerReplay:
             call.output = out
             call.versions = [t._version for t in _tensors(out)]
             if m is self.layer:
-                tensors = _tensors(out)
-                if not tensors or tensors[0].dim() != 4:
-                    shape = tuple(tensors[0].shape) if tensors else type(out).__name__
-                    raise SegxaiError(f"layer: expected an (N, C, h, w) activation with channels, "
-                                     f"got {shape}; choose a convolutional layer")
-                if not isinstance(out, Tensor):
-                    raise SegxaiError("layer: the layer must return a single tensor, got "
-                                     f"{type(out).__name__}")
+                if not isinstance(out, Tensor) or out.dim() != 4:
+                    ref = LayerRef(self.layer, module_name(self.model, self.layer))
+                    raise NonTensorOutput(ref, out)
                 self.activation = out.detach().clone()
 
         try:

@@ -19,7 +19,13 @@ from torch import Tensor
 
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.errors import SegxaiError
-from segxai.core.layers import layer_param, module_name, resolve_layers
+from segxai.core.layers import (
+    NonTensorOutput,
+    layer_param,
+    module_name,
+    non_tensor_output_error,
+    resolve_layers,
+)
 from segxai.core.registry import register_explainer
 from segxai.core.target import Target
 from segxai.explainers._fast import FastModel
@@ -29,12 +35,13 @@ from segxai.explainers.base import ImageWork, PerturbationExplainer
 __all__ = ["GUARDS", "MODES", "SegAblationCAM", "ablate", "ablation_weights"]
 
 MODES = ("full", "partial-spatial", "partial-magnitude")
+Mode = Literal["full", "partial-spatial", "partial-magnitude"]
 REGIONS = ("foreground", "background")
 GUARDS = ("abs", "prob", "drop", "none")
 ABLATION_SCORES = ("target", "logit_sum", "prob_mean")
 
 
-def ablate(activation: Tensor, channels: Sequence[int], mode: str, *, value: float = 0.0,
+def ablate(activation: Tensor, channels: Sequence[int], mode: Mode, *, value: float = 0.0,
            region: Tensor | None = None, ratio: float = 1.0) -> Tensor:
     """``len(channels)`` copies of ``activation`` (``1×C×h×w``), copy ``j`` with channel
     ``channels[j]`` deactivated.
@@ -143,6 +150,8 @@ class SegAblationCAM(PerturbationExplainer):
         progress: show a progress bar.
     """
 
+    uses_layers = True  # no gradients, but the layer: not for black boxes
+
     def __init__(self, layer: Any = None,
                  mode: Literal["full", "partial-spatial", "partial-magnitude"] = "full",
                  region: Literal["foreground", "background"] = "foreground",
@@ -205,8 +214,13 @@ class SegAblationCAM(PerturbationExplainer):
              targets: list[Target]) -> ImageWork:
         p = self.params
         assert fm.module is not None
-        replay = LayerReplay(fm.module, state["run_layer"], x, fm.adapter.counter,
-                             fm.prepare_input)
+        try:
+            replay = LayerReplay(fm.module, state["run_layer"], x, fm.adapter.counter,
+                                 fm.prepare_input)
+        except NonTensorOutput as err:  # list the tensor-valued children to use instead
+            module = fm.module
+            raise non_tensor_output_error(module, err, lambda: module(fm.prepare_input(x)),
+                                          indices=False) from None
         state["split"].append(replay.mode)
         act = replay.activation
         regions = []

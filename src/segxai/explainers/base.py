@@ -30,42 +30,56 @@ from segxai.core.adapter import ModelAdapter
 from segxai.core.checks import check_positive_int
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.explanation import CostMeter
-from segxai.core.layers import module_name, resolve_layers
+from segxai.core.layers import (
+    LayerRef,
+    NonTensorOutput,
+    non_tensor_output_error,
+    resolve_layer_refs,
+)
 from segxai.core.registry import Explainer, RawMaps, Wrt
 from segxai.core.target import Target
 from segxai.explainers._autograd import vjp_many
 from segxai.explainers._fast import FastModel, prepare, score_batch
+from segxai.explainers._gradcheck import check_graph, graph_checked
 
 __all__ = ["CAMExplainer", "GradientExplainer", "GradientPass", "GradientStep", "ImageWork",
-           "PerturbationExplainer", "differentiable_activations"]
+           "PerturbationExplainer", "check_graph", "differentiable_activations",
+           "graph_checked"]
 
 
 # ---------------------------------------------------------------------------- gradients
 @contextlib.contextmanager
-def differentiable_activations(modules: Sequence[nn.Module]) -> Iterator[list[Tensor | None]]:
-    """Hooks that expose each module's output as a tensor we can differentiate to.
+def differentiable_activations(layers: Sequence[nn.Module | LayerRef]
+                               ) -> Iterator[list[Tensor | None]]:
+    """Hooks that expose each layer's output as a tensor we can differentiate to.
 
     If the output carries no autograd history (parameters frozen, input without grad), it is
     replaced by a detached leaf that requires grad, so that only the part of the network
     after the layer records a graph. The rest of the network receives a clone, so in-place
-    operations downstream cannot overwrite the stored activation. Hooks are removed on exit.
+    operations downstream cannot overwrite the stored activation. A :class:`LayerRef` with
+    an index hooks one tensor of a tuple/list/dict output. Hooks are removed on exit.
+
+    Raises:
+        NonTensorOutput: a layer's (selected) output is not an ``(N, C, h, w)`` tensor (turn
+            it into the message with alternatives with ``non_tensor_output_error``).
     """
-    store: list[Tensor | None] = [None] * len(modules)
+    refs = [r if isinstance(r, LayerRef) else LayerRef(r, type(r).__name__) for r in layers]
+    store: list[Tensor | None] = [None] * len(refs)
     handles = []
 
     def make_hook(i: int):
-        def hook(_m: nn.Module, _inp: object, out: object) -> Tensor:
-            if not isinstance(out, Tensor) or out.dim() != 4:
-                shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                raise SegxaiError(f"layer: expected an (N, C, h, w) tensor output, got {shape}")
-            a = out if out.requires_grad else out.detach().requires_grad_(True)
+        def hook(_m: nn.Module, _inp: object, out: object) -> object:
+            value = refs[i].select(out)
+            if not isinstance(value, Tensor) or value.dim() != 4:
+                raise NonTensorOutput(refs[i], value)
+            a = value if value.requires_grad else value.detach().requires_grad_(True)
             store[i] = a
-            return a.clone()
+            return refs[i].replace(out, a.clone())
         return hook
 
     try:
-        for i, m in enumerate(modules):
-            handles.append(m.register_forward_hook(make_hook(i)))
+        for i, ref in enumerate(refs):
+            handles.append(ref.module.register_forward_hook(make_hook(i)))
         yield store
     finally:
         for h in handles:
@@ -92,13 +106,14 @@ class GradientPass:
     resolved layers and what is recorded for the :class:`~segxai.core.Explanation`."""
 
     def __init__(self, adapter: ModelAdapter, images: Tensor, meter: CostMeter,
-                 create_graph: bool, wrt: Wrt) -> None:
+                 create_graph: bool, wrt: Wrt, method: str = "") -> None:
         self.adapter = adapter
         self.images = images
         self.meter = meter
         self.create_graph = create_graph
         self.wrt = wrt
-        self.layers: list[nn.Module] = []
+        self.method = method
+        self.layers: list[LayerRef] = []
         self.layer_names: list[str] = []
         self.logits: Tensor | None = None
 
@@ -107,11 +122,10 @@ class GradientPass:
         return int(self.images.shape[-2]), int(self.images.shape[-1])
 
     def resolve(self, layer: Any) -> None:
-        """Find the explained layer(s) (``None``: the adapter's default layer)."""
-        self.layers = resolve_layers(self.adapter, self.images, layer)
-        model = self.adapter.module
-        assert model is not None
-        self.layer_names = [module_name(model, m) for m in self.layers]
+        """Find the explained layer(s) (``None``: the adapter's default layer; a name may
+        index a tuple/dict output, ``"block[0]"``)."""
+        self.layers = resolve_layer_refs(self.adapter, self.images, layer)
+        self.layer_names = [ref.name for ref in self.layers]
 
     def input_leaf(self) -> Tensor:
         """The images as a tensor to differentiate to (the caller's graph kept if any)."""
@@ -143,8 +157,13 @@ class GradientPass:
         """
         adapter = self.adapter
         if wrt == "layers":
-            with differentiable_activations(self.layers) as store:
-                logits = adapter(x)
+            try:
+                with differentiable_activations(self.layers) as store:
+                    logits = adapter(x)
+            except NonTensorOutput as err:
+                model = adapter.module
+                assert model is not None
+                raise non_tensor_output_error(model, err, lambda: model(x.detach())) from None
             inputs = [a for a in store if a is not None]
             if len(inputs) != len(self.layers):
                 raise SegxaiError(f"layer: {self.layer_names} not all run by the model's forward "
@@ -154,6 +173,7 @@ class GradientPass:
                 x = x.requires_grad_(True)
             logits = adapter(x)
             inputs = [x]
+        check_graph(self.method, logits, inputs)
         scores = [(t.tile(tile) if tile > 1 else t).score_from_logits(
             logits, binary=adapter.binary).sum() for t in targets]
         grads = vjp_many(scores, inputs, create_graph=self.create_graph)
@@ -183,9 +203,9 @@ class GradientExplainer(Explainer):
 
     def _run(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
              meter: CostMeter, create_graph: bool, wrt: Wrt) -> list[RawMaps]:
-        run = GradientPass(adapter, images, meter, create_graph, wrt)
+        run = GradientPass(adapter, images, meter, create_graph, wrt, self.name)
         freeze = adapter.frozen_parameters() if wrt == "input" else contextlib.nullcontext()
-        with freeze:
+        with freeze, graph_checked(adapter, self.name):
             if self.uses_layers:
                 run.resolve(self.layer)
             results = self.attribute(run, targets)

@@ -15,9 +15,10 @@ from segxai.explainers.base import CAMExplainer
 __all__ = ["SegGradCAM", "cam_from_gradients"]
 
 WEIGHTINGS = ("gradcam", "hirescam", "xgradcam")
+Weighting = Literal["gradcam", "hirescam", "xgradcam"]
 
 
-def cam_from_gradients(activation: Tensor, grad: Tensor, weighting: str,
+def cam_from_gradients(activation: Tensor, grad: Tensor, weighting: Weighting,
                        relu: bool) -> Tensor:
     """Layer-resolution CAM ``(N, h, w)`` from activations and gradients ``(N, K, h, w)``."""
     if weighting == "gradcam":

@@ -17,7 +17,7 @@ __all__ = ["SmoothGrad", "VanillaGradient", "reduce_channels"]
 REDUCTIONS = ("max", "sum", "mean")
 
 
-def reduce_channels(grad: Tensor, reduce: Literal["max", "sum", "mean"] | str,
+def reduce_channels(grad: Tensor, reduce: Literal["max", "sum", "mean"],
                     absolute: bool) -> Tensor:
     """``(N, C, H, W)`` gradient → ``(N, H, W)`` map: optional ``|·|``, then max/sum/mean over C."""
     g = grad.abs() if absolute else grad
@@ -112,7 +112,8 @@ class SmoothGrad(GradientExplainer):
                 elif p["aggregate"] == "square_mean":
                     g = g * g
                 part = g.sum(0)
-                acc[k] = part if acc[k] is None else acc[k] + part
+                prev = acc[k]
+                acc[k] = part if prev is None else prev + part
         out = []
         for a in acc:
             assert a is not None

@@ -28,6 +28,7 @@ from segxai.explainers.base import ImageWork, PerturbationExplainer
 __all__ = ["FILLS", "Occlusion", "fill_image", "gaussian_blur", "parse_pair", "window_starts"]
 
 FILLS = ("black", "grey", "dataset-mean", "image-mean", "blur", "noise")
+Fill = Literal["black", "grey", "dataset-mean", "image-mean", "blur", "noise"]
 OCCLUSION_SCORES = ("target", "logit_sum", "prob_mean", "iou")
 NOISES = ("uniform", "gaussian")
 
@@ -75,7 +76,7 @@ def window_starts(length: int, window: int, stride: int) -> list[int]:
     return starts
 
 
-def fill_image(adapter: ModelAdapter, image: Tensor, fill: str, *,
+def fill_image(adapter: ModelAdapter, image: Tensor, fill: Fill, *,
                dataset_mean: Sequence[float] | None = None, noise: Tensor | None = None,
                blur_sigma: float = 5.0, blur_kernel: int = 11) -> Tensor:
     """The model-space image ``1×C×H×W`` whose patches replace the occluded windows.

@@ -169,7 +169,8 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
         model_cfg = getattr(model, "config", None)
         store = RunStore(out_dir, kind="train", settings={
             "train": config.to_dict(),
-            "model": model_cfg.to_dict() if hasattr(model_cfg, "to_dict")
+            "model": model_cfg.to_dict()
+            if model_cfg is not None and hasattr(model_cfg, "to_dict")
             else type(model).__name__,
             "n_train": n, "n_val": len(val_data) if val_data is not None else 0,
             "terms": {t.name: t.describe() for t in active}, **(settings or {})})

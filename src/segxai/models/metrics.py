@@ -37,7 +37,7 @@ def miou_from_confusion(cm: Tensor) -> tuple[float, list[float | None]]:
 
 @torch.no_grad()
 def predict_dataset(model: nn.Module, images: Tensor, *, batch_size: int = 64,
-                    device: str = "cpu") -> Tensor:
+                    device: str | torch.device = "cpu") -> Tensor:
     """Arg-max predictions ``(N, H, W)`` of ``model`` (eval mode, restored after) on CPU."""
     was_training = model.training
     model.eval()
@@ -52,7 +52,7 @@ def predict_dataset(model: nn.Module, images: Tensor, *, batch_size: int = 64,
 
 
 def evaluate_segmentation(model: nn.Module, data: SegDataset, *, batch_size: int = 64,
-                          device: str = "cpu") -> dict[str, Any]:
+                          device: str | torch.device = "cpu") -> dict[str, Any]:
     """mIoU, per-class IoU, pixel accuracy and the confusion matrix of ``model`` on ``data``.
 
     Args:
@@ -79,7 +79,7 @@ def evaluate_segmentation(model: nn.Module, data: SegDataset, *, batch_size: int
 
 
 def evaluate_miou(model: nn.Module, data: SegDataset, *, batch_size: int = 64,
-                  device: str = "cpu") -> float:
+                  device: str | torch.device = "cpu") -> float:
     """Mean IoU of ``model`` on ``data`` (confusion matrix over the whole set; mean over the
     classes present in the ground truth).
 

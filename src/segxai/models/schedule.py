@@ -8,7 +8,7 @@ same settings differ only in their loss terms.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
@@ -18,7 +18,15 @@ Schedule = Literal["onecycle", "cosine", "constant"]
 SCHEDULES: tuple[str, ...] = ("onecycle", "cosine", "constant")
 
 
-def learning_rate(step: int, total_steps: int, config: object) -> float:
+class _LRSettings(Protocol):
+    """What :func:`learning_rate` reads (a ``TrainConfig``)."""
+
+    lr: float
+    schedule: Schedule
+    warmup: float
+
+
+def learning_rate(step: int, total_steps: int, config: _LRSettings) -> float:
     """Learning rate at optimizer step ``step`` (0-based) of ``total_steps``.
 
     One-cycle: linear from ``lr/25`` to ``lr`` over ``warmup`` of the steps, then cosine down
@@ -32,14 +40,14 @@ def learning_rate(step: int, total_steps: int, config: object) -> float:
     Returns:
         The learning rate.
     """
-    lr = float(config.lr)  # type: ignore[attr-defined]
-    schedule = config.schedule  # type: ignore[attr-defined]
+    lr = float(config.lr)
+    schedule = config.schedule
     if schedule == "constant" or total_steps <= 1:
         return lr
     t = min(max(step, 0), total_steps - 1) / (total_steps - 1)
     if schedule == "cosine":
         return lr * 0.5 * (1.0 + math.cos(math.pi * t))
-    w = float(config.warmup)  # type: ignore[attr-defined]
+    w = float(config.warmup)
     if w > 0 and t < w:
         return lr / 25 + (lr - lr / 25) * (t / w)
     u = (t - w) / (1 - w) if w < 1 else 1.0

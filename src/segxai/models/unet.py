@@ -195,6 +195,8 @@ class UNet(nn.Module):
         torch.Size([1, 3, 20, 20])
     """
 
+    class_names: list[str] | None  # set by load_checkpoint; absent on a fresh network
+
     def __init__(self, config: UNetConfig | None = None) -> None:
         super().__init__()
         config = config if config is not None else UNetConfig()

@@ -10,7 +10,10 @@
   optionally with ``weights``;
 * a ``.pt``/``.ts`` file: a TorchScript archive (``torch.jit.load``);
 * ``package.module:factory``: any callable returning an ``nn.Module`` (called with
-  ``num_classes=`` when it accepts it and ``num_classes`` is given), optionally with ``weights``.
+  ``num_classes=`` when it accepts it and ``num_classes`` is given), optionally with ``weights``;
+* a ``.onnx`` file (onnxruntime) or a ``.tflite`` file (LiteRT): a
+  :class:`~segxai.core.BlackBox`, explained by the perturbation methods only
+  (:mod:`segxai.models.runtimes`).
 
 Weights are read from safetensors, or from a tensor-only ``.pt``/``.pth`` state dict with
 ``torch.load(weights_only=True)``; never through pickle. They are loaded strictly: a file
@@ -45,9 +48,10 @@ TORCHVISION_MODELS = (
 _IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 DEFAULT_NUM_CLASSES = 21  # torchvision's and smp's models are built with this many by default
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts")
+RUNTIME_SUFFIXES = (".onnx", ".tflite")
 SPEC_FORMS = ("'builtin', a segxai checkpoint directory, a torchvision model name ("
               + ", ".join(TORCHVISION_MODELS) + "), 'smp:ARCH:ENCODER', a TorchScript "
-              ".pt/.ts file or 'package.module:factory'")
+              ".pt/.ts file, an .onnx or .tflite file or 'package.module:factory'")
 
 
 @dataclass
@@ -57,7 +61,7 @@ class LoadedModel:
     Attributes:
         model: the module, in eval mode, on the requested device.
         kind: ``"builtin"``, ``"checkpoint"``, ``"torchvision"``, ``"smp"``,
-            ``"torchscript"`` or ``"import"``.
+            ``"torchscript"``, ``"onnx"``, ``"tflite"`` or ``"import"``.
         spec: the spec it was loaded from.
         builtin: the :class:`~segxai.models.builtin.BuiltinModel` (with its data) for
             ``builtin``, else None.
@@ -129,8 +133,9 @@ def load_state_dict_strict(model: nn.Module, state: dict[str, torch.Tensor],
 
 
 def _imagenet(model: nn.Module) -> nn.Module:
-    model.segxai_mean = "imagenet"
-    model.segxai_std = "imagenet"
+    # torch's stubs type Module.__setattr__ values as Tensor | Module; any value works at runtime
+    model.segxai_mean = "imagenet"  # type: ignore[assignment]
+    model.segxai_std = "imagenet"  # type: ignore[assignment]
     return model
 
 
@@ -139,7 +144,7 @@ def _torchvision(name: str, state: dict[str, torch.Tensor] | None,
     from torchvision.models import segmentation
 
     # official weights carry the auxiliary head; build it when the file has it
-    aux = bool(state) and any(k.startswith("aux_classifier.") for k in state)
+    aux = state is not None and any(k.startswith("aux_classifier.") for k in state)
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None,
                               "num_classes": num_classes}
     if not name.startswith("lraspp"):
@@ -201,6 +206,20 @@ def _torchscript(path: Path) -> nn.Module:
                           f"{str(exc).splitlines()[0]}") from exc
 
 
+def _runtime(path: Path, state: dict[str, torch.Tensor] | None,
+             num_classes: int | None) -> nn.Module:
+    from segxai.models.runtimes import load_onnx, load_tflite
+
+    if not path.is_file():
+        raise SegxaiError(f"model: expected an existing {path.suffix} file, got missing file "
+                          f"{str(path)!r}")
+    if state is not None:
+        raise SegxaiError(f"weights: expected no weights file for {path.suffix} model "
+                          f"{str(path)!r} (it carries its own)")
+    load = load_onnx if path.suffix == ".onnx" else load_tflite
+    return load(path, num_classes=num_classes)
+
+
 def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int | None = None,
                device: str = "cpu", quick: bool = False, progress: bool = True,
                seed: int = 0) -> LoadedModel:
@@ -208,10 +227,11 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
 
     Args:
         spec: ``builtin``, a checkpoint directory, a torchvision name, ``smp:ARCH:ENCODER``,
-            a TorchScript ``.pt``/``.ts`` file or ``package.module:factory``.
+            a TorchScript ``.pt``/``.ts`` file, an ``.onnx``/``.tflite`` file (a
+            :class:`~segxai.core.BlackBox`) or ``package.module:factory``.
         weights: a state dict file for a torchvision, smp or import-string model.
-        num_classes: output classes of a torchvision/smp model (default 21) or passed to a
-            factory that accepts ``num_classes``.
+        num_classes: output classes of a torchvision/smp model (default 21), passed to a
+            factory that accepts ``num_classes``, or checked against an ONNX/TFLite output.
         device: where to put the model.
         quick: the quick built-in model (``builtin`` only).
         progress: show training progress if the built-in model must be trained.
@@ -228,6 +248,7 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     state = read_weights(weights) if weights is not None else None
     builtin = None
     class_names = None
+    model: nn.Module
     path = Path(spec)
     if spec == "builtin" or path.is_dir():
         if state is not None:
@@ -249,6 +270,8 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
             raise SegxaiError(f"weights: expected no weights file for TorchScript model "
                               f"{spec!r} (it carries its own)")
         model, kind = _torchscript(path), "torchscript"
+    elif path.suffix in RUNTIME_SUFFIXES:
+        model, kind = _runtime(path, state, num_classes), path.suffix[1:]
     elif spec in TORCHVISION_MODELS:
         model = _torchvision(spec, state, num_classes or DEFAULT_NUM_CLASSES)
         kind = "torchvision"

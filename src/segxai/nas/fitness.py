@@ -18,7 +18,7 @@ research notes §A1.2). The candidate is scored at initialisation (training-free
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -70,7 +70,8 @@ class ProbeSet:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(int(s) for s in self.images.shape[1:])  # type: ignore[return-value]
+        # images are (n, C, H, W): the tensor's rank is not in its static type
+        return cast(tuple[int, int, int], tuple(int(s) for s in self.images.shape[1:]))
 
     def target(self) -> Target:
         return Target(self.class_index, self.roi)

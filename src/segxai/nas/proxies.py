@@ -40,7 +40,7 @@ PROXIES = ("cam", "cam-fewshot", "params", "flops", "synflow", "naswot", "grad-n
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU)
 
 
-def _weights(model: nn.Module) -> list[nn.Parameter]:
+def _weights(model: nn.Module) -> list[Tensor]:
     return [m.weight for m in model.modules()
             if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)) and m.weight is not None]
 
@@ -58,6 +58,7 @@ def synflow(model: nn.Module, input_shape: tuple[int, int, int]) -> float:
     net = copy.deepcopy(model).double().eval()
     for m in net.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            assert m.running_mean is not None and m.running_var is not None  # tracked stats
             m.running_mean.zero_()
             m.running_var.fill_(1.0)
     with torch.no_grad():
@@ -84,7 +85,7 @@ def naswot(model: nn.Module, images: Tensor) -> float:
     if n < 2:
         raise SegxaiError("images: NASWOT needs a batch of at least 2 images")
     kernel = torch.zeros(n, n, dtype=torch.float64)
-    modules = [m for m in net.modules() if isinstance(m, _ACTIVATIONS)]
+    modules: list[nn.Module] = [m for m in net.modules() if isinstance(m, _ACTIVATIONS)]
     use_pre = bool(modules)
     if not modules:
         modules = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
@@ -27,6 +27,8 @@ from segxai.nas.space import SearchSpace, build_unet
 
 __all__ = ["ScoringTask", "make_probe", "probe_data", "run_search", "score_candidate",
            "score_candidates"]
+
+_M = TypeVar("_M", bound=nn.Module)
 
 
 @dataclass
@@ -58,8 +60,8 @@ class ScoringTask:
             check_choice(p, "proxy", PROXIES)
 
 
-def build_candidate(builder: Callable[[dict[str, Any]], nn.Module], config: dict[str, Any],
-                    seed: int) -> nn.Module:
+def build_candidate(builder: Callable[[dict[str, Any]], _M], config: dict[str, Any],
+                    seed: int) -> _M:
     """``builder(config)`` initialised from ``seed`` without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))

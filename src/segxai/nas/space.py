@@ -19,7 +19,7 @@ inserts or removes the multiplier of the deepest encoder stage (the bottleneck k
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -27,10 +27,13 @@ import torch
 from segxai.core.errors import SegxaiError
 from segxai.nas.counting import count_flops, count_params, unet_counts
 
+if TYPE_CHECKING:
+    from segxai.models import UNet
+
 __all__ = ["SearchSpace", "build_unet"]
 
 
-def build_unet(config: dict[str, Any]):
+def build_unet(config: dict[str, Any]) -> UNet:
     """Instantiate :class:`segxai.models.UNet` from a configuration dict (module-level, so it
     can be sent to Ray workers)."""
     from segxai.models import UNet, UNetConfig

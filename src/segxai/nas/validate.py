@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from segxai.nas.evolution import Budget
 from segxai.nas.search import ScoringTask, build_candidate, score_candidate
 from segxai.nas.space import SearchSpace
 from segxai.nas.state import config_key, derive_seed, open_store
+
+if TYPE_CHECKING:
+    from segxai.models import UNet
 
 __all__ = ["ValidationTask", "correlations", "run_validation", "sample_architectures",
            "validation_identity", "validation_item"]
@@ -96,7 +99,8 @@ def validation_item(task: ValidationTask, item: tuple[dict[str, Any], int]) -> d
         model = build_candidate(task.scoring.builder, config, seed)
         counts = network_counts(model, task.scoring.probe.input_shape)
         params, flops = counts["params"], counts["flops"]
-        result = train_model(model, task.train_data, None, task.train_config,
+        # the builder is configurable (nn.Module); train_model checks it is a UNet at runtime
+        result = train_model(cast("UNet", model), task.train_data, None, task.train_config,
                              device=task.scoring.device, progress=False)
         miou = evaluate_miou(model, task.val_data, device=task.scoring.device)
     return {"config": config, "scores": scores, "params": params, "flops": flops,

@@ -143,7 +143,8 @@ def _draw_overlay(ax: Any, image: Any, saliency: Any, roi: Any, cmap: str, alpha
         cb.ax.tick_params(labelsize=6)
 
 
-def explanation_grid(images: Tensor | np.ndarray, maps: Mapping[str, Tensor | np.ndarray],
+def explanation_grid(images: Tensor | np.ndarray,
+                     maps: Mapping[str, Tensor | np.ndarray | None],
                      rois: Tensor | np.ndarray | None = None,
                      titles: Sequence[str] | None = None, cmap: str = "jet",
                      alpha: float = 0.5, colorbar: bool = True) -> Any:

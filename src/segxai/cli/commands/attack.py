@@ -36,7 +36,7 @@ from segxai.core.errors import SegxaiError
 
 QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
                       quick={"iterations": 60, "images": 1})
-DEFAULTS = {"method": "gradient", "target_kind": "shift", "epsilon": "8", "defence_beta": 3.0,
+DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "shift", "epsilon": "8", "defence_beta": 3.0,
             # SmoothGrad is attacked with a fixed, small number of noise draws
             "params": {"smoothgrad": {"n_samples": 8}}}
 

@@ -101,9 +101,10 @@ def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     if not files:
         raise SegxaiError(f"--data: expected image files in {root}, got none")
     arrs = []
+    im: Image.Image
     for f in files:
         with Image.open(f) as im:
-            im = im.convert("RGB").resize((size, size), Image.BILINEAR)
+            im = im.convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
             arr = np.asarray(im, dtype=np.float32) / 255.0
             arrs.append(torch.from_numpy(arr).permute(2, 0, 1))
     return torch.stack(arrs), [f.stem for f in files]

@@ -82,7 +82,7 @@ def load_image(spec: str, adapter: Any, size: int | None) -> tuple[torch.Tensor,
                               f"file {spec!r}")
         img = Image.open(path).convert("RGB")
         if size:
-            img = img.resize((size, size), Image.BILINEAR)
+            img = img.resize((size, size), Image.Resampling.BILINEAR)
         arr = np.asarray(img, dtype=np.float32) / 255.0
         pixels = torch.from_numpy(arr).permute(2, 0, 1).unsqueeze(0)
     return adapter.from_pixels(pixels), pixels[0].permute(1, 2, 0).numpy()

@@ -32,7 +32,7 @@ QUICK = QuickDefaults(
           "fewshot_steps": 50, "architectures": 16, "train_images": 160, "epochs": 5},
     quick={"population": 8, "iterations": 4, "children": 4, "probe_images": 4,
            "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1})
-DEFAULTS = {"proxy": "cam", "method": "seg-grad-cam", "budget_params": 0.25,
+DEFAULTS: dict[str, Any] = {"proxy": "cam", "method": "seg-grad-cam", "budget_params": 0.25,
             "proxies": "cam,cam-fewshot,params,flops,synflow,naswot,grad-norm,random"}
 
 
@@ -302,7 +302,7 @@ def run_train_cmd(args: argparse.Namespace) -> int:
     from segxai.nas.counting import network_counts
 
     tcount = network_counts(teacher, shape)
-    rows = [{"model": "teacher", "params": tcount["params"], "flops": tcount["flops"],
+    rows: list[dict[str, Any]] = [{"model": "teacher", "params": tcount["params"], "flops": tcount["flops"],
              "val_miou": evaluate_miou(teacher, val_data, device=args.device),
              "cpu_latency_ms": cpu_latency_ms(teacher, shape), "config": None}]
     entries = [("student", config)]

@@ -5,13 +5,16 @@ from __future__ import annotations
 import html
 import inspect
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from segxai.report.context import DemoContext
 from segxai.report.html import Section, figure_to_html, table_html
+
+if TYPE_CHECKING:
+    from segxai.core.registry import Explainer
 
 ORDER = 10
 TITLE = "Explanations of every registered method"
@@ -50,7 +53,7 @@ def choose_targets(model: torch.nn.Module, images: Tensor, masks: Tensor):
     return Target.from_mask(torch.stack(rois).float(), class_index=classes)
 
 
-def budget_params(cls: type, quick: bool) -> dict[str, Any]:
+def budget_params(cls: type[Explainer], quick: bool) -> dict[str, Any]:
     """The parameters an explainer is called with: defaults, except the quick budgets."""
     if not quick:
         return {}

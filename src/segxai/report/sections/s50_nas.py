@@ -78,9 +78,10 @@ def build(ctx: DemoContext) -> Section:
     finally:
         torch.set_num_threads(threads)
 
+    teacher_config = getattr(teacher, "config", None)  # the built-in U-Net's UNetConfig
     rows = [{"model": "teacher", "params": t_params, "flops": t_flops, "score": "",
-             "architecture": arch_name(teacher.config.to_dict())
-             if hasattr(teacher, "config") else "", "candidates": "", "seconds": ""}]
+             "architecture": arch_name(teacher_config.to_dict())
+             if teacher_config is not None else "", "candidates": "", "seconds": ""}]
     for proxy, s in searches.items():
         b = s["best"]
         rows.append({"model": f"winner ({proxy})", "params": b["params"], "flops": b["flops"],
