@@ -215,22 +215,14 @@ def capture_activations(modules: Sequence[nn.Module]) -> Iterator[ActivationStor
 
 
 def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
-    """The layer the CAM-type explainers explain when none is given (the *faithful default*).
+    """The layer CAM-type explainers explain when none is given (the faithful default).
 
-    The rule (supported by the layer study, docs/evaluation.md "Which layer"), in order:
-
-    1. a ``segxai_default_layer`` attribute (dotted name) on the model;
-    2. encoder–decoder networks (a ``decoder`` sub-module): the layer that feeds the classifier
-       head, i.e. the last stage of a ``decoder`` ``ModuleList`` (segxai's U-Net, with or
-       without skips) or the ``decoder`` module itself (segmentation_models_pytorch);
-    3. otherwise the last backbone stage: the deepest (smallest spatial output, last
-       executed) module inside ``model.backbone`` or ``model.encoder`` when present
-       (torchvision FCN/DeepLabV3/LRASPP), else inside the whole model; found with one probe
-       forward of the first image, without gradients.
-
-    The bottleneck of a skip-connected U-Net is *not* the default: it carries context while
-    the object evidence reaches the head through the skips, and its maps were measured
-    worse than random on deletion.
+    In order: a ``segxai_default_layer`` attribute (dotted name); for encoder–decoder nets (a
+    ``decoder`` sub-module) the layer feeding the classifier head: the last stage of a
+    ``decoder`` ModuleList (segxai's U-Net) or the ``decoder`` itself (smp); else the last
+    backbone stage: the last-run, smallest direct child of ``model.backbone`` /
+    ``model.encoder`` (torchvision), or the deepest module of the whole model. One probe
+    forward of the first image, without gradients. Why (the layer study): docs/evaluation.md.
     """
     import torch
 
@@ -257,8 +249,7 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
             order[0] += 1
             seen.append((out.shape[-2] * out.shape[-1], order[0], m))
 
-    # a backbone's stages are its direct children (a squeeze-excitation gate inside one is
-    # 1×1 and must not win); the whole model is searched module by module
+    # a backbone's stages are its direct children (a 1×1 squeeze-excitation gate must not win)
     hooked = list(root.children()) if root is not model else list(root.modules())
     try:
         for m in hooked:
