@@ -83,7 +83,7 @@ def _separated(table: Sequence[dict[str, Any]], best: dict[str, Any], metric: st
 def conclusions(result: dict[str, Any]) -> list[str]:
     """Plain-language findings, each computed from ``result`` (the study's numbers)."""
     lines: list[str] = []
-    wins: dict[str, list[str]] = {}
+    wins: dict[str, list[tuple[str, str]]] = {}
     for part in result["models"]:
         if "skipped" in part:
             lines.append(f"{part['model']} (val mIoU {part['val_miou']:.3f}): not evaluated, "
@@ -94,7 +94,7 @@ def conclusions(result: dict[str, Any]) -> list[str]:
             b = best_method(table, metric)
             if b is None:
                 continue
-            wins.setdefault(metric, []).append(b["method"])
+            wins.setdefault(metric, []).append((b["method"], name))
             cost = lookup(table, b["method"], "seconds")
             clear = ("clearly ahead (its interval does not overlap the runner-up's)"
                      if _separated(table, b, metric) else
@@ -124,10 +124,15 @@ def conclusions(result: dict[str, Any]) -> list[str]:
                          f"{low['substrate']} ({low['metric']}) has Spearman ρ "
                          f"{format_interval(low['rho'], low['lo'], low['hi'], 2)}, the least "
                          f"agreement among the substrates compared.")
-    for metric, names in wins.items():
-        top = max(set(names), key=names.count)
-        lines.append(f"Overall, {top} has the best {LABEL[metric]} on {names.count(top)} of "
-                     f"{len(names)} models.")
+    for metric, won in wins.items():
+        names = [m for m, _ in won]
+        top = max(sorted(set(names)), key=names.count)
+        if names.count(top) * 2 > len(names):
+            lines.append(f"Overall, {top} has the best {LABEL[metric]} on {names.count(top)} "
+                         f"of {len(names)} models.")
+        else:
+            lines.append(f"Overall, no method has the best {LABEL[metric]} on most models: "
+                         + ", ".join(f"{m} ({model})" for m, model in won) + ".")
     cb = result.get("context_bias", {}).get("methods", {})
     found = [m for m, e in cb.items() if "cbl_difference" in e and e["cbl_difference"][1] > 0]
     if cb:
