@@ -89,6 +89,9 @@ def test_layer_sweep_finds_the_faithful_layer_known_by_construction(tmp_path: Pa
     recs = [json.loads(line) for line in (tmp_path / "progress.jsonl").read_text().splitlines()]
     assert {tuple(r["layers"]) for r in recs if r["method"] == "seg-grad-cam@context"} == \
         {("context",)}
+    layers = {e["method"]: e.get("layers") for e in study.result.summary}
+    assert layers == {"seg-grad-cam@evidence": "evidence", "seg-grad-cam@context": "context",
+                      "random-baseline": None}
 
 
 @pytest.mark.parametrize("skips", [True, False])

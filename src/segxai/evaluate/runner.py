@@ -224,6 +224,11 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
 
     rows, curves_all, failures, skipped = _collect(done, ids, methods)
     summary = summarise(rows, methods)
+    for entry in summary:  # the layers the explainer actually explained (CAM-type methods)
+        used = sorted({name for (_, m), rec in done.items() if m == entry["method"]
+                       for name in rec.get("layers", ())})
+        if used:
+            entry["layers"] = ",".join(used)
     if store is not None:
         write_outputs(store, rows, summary, curves_all, config, failures, skipped,
                       figures=write_figures)
