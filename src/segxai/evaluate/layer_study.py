@@ -195,7 +195,7 @@ def layer_study(model: nn.Module | Any, images: Tensor, masks: Tensor | None = N
                 layers: str | Sequence[str] = "all", methods: Sequence[str] = CAM_METHODS,
                 config: EvalConfig | None = None, out_dir: str | Path | None = None,
                 image_ids: Sequence[str] | None = None, device: str = "cpu",
-                progress: bool = False, title: str = "") -> LayerStudy:
+                progress: bool = False, title: str = "", executor: Any = None) -> LayerStudy:
     """Run the CAM-type ``methods`` at every chosen stage and tabulate them per layer.
 
     Args:
@@ -211,6 +211,7 @@ def layer_study(model: nn.Module | Any, images: Tensor, masks: Tensor | None = N
         device: torch device.
         progress: show a progress bar.
         title: figure title.
+        executor: the runner's executor (``--workers``; default in-process).
 
     Returns:
         A :class:`LayerStudy`.
@@ -221,7 +222,7 @@ def layer_study(model: nn.Module | Any, images: Tensor, masks: Tensor | None = N
     cfg = replace(base, methods=names, random_baseline=True)
     result = evaluate_methods(model, images, masks, config=cfg, out_dir=out_dir,
                               image_ids=image_ids, device=device, progress=progress,
-                              write_figures=False)
+                              write_figures=False, executor=executor)
     default = default_layer_name(model, images)
     table = layer_table(result.rows, stages, methods, default_layer=default, seed=cfg.seed)
     if out_dir is not None:

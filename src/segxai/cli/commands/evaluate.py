@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from segxai.cli.common import QuickDefaults, add_common, write_json
+from segxai.cli.fanout import add_fanout_options, cli_executor
 from segxai.cli.grammar import (
     add_deprecated,
     add_method_options,
@@ -37,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sparseness, complexity and optionally max-sensitivity. Writes OUT/results.csv "
             "(image, method, metric, value), OUT/summary.md, OUT/summary.json and "
             "OUT/figures/*.png. Finished (image, method) pairs are checkpointed in "
-            "OUT/progress.jsonl, so an interrupted run resumes where it stopped."),
+            "OUT/progress.jsonl, so an interrupted run resumes where it stopped. --workers N and "
+            "--ray [ADDRESS] spread the pairs over processes or a Ray cluster (chunks of "
+            "images x method) with results identical to one process."),
     )
     add_model_options(p, what="the model whose explanations are evaluated",
                       old=("--checkpoint",))
@@ -85,10 +88,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "OUT/layers.json and OUT/figures/layers.png (metric vs depth, 95 %% "
                         "intervals)")
     p.add_argument("--study", default=None, choices=("rq1",),
-                   help="run a whole study: 'rq1' trains (once, cached in OUT/models) the "
+                   help="run a whole study: 'rq1' trains (once) the "
                         "U-Net, the U-Net without skips and LRASPP-MobileNetV3 on the built-in "
                         "data and writes OUT/rq1.md and OUT/rq1.json (resumable; models cached in "
                         "the user cache; --quick: 3 images, 8 steps, 4 methods)")
+    add_fanout_options(p)
     add_common(p, out_default="segxai-evaluate")
     p.set_defaults(func=run)
 
@@ -96,10 +100,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     from PIL import Image
 
-    files = sorted(p for p in root.iterdir()
-                   if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-    if not files:
-        raise SegxaiError(f"--data: expected image files in {root}, got none")
+    from segxai.cli.explain_images import list_images
+
+    files = list_images([str(root)], option="--data")
     arrs = []
     im: Image.Image
     for f in files:
@@ -183,7 +186,8 @@ def _run_study(args: argparse.Namespace) -> int:
 
 
 def _run_layers(args: argparse.Namespace, model: torch.nn.Module, images: torch.Tensor,
-                masks: torch.Tensor | None, names: list[str] | None, config: Any) -> int:
+                masks: torch.Tensor | None, names: list[str] | None, config: Any,
+                executor: Any = None) -> int:
     """``--layers``: the layer study of the CAM-type methods (or those of ``--method``)."""
     from segxai.evaluate.layer_study import CAM_METHODS, layer_study
     from segxai.evaluate.tables import format_row
@@ -193,7 +197,7 @@ def _run_layers(args: argparse.Namespace, model: torch.nn.Module, images: torch.
     methods = [m for m in (config.methods or CAM_METHODS) if m != "random-baseline"]
     study = layer_study(model, images, masks, layers=layers, methods=methods, config=config,
                         out_dir=args.out, image_ids=names, device=args.device,
-                        progress=not args.quiet)
+                        progress=not args.quiet, executor=executor)
     if not args.quiet:
         for e in study.table:
             if e["metric"] in ("deletion_auc", "insertion_auc"):
@@ -228,14 +232,19 @@ def run(args: argparse.Namespace) -> int:
         insertion_substrate=args.insertion_substrate, pointing_tolerance=args.tolerance,
         sensitivity_samples=args.sensitivity_samples,
         random_baseline=not args.no_random_baseline, seed=args.seed)
-    loaded = load_cli_model(args)
-    model, built = loaded.model, loaded.builtin
-    images, masks, names = _data(args, n, model, built)
-    out: Path = args.out
-    if args.layers is not None:
-        return _run_layers(args, model, images, masks, names, config)
-    result = evaluate_methods(model, images, masks, config=config, out_dir=out,
-                              image_ids=names, device=args.device, progress=not args.quiet)
+    executor = cli_executor(args)
+    try:
+        loaded = load_cli_model(args)
+        model, built = loaded.model, loaded.builtin
+        images, masks, names = _data(args, n, model, built)
+        out: Path = args.out
+        if args.layers is not None:
+            return _run_layers(args, model, images, masks, names, config, executor)
+        result = evaluate_methods(model, images, masks, config=config, out_dir=out,
+                                  image_ids=names, device=args.device,
+                                  progress=not args.quiet, executor=executor)
+    finally:
+        executor.close()
     if args.context_bias:
         from segxai.data import make_context_bias
         from segxai.evaluate import bias_sanity, context_bias_benchmark
