@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +48,19 @@ from segxai.core.progress import ImageProgress
 from segxai.core.registry import get_explainer
 from segxai.core.runstore import RunStore
 from segxai.core.target import Target
-from segxai.evaluate.config import METRIC_DIRECTION, RANDOM_BASELINE, EvalConfig, EvalResult
+from segxai.evaluate.config import (
+    METRIC_DIRECTION,
+    RANDOM_BASELINE,
+    EvalConfig,
+    EvalResult,
+    split_method,
+)
 from segxai.evaluate.pairs import choose_target, evaluate_pair, select_images
 from segxai.evaluate.summary import interpret, summarise, summary_markdown
 from segxai.evaluate.writers import write_outputs
 
 __all__ = ["METRIC_DIRECTION", "RANDOM_BASELINE", "EvalConfig", "EvalResult", "choose_target",
+           "dataset_fill",
            "evaluate_methods", "evaluate_pair", "interpret", "select_images", "summarise",
            "summary_markdown"]
 
@@ -83,6 +91,19 @@ def _check_inputs(images: Tensor, masks: Tensor | None,
     return ids
 
 
+def dataset_fill(adapter: Any, images: Tensor, config: EvalConfig) -> list[float] | None:
+    """The ``dataset-mean`` colour: ``config.dataset_mean``, else the pixel-space mean colour
+    of the evaluated images (``None`` when no curve uses that substrate). The runner stores it
+    in the config before any pair runs (in this process or a worker), so it is fingerprinted
+    with the run."""
+    if "dataset-mean" not in (config.deletion_substrate, config.insertion_substrate):
+        return None
+    if config.dataset_mean is not None:
+        return [float(v) for v in config.dataset_mean]
+    pixels = adapter.to_pixels(images.to(adapter.device))
+    return [float(v) for v in pixels.mean(dim=(0, 2, 3))]
+
+
 def _compute(adapter: Any, images: Tensor, masks: Tensor | None, ids: list[str],
              todo: list[tuple[int, str]], config: EvalConfig, store: RunStore | None,
              done: dict[tuple[str, str], dict[str, Any]], bar: Any, *,
@@ -108,11 +129,17 @@ def _compute(adapter: Any, images: Tensor, masks: Tensor | None, ids: list[str],
             try:
                 if config.warmup and m != RANDOM_BASELINE and m not in warmed:
                     warmed.add(m)
-                    get_explainer(m)(**config.method_params.get(m, {}))(adapter, x, target)
+                    base, fixed = split_method(m)
+                    get_explainer(base)(**{**fixed, **config.method_params.get(m, {})})(
+                        adapter, x, target)
+                info: dict[str, Any] = {}
                 metrics, curves = evaluate_pair(adapter, x, target, loc.to(x.device), m,
                                                 config, seed=config.seed + (
-                                                    i if positions is None else positions[i]))
+                                                    i if positions is None else positions[i]),
+                                                info=info)
                 rec["metrics"], rec["curves"] = metrics, curves
+                if info.get("layers"):
+                    rec["layers"] = info["layers"]  # the layer actually explained
             except (ValueError, TypeError, RuntimeError) as exc:
                 rec["error"] = f"{type(exc).__name__}: {exc}"
         done[(ids[i], m)] = rec
@@ -192,6 +219,9 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
     adapter = adapt(model)
     if adapter.module is not None:
         adapter.module.to(device)
+    fill = dataset_fill(adapter, images, config)
+    if fill is not None and config.dataset_mean is None:  # fixed once for every worker
+        config = replace(config, dataset_mean=fill)
 
     store = _open_store(out_dir, config) if out_dir is not None else None
     done: dict[tuple[str, str], dict[str, Any]] = {}
@@ -217,6 +247,11 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
 
     rows, curves_all, failures, skipped = _collect(done, ids, methods)
     summary = summarise(rows, methods)
+    for entry in summary:  # the layers the explainer actually explained (CAM-type methods)
+        used = sorted({name for (_, m), rec in done.items() if m == entry["method"]
+                       for name in rec.get("layers", ())})
+        if used:
+            entry["layers"] = ",".join(used)
     if store is not None:
         write_outputs(store, rows, summary, curves_all, config, failures, skipped,
                       figures=write_figures)

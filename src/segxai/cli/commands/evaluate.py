@@ -31,7 +31,7 @@ from segxai.cli.grammar import (
 from segxai.core.errors import SegxaiError
 
 QUICK = QuickDefaults(full={"images": 8, "steps": 100}, quick={"images": 2, "steps": 20})
-SUBSTRATES = ("black", "mean", "blur", "noise")
+SUBSTRATES = ("road", "dataset-mean", "mean", "blur", "black", "noise")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,6 +89,17 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a model trained on the context-bias data, in any --model form (for "
                         "--context-bias)")
     add_deprecated(p, "--bias-checkpoint", dest="bias_model", new="--bias-model")
+    p.add_argument("--layers", default=None, metavar="all|NAME,...",
+                   help="layer study: run the CAM-type methods (seg-grad-cam, hirescam, "
+                        "xgradcam, grad-cam++, seg-ablation-cam, or those given by --method) "
+                        "at every stage of the model ('all') or at the named stages; writes "
+                        "OUT/layers.json and OUT/figures/layers.png (metric vs depth, 95 %% "
+                        "intervals)")
+    p.add_argument("--study", default=None, choices=("rq1",),
+                   help="run a whole study: 'rq1' trains (once) the "
+                        "U-Net, the U-Net without skips and LRASPP-MobileNetV3 on the built-in "
+                        "data and writes OUT/rq1.md and OUT/rq1.json (resumable; models cached in "
+                        "the user cache; --quick: 3 images, 8 steps, 4 methods)")
     add_fanout_options(p)
     add_common(p, out_default="segxai-evaluate")
     p.set_defaults(func=run)
@@ -158,20 +169,51 @@ def _biased_model(args: argparse.Namespace, out: Path) -> torch.nn.Module:
     if (ckpt / "model.safetensors").is_file():
         return load_checkpoint(ckpt, device=args.device)
     from segxai.data import make_context_bias
-    from segxai.models.train import TrainConfig, train_model
-    from segxai.models.unet import UNet, UNetConfig
+    from segxai.evaluate import train_bias_model
 
-    n_train, epochs, width = (300, 4, 8) if args.quick else (800, 8, 12)
-    train = make_context_bias(n_train, size=args.size, seed=args.seed, bias_prob=1.0)
-    val = make_context_bias(100, size=args.size, seed=args.seed + 1, bias_prob=1.0)
-    torch.manual_seed(args.seed)
-    model = UNet(UNetConfig(depth=3, base_width=width, num_classes=len(train.class_names)))
-    train_model(model, train, val,
-                TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, seed=args.seed),
-                out_dir=out / "biased-model-train", device=args.device,
-                progress=not args.quiet)
-    save_checkpoint(model, ckpt, class_names=list(train.class_names))
-    return model.eval()
+    model = train_bias_model(out / "biased-model-train", quick=args.quick, size=args.size,
+                             seed=args.seed, device=args.device, progress=not args.quiet)
+    names = make_context_bias(1, size=args.size, seed=args.seed, bias_prob=1.0).class_names
+    save_checkpoint(model, ckpt, class_names=list(names))
+    return model
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    """``--study rq1``: the whole RQ1 study into ``--out``."""
+    import time
+
+    from segxai.evaluate.rq1 import Rq1Config, run_rq1
+
+    cfg = Rq1Config.quick_config(seed=args.seed) if args.quick else Rq1Config(seed=args.seed)
+    t0 = time.perf_counter()
+    run_rq1(args.out, cfg, device=args.device, progress=not args.quiet)
+    if not args.quiet:
+        print((args.out / "rq1.md").read_text())
+    print(f"segxai evaluate --study rq1: {time.perf_counter() - t0:.0f} s -> {args.out}/rq1.md")
+    return 0
+
+
+def _run_layers(args: argparse.Namespace, model: torch.nn.Module, images: torch.Tensor,
+                masks: torch.Tensor | None, names: list[str] | None, config: Any,
+                executor: Any = None) -> int:
+    """``--layers``: the layer study of the CAM-type methods (or those of ``--method``)."""
+    from segxai.evaluate.layer_study import CAM_METHODS, layer_study
+    from segxai.evaluate.tables import format_row
+
+    layers = "all" if args.layers.strip() == "all" else [
+        x.strip() for x in args.layers.split(",") if x.strip()]
+    methods = [m for m in (config.methods or CAM_METHODS) if m != "random-baseline"]
+    study = layer_study(model, images, masks, layers=layers, methods=methods, config=config,
+                        out_dir=args.out, image_ids=names, device=args.device,
+                        progress=not args.quiet, executor=executor)
+    if not args.quiet:
+        for e in study.table:
+            if e["metric"] in ("deletion_auc", "insertion_auc"):
+                mean, diff = format_row(e)
+                print(f"{e['method']:36s} {e['metric']:14s} {mean:26s} {diff}")
+    print(f"segxai evaluate --layers: {len(study.stages)} stage(s), default layer "
+          f"{study.default_layer} -> {args.out}/layers.json")
+    return 1 if study.result.failures else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -182,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     from segxai.evaluate import RANDOM_BASELINE, EvalConfig, evaluate_methods
 
     torch.manual_seed(args.seed)
+    if args.study is not None:
+        return _run_study(args)
     n, steps = QUICK.get(args, "images"), QUICK.get(args, "steps")
     if n < 1:
         raise SegxaiError(f"--images: expected an integer >= 1, got {n}")
@@ -204,6 +248,8 @@ def run(args: argparse.Namespace) -> int:
         with options_named(root="--data", size="--size"):
             images, masks, names = _data(args, n, model, built)
         out: Path = args.out
+        if args.layers is not None:
+            return _run_layers(args, model, images, masks, names, config, executor)
         result = evaluate_methods(model, images, masks, config=config, out_dir=out,
                                   image_ids=names, device=args.device,
                                   progress=not args.quiet, executor=executor)
