@@ -97,6 +97,18 @@ def _parse_attack(out: str, _: Path) -> list[Row]:
     return rows
 
 
+def _parse_workers(out: str, _: Path) -> list[Row]:
+    """``--workers N`` against ``--workers 1`` (the "peer" is one process; goal >= 1.7x)."""
+    walls: dict[str, float] = {}
+    for line in out.splitlines():
+        m = re.match(r"\|\s*--workers (\d+)\s*\|\s*1\s*\|\s*([0-9.]+)\s*\|", line)
+        if m:
+            walls[m.group(1)] = float(m.group(2))
+    n = max(walls, key=int)
+    return [Row("workers", f"evaluate --workers {n}", "evaluate --workers 1", walls[n],
+                walls["1"], "goal >= 1.7x; identical results.csv checked")]
+
+
 # name -> (full arguments, --quick arguments, parser); "{json}" becomes a temporary file
 BENCHMARKS: dict[str, tuple[list[str], list[str], Parser]] = {
     "bench_core": ([], ["--rounds", "1", "--size", "128", "--nt-samples", "2"], _parse_core),
@@ -105,6 +117,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Parser]] = {
     "bench_deletion": ([], ["--repeats", "1", "--steps", "10"], _parse_deletion),
     "bench_attack": ([], ["--quick", "--images", "1", "--iterations", "10", "--methods",
                           "gradient"], _parse_attack),
+    "bench_workers": ([], ["--quick"], _parse_workers),
 }
 
 

@@ -48,3 +48,14 @@ def test_every_benchmark_output_becomes_rows(tmp_path: Path) -> None:
     assert len(table.splitlines()) == 2 + 5
     assert "| 1.50x | max\\|d\\|/range = 1e-6 |" in table
     assert set(run_all.BENCHMARKS) == {p.stem for p in Path(run_all.HERE).glob("bench_*.py")}
+
+
+def test_workers_benchmark_becomes_a_row(tmp_path: Path) -> None:
+    out = ("| run | torch threads per process | wall s | CPU s | results.csv as --workers 1 |\n"
+           "|---|---|---|---|---|\n"
+           "| no --workers (one process) | torch default | 122.3 | 57.2 | identical |\n"
+           "| --workers 1 | 1 | 125.5 | 50.0 | identical |\n"
+           "| --workers 2 | 1 | 62.5 | 66.3 | identical |\n")
+    (row,) = run_all._parse_workers(out, tmp_path)
+    assert row.ours == "evaluate --workers 2" and row.peer == "evaluate --workers 1"
+    assert row.ratio == pytest.approx(125.5 / 62.5)

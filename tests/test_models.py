@@ -40,9 +40,10 @@ def test_unet_shapes_and_names(block: str) -> None:
         assert net(torch.rand(2, 3, h, w)).shape == (2, 3, h, w)
     for name in layer_names_by_stage(cfg):
         find_layer(net, name)
-    assert net.segxai_default_layer == "bottleneck"
+    assert not hasattr(net, "segxai_default_layer")  # the rule in core.layers decides
     x = torch.rand(1, 3, 16, 16)
-    assert default_cam_layer(net, x) is net.bottleneck
+    # the faithful default: the layer that feeds the classifier head (last decoder stage)
+    assert default_cam_layer(net, x) is net.decoder[-1]
     assert not any(isinstance(m, torch.nn.ReLU) and m.inplace for m in net.modules())
 
 

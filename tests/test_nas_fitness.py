@@ -79,7 +79,8 @@ def test_cam_distance_matches_a_slow_loop(probe) -> None:
         target = segxai.Target.from_mask(probe.roi[p].bool(), class_index=c)
         maps = []
         for net in (student,):
-            e = segxai.explain(net, x, target, method="seg-grad-cam", layer="bottleneck")
+            # the default layer: the one feeding the head (core.layers.default_cam_layer)
+            e = segxai.explain(net, x, target, method="seg-grad-cam", layer="decoder.1")
             maps.append(e.maps[0])
         s = maps[0]
         s = (s - s.min()) / (s.max() - s.min()) if float(s.max() - s.min()) > 1e-12 \

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module = importlib.import_module(f"segxai.cli.commands.{info.name}")
         module.register(sub)
+    from segxai.cli.common import document_ranges
+
+    document_ranges(parser)
     return parser
 
 
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     ``segxai: error: ...``, with exit status 2; any other exception is a bug and propagates
     with its traceback.
     """
+    from segxai.cli.common import as_option
     from segxai.core.errors import SegxaiError
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except SegxaiError as exc:
-        print(f"segxai: error: {exc}", file=sys.stderr)
+        print(f"segxai: error: {as_option(str(exc))}", file=sys.stderr)
         return 2
 
 

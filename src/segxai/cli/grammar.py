@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import parse_key_values
+from segxai.cli.common import Range, parse_key_values
 from segxai.core.errors import SegxaiError
 
 __all__ = [
@@ -105,7 +105,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, what: str = "the model
         help="state dict for a torchvision, smp or factory model: .safetensors, or a "
              ".pt/.pth file read with weights_only=True; keys must match exactly")
     parser.add_argument(
-        "--num-classes", type=int, default=None, metavar="K",
+        "--num-classes", type=Range(int, 1), default=None, metavar="K",
         help="output classes of a torchvision/smp model (default 21), also passed to a "
              "factory that takes num_classes")
     for name in old:

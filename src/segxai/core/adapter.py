@@ -19,6 +19,7 @@ The adapter also knows the input normalisation ``(pixel - mean) / std`` so that 
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
@@ -26,7 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from segxai.core.checks import check_images
+from segxai.core.checks import (
+    check_images,
+    check_model_output,
+    smallest_varying_side,
+    spatially_constant,
+)
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["ModelAdapter", "adapt"]
@@ -64,6 +70,25 @@ def _unwrap(output: Any) -> Tensor:
         return _unwrap(output[0])
     raise SegxaiError("model output: expected a tensor N×K×h×w, a dict with 'out', an object "
                      f"with .logits or a tuple; got {type(output).__name__}")
+
+
+@contextlib.contextmanager
+def _hooks_silenced(module: nn.Module | None) -> Iterator[None]:
+    """Forward hooks off inside the block (restored after): a probe forward must not overwrite
+    the activations an explainer's hooks captured from the real forward."""
+    if module is None:
+        yield
+        return
+    saved = [(m, m._forward_hooks, m._forward_pre_hooks) for m in module.modules()]
+    try:
+        for m, _, _ in saved:  # torch offers no public switch for registered hooks
+            m._forward_hooks = OrderedDict()
+            m._forward_pre_hooks = OrderedDict()
+        yield
+    finally:
+        for m, hooks, pre_hooks in saved:
+            m._forward_hooks = hooks
+            m._forward_pre_hooks = pre_hooks
 
 
 class ModelAdapter:
@@ -117,6 +142,7 @@ class ModelAdapter:
         self._num_classes: int | None = None
         self.default_layer: str | None = None
         """Dotted name of the layer-based explainers' default layer, once resolved."""
+        self._position_free = False  # output shown not to depend on pixel position at all
 
     # ------------------------------------------------------------------ placement
     @property
@@ -166,14 +192,35 @@ class ModelAdapter:
     def logits(self, images: Tensor) -> Tensor:
         """Logits ``N×K×H×W`` at the input resolution."""
         out = self.raw(images)
-        return self.to_logits(out, images.shape[-2:])
+        if out.dim() >= 1 and out.shape[0] != images.shape[0]:
+            raise SegxaiError(f"model output: expected {images.shape[0]} image(s) in the batch "
+                              f"like the input, got shape {tuple(out.shape)}")
+        logits = self.to_logits(out, images.shape[-2:])
+        self._check_not_degenerate(images, logits)
+        return logits
+
+    def _check_not_degenerate(self, images: Tensor, logits: Tensor) -> None:
+        """Raise if a varying image gives logits constant over the image while the model's
+        output does vary with position on larger images: the image is then smaller than the
+        model's downsampling and the map would be a constant."""
+        if self._position_free or images.shape[-1] * images.shape[-2] < 2 \
+                or not spatially_constant(logits) or spatially_constant(images):
+            return
+        with torch.no_grad(), self.explaining(), _hooks_silenced(self.module):
+            side = smallest_varying_side(lambda x: _unwrap(self.model(x)), images)
+        if side is None:
+            self._position_free = True  # e.g. a global-pooling head: constant by design
+            return
+        h, w = int(images.shape[-2]), int(images.shape[-1])
+        raise SegxaiError(f"images: expected images of at least {side}×{side} pixels for this "
+                          f"model, got {h}×{w}: the image is smaller than the model's "
+                          "downsampling and every pixel gets the same logits")
 
     __call__ = logits
 
     def to_logits(self, out: Tensor, size: Sequence[int]) -> Tensor:
         """Turn a raw output into ``N×K×H×W`` logits at ``size`` (upsample, 1→2 channels)."""
-        if out.dim() != 4:
-            raise SegxaiError(f"model output: expected N×K×h×w logits, got shape {tuple(out.shape)}")
+        check_model_output(out, size)
         self.learn(out)
         if out.shape[1] == 1:
             out = torch.cat([-out, out], dim=1)

@@ -10,7 +10,7 @@ exception is a bug and keeps its traceback.
 
 from __future__ import annotations
 
-__all__ = ["SegxaiError", "SegxaiTypeError"]
+__all__ = ["SegxaiError", "SegxaiFileNotFoundError", "SegxaiTypeError"]
 
 
 class SegxaiError(ValueError):
@@ -19,3 +19,7 @@ class SegxaiError(ValueError):
 
 class SegxaiTypeError(SegxaiError, TypeError):
     """A user input of the wrong type (also a :class:`TypeError`)."""
+
+
+class SegxaiFileNotFoundError(SegxaiError, FileNotFoundError):
+    """A file or folder the user named does not exist (also a :class:`FileNotFoundError`)."""

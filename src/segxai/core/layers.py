@@ -215,18 +215,25 @@ def capture_activations(modules: Sequence[nn.Module]) -> Iterator[ActivationStor
 
 
 def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
-    """The layer Seg-Grad-CAM explains when none is given: the bottleneck.
+    """The layer CAM-type explainers explain when none is given (the faithful default).
 
-    In order: a ``segxai_default_layer`` attribute (dotted name) on the model; otherwise the
-    deepest (smallest spatial output, last executed) module inside ``model.backbone`` or
-    ``model.encoder`` when present, else inside the whole model. Found with one probe
-    forward of the first image, without gradients.
+    In order: a ``segxai_default_layer`` attribute (dotted name); for encoder–decoder nets (a
+    ``decoder`` sub-module) the layer feeding the classifier head: the last stage of a
+    ``decoder`` ModuleList (segxai's U-Net) or the ``decoder`` itself (smp); else the last
+    backbone stage: the last-run, smallest direct child of ``model.backbone`` /
+    ``model.encoder`` (torchvision), or the deepest module of the whole model. One probe
+    forward of the first image, without gradients. Why (the layer study): docs/evaluation.md.
     """
     import torch
 
     name = getattr(model, "segxai_default_layer", None)
     if isinstance(name, str):
         return find_layer(model, name)
+    decoder = getattr(model, "decoder", None)
+    if isinstance(decoder, nn.ModuleList) and len(decoder) > 0:
+        return decoder[-1]
+    if isinstance(decoder, nn.Module) and not isinstance(decoder, nn.ModuleList):
+        return decoder
     root = model
     for attr in ("backbone", "encoder"):
         sub = getattr(model, attr, None)
@@ -242,10 +249,11 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
             order[0] += 1
             seen.append((out.shape[-2] * out.shape[-1], order[0], m))
 
+    # a backbone's stages are its direct children (a 1×1 squeeze-excitation gate must not win)
+    hooked = list(root.children()) if root is not model else list(root.modules())
     try:
-        for m in root.modules():
-            if m is not root or root is not model:
-                handles.append(m.register_forward_hook(hook))
+        for m in hooked:
+            handles.append(m.register_forward_hook(hook))
         with torch.no_grad():
             model(images[:1])
     finally:
@@ -253,8 +261,9 @@ def default_cam_layer(model: nn.Module, images: Tensor) -> nn.Module:
             h.remove()
     if not seen:
         raise SegxaiError("layer: could not find a convolutional layer; pass layer=...")
-    smallest = min(s[0] for s in seen)
-    return max((s for s in seen if s[0] == smallest), key=lambda s: s[1])[2]
+    spatial = [s for s in seen if s[0] > 1] or seen
+    smallest = min(s[0] for s in spatial)
+    return max((s for s in spatial if s[0] == smallest), key=lambda s: s[1])[2]
 
 
 def resolve_layer_refs(adapter: ModelAdapter, images: Tensor,

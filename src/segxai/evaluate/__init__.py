@@ -10,6 +10,7 @@ from segxai.evaluate.context_bias import (
     context_bias_detection,
     context_bias_localisation,
     normalise_saliency,
+    train_bias_model,
 )
 from segxai.evaluate.cost import cost_metrics
 from segxai.evaluate.curves import (
@@ -79,6 +80,7 @@ __all__ = [
     "randomize_modules",
     "select_images",
     "sparseness",
+    "train_bias_model",
     "spearman",
     "ssim",
     "substrate_images",

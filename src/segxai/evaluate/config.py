@@ -10,10 +10,38 @@ from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.errors import SegxaiError
 from segxai.core.registry import get_explainer, list_explainers
 from segxai.evaluate.curves import CURVE_SCORES, SUBSTRATES
+from segxai.evaluate.substrates import Substrate
 
-__all__ = ["METRIC_DIRECTION", "RANDOM_BASELINE", "EvalConfig", "EvalResult"]
+__all__ = ["METHOD_VARIANTS", "METRIC_DIRECTION", "RANDOM_BASELINE", "EvalConfig", "EvalResult",
+           "Substrate", "split_method"]
 
 RANDOM_BASELINE = "random-baseline"
+METHOD_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "hirescam": ("seg-grad-cam", {"weighting": "hirescam"}),
+    "xgradcam": ("seg-grad-cam", {"weighting": "xgradcam"}),
+}
+"""Method names of the runner that are a registered explainer with fixed parameters."""
+
+
+def split_method(name: str) -> tuple[str, dict[str, Any]]:
+    """The registered explainer and its fixed parameters behind a runner method name.
+
+    A runner method is ``NAME`` or ``NAME@LAYER``: ``NAME`` a registered explainer, a
+    :data:`METHOD_VARIANTS` alias or :data:`RANDOM_BASELINE`; ``@LAYER`` explains that layer
+    (a dotted name, passed as ``layer=``), as the layer study does.
+
+    Example:
+        >>> split_method("hirescam@decoder.2")
+        ('seg-grad-cam', {'weighting': 'hirescam', 'layer': 'decoder.2'})
+    """
+    base, sep, layer = name.partition("@")
+    if sep and not layer:
+        raise SegxaiError(f"methods: expected NAME@LAYER with a layer name, got {name!r}")
+    explainer, fixed = METHOD_VARIANTS.get(base, (base, {}))
+    params = dict(fixed)
+    if layer:
+        params["layer"] = layer
+    return explainer, params
 # direction of each metric in the summary: +1 higher is better, -1 lower is better
 METRIC_DIRECTION = {"deletion_auc": -1, "insertion_auc": 1, "context_deletion_auc": -1,
                     "pointing_game": 1, "energy_pointing_game": 1, "seconds": -1,
@@ -30,8 +58,12 @@ class EvalConfig:
         steps: deletion/insertion steps.
         batch_size: images per forward in the curves.
         score: tracked curve score (``prob_mean``, ``logit_ratio``, ``iou``).
-        deletion_substrate: substrate of deletion (``black``, ``mean``, ``blur``, ``noise``).
-        insertion_substrate: substrate insertion starts from.
+        deletion_substrate: substrate of deletion (default ``road``, ROAD's noisy linear
+            imputation; ``dataset-mean``, ``mean`` (the image's own), ``blur``, ``black``,
+            ``noise``: see :mod:`segxai.evaluate.substrates`).
+        insertion_substrate: substrate insertion starts from (default ``blur``).
+        dataset_mean: pixel-space colour of ``dataset-mean`` (``None``: the mean colour of the
+            evaluated images, computed by the runner).
         context_deletion: also compute context-only deletion.
         pointing_tolerance: pointing-game tolerance in pixels.
         sensitivity_samples: max-sensitivity samples per explanation (0 = skip).
@@ -48,8 +80,9 @@ class EvalConfig:
     steps: int = 100
     batch_size: int = 32
     score: Literal["prob_mean", "logit_ratio", "iou"] = "prob_mean"
-    deletion_substrate: Literal["black", "mean", "blur", "noise"] = "mean"
-    insertion_substrate: Literal["black", "mean", "blur", "noise"] = "blur"
+    deletion_substrate: Substrate = "road"
+    insertion_substrate: Substrate = "blur"
+    dataset_mean: list[float] | None = None
     context_deletion: bool = True
     pointing_tolerance: float = 0.0
     sensitivity_samples: int = 0
@@ -73,7 +106,7 @@ class EvalConfig:
         names = list(self.methods) if self.methods is not None else list_explainers()
         for m in names:
             if m != RANDOM_BASELINE:
-                get_explainer(m)  # unknown names raise ValueError with suggestions
+                get_explainer(split_method(m)[0])  # unknown names raise with suggestions
         if self.random_baseline and RANDOM_BASELINE not in names:
             names.append(RANDOM_BASELINE)
         if not names:

@@ -1,9 +1,10 @@
 """Deletion and insertion curves for segmentation explanations (Petsiuk et al., RISE, 2018).
 
 Pixels are ranked by importance (descending; ties broken by a seeded random permutation).
-*Deletion* replaces the top-ranked pixels step by step with a substrate (black, mean colour,
-blur, noise); *insertion* starts from the substrate (default: Gaussian blur, kernel 11, σ 5)
-and restores them. After each step the model is run and a score is tracked:
+*Deletion* replaces the top-ranked pixels step by step with a substrate (default: ROAD's noisy
+linear imputation; also the data set's or the image's mean colour, blur, black, noise: see
+:mod:`segxai.evaluate.substrates`); *insertion* starts from the substrate (default: Gaussian
+blur, kernel 11, σ 5) and restores them. After each step the model is run and a score is tracked:
 
 * ``"prob_mean"`` (default): mean probability of the class over the (fixed) ROI;
 * ``"logit_ratio"``: the ROI logit sum relative to its clean value ``S_c(x_t; M) / |S_c(x; M)|``;
@@ -13,7 +14,9 @@ Steps are fractions ``0, 1/T, ..., 1`` of the pixels (of the context pixels for
 *context-only* deletion, where ROI pixels are never deleted). The AUC is the trapezoid rule
 on the ``[0, 1]`` axis (for context-only insertion the ROI pixels are present from the start).
 The substrates are defined in pixel space ``[0, 1]`` and mapped into
-the model's input space with the adapter.
+the model's input space with the adapter. ROAD is imputed per step (its noise is seeded by
+``seed`` and the position of the step's batch, so it is reproducible for a given
+``batch_size``).
 
 Cost: one clean forward plus ``T`` forwards per curve (``2T + 1`` for a deletion + insertion
 pair), batched ``batch_size`` images at a time under :func:`torch.inference_mode`.
@@ -38,11 +41,20 @@ from segxai.core.explanation import Explanation
 from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator
 from segxai.core.target import Target, check_target
+from segxai.evaluate.substrates import (
+    ROAD,
+    SUBSTRATES,
+    Substrate,
+    fill_removed,
+    substrate_images,
+)
 
 __all__ = [
     "CURVE_SCORES",
     "SUBSTRATES",
     "CurveResult",
+    "CurveScore",
+    "Substrate",
     "auc",
     "deletion_curve",
     "deletion_insertion",
@@ -52,9 +64,7 @@ __all__ = [
     "substrate_images",
 ]
 
-SUBSTRATES = ("black", "mean", "blur", "noise")
 CURVE_SCORES = ("prob_mean", "logit_ratio", "iou")
-Substrate = Literal["black", "mean", "blur", "noise"]
 CurveScore = Literal["prob_mean", "logit_ratio", "iou"]
 
 
@@ -105,51 +115,6 @@ def auc(values: np.ndarray | Sequence[float], fractions: np.ndarray | None = Non
         raise SegxaiError(f"fractions: expected shape ({v.shape[-1]},), got {x.shape}")
     dx = np.diff(x)
     return ((v[..., 1:] + v[..., :-1]) * 0.5 * dx).sum(-1)
-
-
-def substrate_images(adapter: ModelAdapter, images: Tensor, substrate: Substrate | Tensor, *,
-                     seed: int = 0, fill: Sequence[float] | float | None = None,
-                     blur_kernel: int = 11, blur_sigma: float = 5.0) -> Tensor:
-    """The fully perturbed images (model space) for a substrate defined in pixel space.
-
-    Args:
-        adapter: the model adapter (knows the input normalisation).
-        images: ``N×C×H×W`` model-space images.
-        substrate: ``"black"`` (pixel 0), ``"mean"`` (``fill`` if given, else each image's
-            mean colour), ``"blur"`` (Gaussian blur), ``"noise"`` (uniform ``[0, 1]`` pixels,
-            seeded), or a model-space tensor ``C×H×W`` / ``N×C×H×W``.
-        seed: seed of the noise substrate.
-        fill: pixel-space colour for ``"mean"`` (e.g. the dataset mean).
-        blur_kernel: blur kernel size.
-        blur_sigma: blur standard deviation in pixels.
-
-    Returns:
-        ``N×C×H×W`` model-space substrate images.
-    """
-    if isinstance(substrate, Tensor):
-        sub = substrate.to(device=images.device, dtype=images.dtype)
-        if sub.dim() == 3:
-            sub = sub.unsqueeze(0)
-        if sub.dim() != 4 or sub.shape[1:] != images.shape[1:] or sub.shape[0] not in (
-                1, images.shape[0]):
-            raise SegxaiError(f"substrate: expected a tensor of shape {tuple(images.shape[1:])} "
-                             f"or {tuple(images.shape)}, got {tuple(substrate.shape)}")
-        return sub.expand_as(images).clone()
-    check_choice(substrate, "substrate", SUBSTRATES)
-    pixels = adapter.to_pixels(images)
-    if substrate == "black":
-        return adapter.colour(0.0, images).expand_as(images).clone()
-    if substrate == "mean":
-        if fill is not None:
-            return adapter.colour(fill, images).expand_as(images).clone()
-        colour = pixels.mean(dim=(2, 3), keepdim=True)
-        return adapter.from_pixels(colour.expand_as(pixels).clone())
-    if substrate == "blur":
-        return adapter.from_pixels(gaussian_blur(pixels, sigma=blur_sigma,
-                                                       kernel_size=blur_kernel))
-    gen = make_generator(seed)
-    noise = torch.rand(pixels.shape, generator=gen, dtype=torch.float32)
-    return adapter.from_pixels(noise.to(device=images.device, dtype=images.dtype))
 
 
 def pixel_ranks(maps: Tensor, *, exclude: Tensor | None = None, seed: int = 0) -> Tensor:
@@ -253,11 +218,10 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
         clean_logit_sum = target.with_score("logit_sum").score_from_logits(
             clean_logits, binary=adapter.binary)
         clean = _scores(adapter, clean_logits, target, score, clean_mask, clean_logit_sum)
-        subs = {kind: substrate_images(adapter, images, substrates[kind], seed=seed, fill=fill,
-                                       blur_kernel=blur_kernel, blur_sigma=blur_sigma)
-                for kind in kinds}
-        if context_only and "insertion" in subs:  # ROI pixels are never removed: present from
-            subs["insertion"] = torch.where(roi.unsqueeze(1), images, subs["insertion"])  # t=0
+        subs: dict[str, Tensor | str] = {
+            kind: ROAD if substrates[kind] == ROAD else substrate_images(
+                adapter, images, substrates[kind], seed=seed, fill=fill,
+                blur_kernel=blur_kernel, blur_sigma=blur_sigma) for kind in kinds}
         # every (kind, image, step) that needs a forward; the clean image is shared
         jobs = [(kind, i, t) for kind in kinds for i in range(n) for t in range(steps + 1)
                 if not ((kind == "deletion" and t == 0) or (kind == "insertion" and t == steps))]
@@ -272,12 +236,26 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
             chunk = jobs[start:start + batch_size]
             idx = torch.tensor([i for _, i, _ in chunk], device=images.device)
             cnt = torch.stack([counts[i, t] for _, i, t in chunk])
-            perturbed = (ranks[idx] < cnt.view(-1, 1, 1)).unsqueeze(1)
-            batch = []
-            for j, (kind, i, _t) in enumerate(chunk):
-                x, s = images[i], subs[kind][i]
-                batch.append(torch.where(perturbed[j], s, x) if kind == "deletion"
-                             else torch.where(perturbed[j], x, s))
+            perturbed = ranks[idx] < cnt.view(-1, 1, 1)
+            # removed pixels: the deleted ones, or (insertion) those not yet restored; in
+            # context-only insertion the ROI is present from the start
+            is_del = torch.tensor([kind == "deletion" for kind, _, _ in chunk],
+                                  device=images.device).view(-1, 1, 1)
+            removed = torch.where(is_del, perturbed, ~perturbed)
+            if context_only:
+                removed = removed & ~roi[idx]
+            batch = [torch.empty(0)] * len(chunk)
+            for kind in kinds:
+                sel = [j for j, job in enumerate(chunk) if job[0] == kind]
+                if not sel:
+                    continue
+                rows = idx[sel]
+                sub = subs[kind]
+                filled = fill_removed(adapter, images[rows], removed[sel],
+                                      sub if isinstance(sub, str) else sub[rows],
+                                      seed=seed + start)
+                for k, j in enumerate(sel):
+                    batch[j] = filled[k]
             logits = adapter.logits(torch.stack(batch))
             vals = _scores(adapter, logits, target[idx], score, clean_mask[idx],
                            clean_logit_sum[idx])
@@ -306,7 +284,7 @@ def _curves(model: Any, images: Tensor, target: Target, maps: Tensor | Explanati
 
 
 def deletion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Explanation, *,
-                   steps: int = 100, substrate: Substrate | Tensor = "mean",
+                   steps: int = 100, substrate: Substrate | Tensor = "road",
                    score: CurveScore = "prob_mean", context_only: bool = False,
                    batch_size: int = 32, seed: int = 0,
                    fill: Sequence[float] | float | None = None, blur_kernel: int = 11,
@@ -319,12 +297,15 @@ def deletion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | Ex
         target: the :class:`Target` explained (its ROI stays fixed).
         maps: ``(N, H, W)`` importance maps or an :class:`Explanation`.
         steps: number of steps ``T`` (each perturbs ``1/T`` of the perturbable pixels).
-        substrate: ``"black"``, ``"mean"``, ``"blur"``, ``"noise"`` or a model-space tensor.
+        substrate: one of :data:`~segxai.evaluate.substrates.SUBSTRATES` (``"road"``,
+            ``"dataset-mean"`` (needs ``fill``), ``"mean"``, ``"blur"``, ``"black"``,
+            ``"noise"``) or a model-space tensor.
         score: ``"prob_mean"``, ``"logit_ratio"`` or ``"iou"``.
         context_only: never delete ROI pixels (judges context explanations fairly).
         batch_size: images per forward.
         seed: seed of the tie-breaking order and of the noise substrate.
-        fill: pixel-space colour of the ``"mean"`` substrate (default: each image's mean).
+        fill: pixel-space colour of ``"dataset-mean"`` (and of ``"mean"``, default each
+            image's mean).
         blur_kernel: kernel size of the blur substrate.
         blur_sigma: σ of the blur substrate.
         progress: show a progress bar.
@@ -357,7 +338,7 @@ def insertion_curve(model: Any, images: Tensor, target: Target, maps: Tensor | E
 
 def deletion_insertion(model: Any, images: Tensor, target: Target,
                        maps: Tensor | Explanation, *, steps: int = 100,
-                       deletion_substrate: Substrate | Tensor = "mean",
+                       deletion_substrate: Substrate | Tensor = "road",
                        insertion_substrate: Substrate | Tensor = "blur",
                        score: CurveScore = "prob_mean",
                        context_only: bool = False, batch_size: int = 32, seed: int = 0,

@@ -13,7 +13,7 @@ from segxai.core.checks import check_positive_int
 from segxai.core.registry import get_explainer, make_generator
 from segxai.core.target import Target
 from segxai.evaluate.complexity import complexity, sparseness
-from segxai.evaluate.config import RANDOM_BASELINE, EvalConfig
+from segxai.evaluate.config import RANDOM_BASELINE, EvalConfig, split_method
 from segxai.evaluate.cost import cost_metrics
 from segxai.evaluate.curves import deletion_curve, deletion_insertion
 from segxai.evaluate.localisation import energy_pointing_game, pointing_game
@@ -89,7 +89,9 @@ def _finite(v: Any) -> float:
 
 
 def evaluate_pair(adapter: Any, image: Tensor, target: Target, loc_mask: Tensor, method: str,
-                  config: EvalConfig, seed: int) -> tuple[dict[str, float], dict[str, list]]:
+                  config: EvalConfig, seed: int, *, fill: list[float] | None = None,
+                  info: dict[str, Any] | None = None
+                  ) -> tuple[dict[str, float], dict[str, list]]:
     """Metrics and curves of ``method`` on one image (``RANDOM_BASELINE``: seeded noise maps).
 
     Args:
@@ -97,9 +99,13 @@ def evaluate_pair(adapter: Any, image: Tensor, target: Target, loc_mask: Tensor,
         image: ``(1, C, H, W)`` model-space image on the adapter's device.
         target: the explained class and ROI (:func:`choose_target`).
         loc_mask: ``(1, H, W)`` bool mask of the localisation metrics.
-        method: a registered explainer or :data:`RANDOM_BASELINE`.
+        method: a runner method (:func:`~segxai.evaluate.config.split_method`: a registered
+            explainer, a variant, optionally ``@LAYER``) or :data:`RANDOM_BASELINE`.
         config: the run's settings.
         seed: seed of the curve substrates, noise and the random baseline.
+        fill: the data set's mean colour (``dataset-mean`` substrate; default
+            ``config.dataset_mean``).
+        info: if given, receives ``"layers"``: the layers the explainer actually explained.
 
     Returns:
         ``(metrics, curves)``: metric name -> value, curve kind -> scores per step.
@@ -110,16 +116,20 @@ def evaluate_pair(adapter: Any, image: Tensor, target: Target, loc_mask: Tensor,
         cost = {"seconds": 0.0, "forward_passes": 0.0, "backward_passes": 0.0,
                 "partial_forward_passes": 0.0}
     else:
-        explainer = get_explainer(method)(**config.method_params.get(method, {}))
+        base, fixed = split_method(method)
+        explainer = get_explainer(base)(**{**fixed, **config.method_params.get(method, {})})
         expl = explainer(adapter, image, target)
         maps = expl.maps.detach()
         cost = cost_metrics(expl)
+        if info is not None:
+            info["layers"] = list(expl.layers)
+    fill = fill if fill is not None else config.dataset_mean
     metrics: dict[str, float] = {k: float(v) for k, v in cost.items()}
     dele, ins = deletion_insertion(
         adapter, image, target, maps, steps=config.steps,
         deletion_substrate=config.deletion_substrate,
         insertion_substrate=config.insertion_substrate, score=config.score,
-        batch_size=config.batch_size, seed=seed)
+        batch_size=config.batch_size, seed=seed, fill=fill)
     curves = {"deletion": dele.scores[0].tolist(), "insertion": ins.scores[0].tolist()}
     metrics["deletion_auc"] = _finite(dele.auc[0])
     metrics["insertion_auc"] = _finite(ins.auc[0])
@@ -127,7 +137,8 @@ def evaluate_pair(adapter: Any, image: Tensor, target: Target, loc_mask: Tensor,
     if config.context_deletion and bool((target.roi <= 0).any()):
         ctx = deletion_curve(adapter, image, target, maps, steps=config.steps,
                              substrate=config.deletion_substrate, score=config.score,
-                             context_only=True, batch_size=config.batch_size, seed=seed)
+                             context_only=True, batch_size=config.batch_size, seed=seed,
+                             fill=fill)
         curves["context_deletion"] = ctx.scores[0].tolist()
         metrics["context_deletion_auc"] = _finite(ctx.auc[0])
         curve_fwd += ctx.forward_passes
@@ -138,8 +149,9 @@ def evaluate_pair(adapter: Any, image: Tensor, target: Target, loc_mask: Tensor,
     metrics["sparseness"] = _finite(sparseness(maps)[0])
     metrics["complexity"] = _finite(complexity(maps)[0])
     if config.sensitivity_samples > 0 and method != RANDOM_BASELINE:
-        sens = max_sensitivity(adapter, image, target, method,
-                               params=config.method_params.get(method, {}),
+        base, fixed = split_method(method)
+        sens = max_sensitivity(adapter, image, target, base,
+                               params={**fixed, **config.method_params.get(method, {})},
                                radius=config.sensitivity_radius,
                                n_samples=config.sensitivity_samples, seed=seed, original=maps)
         metrics["max_sensitivity"] = _finite(sens.max_sensitivity[0])

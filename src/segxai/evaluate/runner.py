@@ -32,7 +32,9 @@ The pieces live in :mod:`~segxai.evaluate.config` (settings), :mod:`~segxai.eval
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,15 +43,24 @@ from torch import Tensor
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_images
 from segxai.core.errors import SegxaiError, SegxaiTypeError
+from segxai.core.executor import Executor, InProcessExecutor
+from segxai.core.progress import ImageProgress
 from segxai.core.registry import get_explainer
 from segxai.core.runstore import RunStore
 from segxai.core.target import Target
-from segxai.evaluate.config import METRIC_DIRECTION, RANDOM_BASELINE, EvalConfig, EvalResult
+from segxai.evaluate.config import (
+    METRIC_DIRECTION,
+    RANDOM_BASELINE,
+    EvalConfig,
+    EvalResult,
+    split_method,
+)
 from segxai.evaluate.pairs import choose_target, evaluate_pair, select_images
 from segxai.evaluate.summary import interpret, summarise, summary_markdown
 from segxai.evaluate.writers import write_outputs
 
 __all__ = ["METRIC_DIRECTION", "RANDOM_BASELINE", "EvalConfig", "EvalResult", "choose_target",
+           "dataset_fill",
            "evaluate_methods", "evaluate_pair", "interpret", "select_images", "summarise",
            "summary_markdown"]
 
@@ -80,11 +91,29 @@ def _check_inputs(images: Tensor, masks: Tensor | None,
     return ids
 
 
+def dataset_fill(adapter: Any, images: Tensor, config: EvalConfig) -> list[float] | None:
+    """The ``dataset-mean`` colour: ``config.dataset_mean``, else the pixel-space mean colour
+    of the evaluated images (``None`` when no curve uses that substrate). The runner stores it
+    in the config before any pair runs (in this process or a worker), so it is fingerprinted
+    with the run."""
+    if "dataset-mean" not in (config.deletion_substrate, config.insertion_substrate):
+        return None
+    if config.dataset_mean is not None:
+        return [float(v) for v in config.dataset_mean]
+    pixels = adapter.to_pixels(images.to(adapter.device))
+    return [float(v) for v in pixels.mean(dim=(0, 2, 3))]
+
+
 def _compute(adapter: Any, images: Tensor, masks: Tensor | None, ids: list[str],
              todo: list[tuple[int, str]], config: EvalConfig, store: RunStore | None,
-             done: dict[tuple[str, str], dict[str, Any]], bar: Any) -> int:
-    """Evaluate the ``todo`` pairs into ``done`` (and the store's rows); returns their count."""
-    warmed: set[str] = set()
+             done: dict[tuple[str, str], dict[str, Any]], bar: Any, *,
+             warmed: set[str] | None = None, positions: Sequence[int] | None = None) -> int:
+    """Evaluate the ``todo`` pairs into ``done`` (and the store's rows); returns their count.
+
+    ``warmed`` (methods already warmed up in this process) is updated; ``positions`` are the
+    images' places in the whole run (default ``0, 1, ...``), which seed each image.
+    """
+    warmed = set() if warmed is None else warmed
     targets: dict[int, tuple[Target, Tensor] | None] = {}
     for i, m in todo:
         x = images[i:i + 1].to(adapter.device)
@@ -100,10 +129,17 @@ def _compute(adapter: Any, images: Tensor, masks: Tensor | None, ids: list[str],
             try:
                 if config.warmup and m != RANDOM_BASELINE and m not in warmed:
                     warmed.add(m)
-                    get_explainer(m)(**config.method_params.get(m, {}))(adapter, x, target)
+                    base, fixed = split_method(m)
+                    get_explainer(base)(**{**fixed, **config.method_params.get(m, {})})(
+                        adapter, x, target)
+                info: dict[str, Any] = {}
                 metrics, curves = evaluate_pair(adapter, x, target, loc.to(x.device), m,
-                                                config, seed=config.seed + i)
+                                                config, seed=config.seed + (
+                                                    i if positions is None else positions[i]),
+                                                info=info)
                 rec["metrics"], rec["curves"] = metrics, curves
+                if info.get("layers"):
+                    rec["layers"] = info["layers"]  # the layer actually explained
             except (ValueError, TypeError, RuntimeError) as exc:
                 rec["error"] = f"{type(exc).__name__}: {exc}"
         done[(ids[i], m)] = rec
@@ -144,7 +180,8 @@ def _collect(done: dict[tuple[str, str], dict[str, Any]], ids: list[str],
 def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
                      config: EvalConfig | None = None, out_dir: str | Path | None = None,
                      image_ids: Sequence[str] | None = None, device: str = "cpu",
-                     progress: bool = True, write_figures: bool = True) -> EvalResult:
+                     progress: bool = True, write_figures: bool = True,
+                     executor: Executor | None = None) -> EvalResult:
     """Evaluate every method on every image.
 
     Args:
@@ -160,6 +197,11 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
         device: torch device.
         progress: show a progress bar.
         write_figures: write the figures into ``out_dir/figures``.
+        executor: where the pairs are computed (:func:`~segxai.core.executor.make_executor`:
+            local processes or a Ray cluster, in chunks of images × method, see
+            :mod:`~segxai.evaluate.parallel`); ``None`` computes them in this process. The
+            results do not depend on it as long as every process runs the same number of
+            torch threads (``make_executor``'s executors run one each).
 
     Returns:
         An :class:`EvalResult`.
@@ -177,6 +219,9 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
     adapter = adapt(model)
     if adapter.module is not None:
         adapter.module.to(device)
+    fill = dataset_fill(adapter, images, config)
+    if fill is not None and config.dataset_mean is None:  # fixed once for every worker
+        config = replace(config, dataset_mean=fill)
 
     store = _open_store(out_dir, config) if out_dir is not None else None
     done: dict[tuple[str, str], dict[str, Any]] = {}
@@ -185,19 +230,28 @@ def evaluate_methods(model: Any, images: Tensor, masks: Tensor | None = None, *,
             done[(str(rec["image"]), str(rec["method"]))] = rec
 
     todo = [(i, m) for i in range(n) for m in methods if (ids[i], m) not in done]
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=n * len(methods), initial=n * len(methods) - len(todo),
-                   desc="evaluate", unit="pair")
+    bar = ImageProgress(n, len(methods), done=n * len(methods) - len(todo), desc="evaluate",
+                        enabled=progress)
     try:
-        computed = _compute(adapter, images, masks, ids, todo, config, store, done, bar)
+        if executor is None or isinstance(executor, InProcessExecutor):
+            with executor.pinned() if executor is not None else contextlib.nullcontext():
+                computed = _compute(adapter, images, masks, ids, todo, config, store, done,
+                                    bar)
+        else:
+            from segxai.evaluate.parallel import compute_parallel
+
+            computed = compute_parallel(executor, model, images, masks, ids, todo, config,
+                                        store, done, bar, device=device)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
 
     rows, curves_all, failures, skipped = _collect(done, ids, methods)
     summary = summarise(rows, methods)
+    for entry in summary:  # the layers the explainer actually explained (CAM-type methods)
+        used = sorted({name for (_, m), rec in done.items() if m == entry["method"]
+                       for name in rec.get("layers", ())})
+        if used:
+            entry["layers"] = ",".join(used)
     if store is not None:
         write_outputs(store, rows, summary, curves_all, config, failures, skipped,
                       figures=write_figures)

@@ -128,7 +128,7 @@ class SegAblationCAM(PerturbationExplainer):
     Partial passes are counted in ``cost.partial_forward_passes``.
 
     Args:
-        layer: dotted name or module (``None``: the bottleneck, as Seg-Grad-CAM).
+        layer: dotted name or module (``None``: the default layer, as Seg-Grad-CAM).
         mode: ``"full"`` (channel = ``value``, default 0), ``"partial-spatial"`` (channel
             zeroed only inside ``region`` of the ROI, downsampled nearest to the layer) or
             ``"partial-magnitude"`` (channel scaled by ``1 − ratio``).

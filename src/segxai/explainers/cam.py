@@ -44,7 +44,8 @@ class SegGradCAM(CAMExplainer):
     of their upsampled maps. The gradient is taken only down to the layer(s).
 
     Args:
-        layer: dotted name, module, or a list of them; ``None`` picks the bottleneck.
+        layer: dotted name, module, or a list of them; ``None`` picks the faithful
+            default (:func:`segxai.core.layers.default_cam_layer`).
         weighting: ``"gradcam"`` (default), ``"hirescam"`` or ``"xgradcam"``.
         relu: apply the ReLU (default True).
     """

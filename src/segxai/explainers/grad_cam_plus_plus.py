@@ -33,7 +33,8 @@ class GradCAMPlusPlus(CAMExplainer):
     ``g = 0``). One forward and one backward per image, like Seg-Grad-CAM.
 
     Args:
-        layer: dotted name, module, or a list of them; ``None`` picks the bottleneck.
+        layer: dotted name, module, or a list of them; ``None`` picks the faithful
+            default (:func:`segxai.core.layers.default_cam_layer`).
         relu: apply the final ReLU (default True).
         eps: added to the denominator of ``α`` against division by zero.
     """

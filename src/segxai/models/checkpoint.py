@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 from torch import Tensor
 
-from segxai.core.errors import SegxaiError, SegxaiTypeError
+from segxai.core.errors import SegxaiError, SegxaiFileNotFoundError, SegxaiTypeError
 from segxai.core.runstore import atomic_write_bytes, atomic_write_text
 from segxai.models.unet import UNet, UNetConfig
 
@@ -24,6 +25,7 @@ __all__ = [
     "load_checkpoint",
     "load_optimizer_state",
     "read_checkpoint_config",
+    "read_safetensors",
     "save_checkpoint",
     "save_optimizer_state",
 ]
@@ -63,15 +65,51 @@ def save_checkpoint(model: UNet, directory: str | Path, *, class_names: list[str
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    """The parsed ``config.json`` of a checkpoint directory."""
+    """The parsed ``config.json`` of a checkpoint directory.
+
+    Raises:
+        SegxaiFileNotFoundError: no ``config.json`` (also a ``FileNotFoundError``).
+        SegxaiError: a file that is not JSON, not a JSON object, or not a segxai checkpoint
+            configuration (the message names the file).
+    """
     path = Path(directory) / "config.json"
     if not path.is_file():
-        raise FileNotFoundError(f"directory: no config.json in {directory}")
-    data = json.loads(path.read_text(encoding="utf-8"))
+        raise SegxaiFileNotFoundError(f"directory: expected a segxai checkpoint with "
+                                      f"config.json, got no config.json in {str(directory)!r}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SegxaiError(f"directory: expected JSON in {str(path)!r}, got an unreadable "
+                          f"file ({exc})") from None
+    if not isinstance(data, dict):
+        raise SegxaiError(f"directory: expected a JSON object in {str(path)!r}, got a "
+                          f"{type(data).__name__}")
     if data.get("format") != FORMAT:
         raise SegxaiError(f"directory: {path} is not a {FORMAT} checkpoint "
                          f"(format={data.get('format')!r})")
+    if not isinstance(data.get("model"), dict):
+        raise SegxaiError(f"directory: expected a 'model' object (a UNetConfig) in "
+                          f"{str(path)!r}, got {data.get('model')!r}")
+    names = data.get("class_names")
+    if names is not None and (not isinstance(names, list)
+                              or not all(isinstance(n, str) for n in names)):
+        raise SegxaiError(f"directory: expected 'class_names' to be a list of strings in "
+                          f"{str(path)!r}, got {names!r}")
     return data
+
+
+def read_safetensors(path: str | Path, what: str = "weights") -> dict[str, Tensor]:
+    """The tensors of a safetensors file.
+
+    Raises:
+        SegxaiError: the file is not a safetensors file (random bytes, a pickle, ...),
+            naming it and ``what``.
+    """
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SegxaiError(f"{what}: expected a safetensors file, got {str(path)!r} which is "
+                          f"not one ({exc})") from None
 
 
 def load_checkpoint(directory: str | Path, device: str = "cpu") -> UNet:
@@ -83,14 +121,28 @@ def load_checkpoint(directory: str | Path, device: str = "cpu") -> UNet:
 
     Returns:
         The model in eval mode, with ``class_names`` set as an attribute.
+
+    Raises:
+        SegxaiFileNotFoundError: ``config.json`` or ``model.safetensors`` is missing.
+        SegxaiError: a garbage or wrong-schema ``config.json``, a weights file that is not
+            safetensors, or weights that do not fit the configuration (missing, unexpected
+            and mis-shaped keys listed); every message names the file.
     """
+    from segxai.models.zoo import load_state_dict_strict
+
     directory = Path(directory)
     data = read_checkpoint_config(directory)
     weights = directory / "model.safetensors"
     if not weights.is_file():
-        raise FileNotFoundError(f"directory: no model.safetensors in {directory}")
-    model = UNet(UNetConfig.from_dict(data["model"]))
-    model.load_state_dict(load_file(str(weights), device="cpu"), strict=True)
+        raise SegxaiFileNotFoundError(f"directory: expected model.safetensors in "
+                                      f"{str(directory)!r}, got none")
+    try:
+        model = UNet(UNetConfig.from_dict(data["model"]))
+    except (TypeError, ValueError) as exc:
+        raise SegxaiError(f"directory: expected a valid UNetConfig under 'model' in "
+                          f"{str(directory / 'config.json')!r}, got {exc}") from None
+    load_state_dict_strict(model, read_safetensors(weights, "directory"),
+                           source=f"directory ({weights})")
     model.class_names = data.get("class_names")
     return model.to(device).eval()
 
@@ -139,8 +191,13 @@ def save_optimizer_state(optimizer: torch.optim.Optimizer, directory: str | Path
 def load_optimizer_state(optimizer: torch.optim.Optimizer, directory: str | Path) -> None:
     """Load a state saved by :func:`save_optimizer_state` into ``optimizer``."""
     directory = Path(directory)
-    meta = json.loads((directory / "optimizer.json").read_text(encoding="utf-8"))
-    tensors = load_file(str(directory / "optimizer.safetensors"), device="cpu")
+    path = directory / "optimizer.json"
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SegxaiError(f"out: expected a readable optimizer state in {str(path)!r}, got "
+                          f"{exc}; choose another --out directory") from None
+    tensors = read_safetensors(directory / "optimizer.safetensors", "out")
     state: dict[int, dict[str, Any]] = {int(pid): {} for pid in meta["ids"]}
     for name, v in tensors.items():
         pid, key = name.split("/", 1)

@@ -215,7 +215,6 @@ class UNet(nn.Module):
             DecoderStage(w[-1] if i == 0 else dec[i - 1], skips[i], dec[i], k, kind)
             for i in range(config.depth))
         self.head = nn.Conv2d(dec[-1], config.num_classes, 1)
-        self.segxai_default_layer = "bottleneck"
 
     def forward(self, x: Tensor) -> Tensor:
         h, w = x.shape[-2:]

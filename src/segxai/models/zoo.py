@@ -29,6 +29,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from segxai.core.checks import check_positive_int
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 
 __all__ = ["TORCHVISION_MODELS", "LoadedModel", "load_model", "load_state_dict_strict",
@@ -86,20 +88,35 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise SegxaiError(f"weights: expected a .safetensors or .pt/.pth file, got missing "
                           f"file {str(path)!r}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from segxai.models.checkpoint import read_safetensors
 
-        return load_file(str(path), device="cpu")
+        return read_safetensors(path, "weights")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's pickle-protocol notes
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling refused or not a torch file: a bad input file
-        raise SegxaiError(f"weights: expected a tensor-only state dict in {str(path)!r} "
-                          f"(loaded with weights_only=True), got an unreadable file: "
-                          f"{exc}") from exc
+        raise SegxaiError(f"weights: expected a tensor-only state dict (.safetensors, or "
+                          f".pt/.pth read with weights_only=True) in {str(path)!r}, got a file "
+                          f"that is "
+                          f"not one ({_load_reason(exc)}); pickled objects are never "
+                          "loaded") from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                               for v in state.values()):
         raise SegxaiError(f"weights: expected a dict of tensors in {str(path)!r}, got "
                           f"{type(state).__name__}")
     return state
+
+
+def _load_reason(exc: Exception) -> str:
+    """One short line from ``torch.load``'s multi-line refusal."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for i, line in enumerate(lines):
+        if "WeightsUnpickler error" in line:
+            rest = line.split("WeightsUnpickler error:", 1)[1].strip()
+            line = rest or (lines[i + 1] if i + 1 < len(lines) else "refused by the unpickler")
+            return line.split(". Please", 1)[0][:200]  # drop torch's "allowlist it" advice
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def _listed(keys: list[str], limit: int = 8) -> str:
@@ -245,6 +262,8 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     """
     if not isinstance(spec, str) or not spec:
         raise SegxaiTypeError(f"model: expected a non-empty string, got {spec!r}")
+    if num_classes is not None:
+        check_positive_int(num_classes, "num_classes")
     state = read_weights(weights) if weights is not None else None
     builtin = None
     class_names = None

@@ -2,7 +2,8 @@
 
 On a fixed probe batch of real images, for every (image, class present) pair the teacher and
 the candidate are explained with the same registered explainer (default Seg-Grad-CAM at each
-network's default layer, the U-Net bottleneck named by ``segxai_default_layer``) and the same
+network's default layer, :func:`segxai.core.layers.default_cam_layer`: for a U-Net the layer
+feeding the head) and the same
 target: the class's pre-softmax logits summed over one region of interest, the teacher's
 predicted pixels of that class (or the ground-truth mask), identical for teacher and student.
 Maps are min-max normalised per pair, and

@@ -18,12 +18,20 @@ Two modes:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import QuickDefaults, add_common, plain_text, user_input, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    check_explainer_params,
+    options_named,
+    plain_text,
+    user_input,
+    write_json,
+)
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -33,6 +41,7 @@ from segxai.cli.grammar import (
     resolve_params,
 )
 from segxai.core.errors import SegxaiError
+from segxai.core.runstore import RunStore
 
 QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
                       quick={"iterations": 60, "images": 1})
@@ -56,15 +65,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", default=DEFAULTS["epsilon"],
                    help="L-infinity radius: >= 1 in /255 units (default %(default)s = "
                         "%(default)s/255), < 1 a fraction")
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--iterations", type=Range(int, 1), default=None,
                    help=f"Adam steps ({QUICK.help('iterations')})")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=Range(float, 0, 1, low_open=True), default=None,
                    help="Adam learning rate in pixel units (default: the attack's own)")
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", type=Range(int, 1), default=None,
                    help=f"number of validation images ({QUICK.help('images')})")
     p.add_argument("--study", action="store_true",
                    help="robustness study over the methods with the beta-smoothing defence")
-    p.add_argument("--defence-beta", type=float, default=DEFAULTS["defence_beta"],
+    p.add_argument("--defence-beta", type=Range(float, 0, low_open=True), default=DEFAULTS["defence_beta"],
                    help="beta of the smoothing defence in --study (default %(default)s)")
     add_common(p, out_default="segxai-attack")
     p.set_defaults(func=run)
@@ -90,14 +99,15 @@ def run(args: argparse.Namespace) -> int:
     from segxai.attack import AttackConfig, parse_epsilon
     from segxai.attack.study import StudyConfig
 
-    eps = user_input(parse_epsilon, args.epsilon)
-    args.images = QUICK.get(args, "images")
-    if args.images < 1:
-        raise SegxaiError(f"--images: expected an integer >= 1, got {args.images}")
-    settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations")}
-    if args.lr is not None:
-        settings["lr"] = args.lr
-    cfg = user_input(lambda: AttackConfig(**settings).validate())
+    with options_named("epsilon", "iterations", "lr", "images", "defence_beta"):
+        eps = user_input(parse_epsilon, args.epsilon)
+        args.images = QUICK.get(args, "images")
+        if args.images < 1:
+            raise SegxaiError(f"--images: expected an integer >= 1, got {args.images}")
+        settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations")}
+        if args.lr is not None:
+            settings["lr"] = args.lr
+        cfg = user_input(lambda: AttackConfig(**settings).validate())
     choices = differentiable_explainers()
     study_default = [m for m in StudyConfig().methods if m in choices]
     methods = resolve_methods(args.method, choices=choices, one=not args.study,
@@ -107,14 +117,16 @@ def run(args: argparse.Namespace) -> int:
         params["smoothgrad"]["seed"] = args.seed
     for m, given in resolve_params(args.param, methods).items():
         params[m].update(given)
+    check_explainer_params(params)
     torch.manual_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out)  # created by the run stores, once the model and images are loaded
     if args.study:
         study_cfg = StudyConfig(methods=tuple(methods), target_kind=args.target_kind, attack=cfg,
                                 defence_beta=args.defence_beta,
                                 explainer_params={m: p for m, p in params.items() if p})
-        return _run_study(args, user_input(study_cfg.validate), out)
+        with options_named("defence_beta"):
+            study_cfg = user_input(study_cfg.validate)
+        return _run_study(args, study_cfg, out)
     return _run_attack(args, methods[0], cfg, params[methods[0]], out)
 
 
@@ -156,16 +168,16 @@ def _run_attack(args: argparse.Namespace, method: str, cfg: Any, params: dict[st
     settings = {"method": method, "target_kind": args.target_kind, "images": n,
                 "seed": args.seed, "quick": args.quick, "model": args.model,
                 "attack": cfg.to_dict(), "explainer_params": params}
-    fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str)
-                                 .encode()).hexdigest()[:16]
+    images = images.to(adapter.device)
+    targets = choose_target(adapter, images)  # the first forward: a broken model stops here
+    # the run store refuses an --out holding an attack with other settings (names the keys)
+    store = RunStore(out, kind="attack", settings=settings)
+    fingerprint = store.fingerprint
     path = out / "attack.json"
     done: dict[int, dict[str, Any]] = {}
-    if path.exists():
+    if store.resumed and path.exists():
         old = json.loads(path.read_text())
-        if old.get("fingerprint") == fingerprint:
-            done = {int(r["index"]): r for r in old.get("records", [])}
-    images = images.to(adapter.device)
-    targets = choose_target(adapter, images)
+        done = {int(r["index"]): r for r in old.get("records", [])}
     records: list[dict[str, Any]] = []
     for i in range(n):
         if i in done:

@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import add_common, user_input
+from segxai.cli.common import Range, add_common, options_named, user_input
 from segxai.cli.grammar import add_method_options, registered_explainers, resolve_methods
 from segxai.core.errors import SegxaiError
 
@@ -32,8 +32,9 @@ def _strategies(text: str) -> list[str]:
 
 
 def _seeds(text: str) -> str:
-    if not all(part.strip().lstrip("-").isdigit() for part in text.split(",")):
-        raise argparse.ArgumentTypeError(f"expected a count like 3 or a list like 0,1,2, got {text!r}")
+    if not all(part.strip().isdigit() for part in text.split(",")):
+        raise argparse.ArgumentTypeError(f"expected a count >= 1 like 3 or a list of seeds >= 0 "
+                                         f"like 0,1,2, got {text!r}")
     return text
 
 
@@ -76,36 +77,36 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="number of seeds starting at --seed, or a comma list (default 3; "
                         "--quick: 1)")
-    p.add_argument("--budget-bytes", type=int, default=None,
+    p.add_argument("--budget-bytes", type=Range(int, 0), default=None,
                    help=f"memory budget in bytes, 20 full exemplars incl. 4 B meta "
                         f"({default('budget_bytes')})")
     p.add_argument("--tasks", default=None,
                    help="task split: counts like 2-1-1 or ids like 1,2/3/4 (default 2-1-1)")
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=Range(int, 1), default=None,
                    help=f"epochs per incremental task ({default('epochs')})")
-    p.add_argument("--base-epochs", type=int, default=None,
+    p.add_argument("--base-epochs", type=Range(int, 1), default=None,
                    help="epochs of task 0 (trained once per seed, shared by all strategies; "
                         f"{default('base_epochs')})")
     add_method_options(p, choices=registered_explainers(), params=False,
                        default=f"{full.explainer}; the saliency of the saliency strategies",
                        one=True, old_single="--explainer")
-    p.add_argument("--ratio", type=float, default=None,
+    p.add_argument("--ratio", type=Range(float, 0, 1, high_open=True), default=None,
                    help=f"fraction of each batch replayed from memory ({default('ratio')})")
-    p.add_argument("--tau", type=float, default=None,
+    p.add_argument("--tau", type=Range(float, 0, 1, high_open=True), default=None,
                    help=f"saliency-box threshold ({default('tau')})")
-    p.add_argument("--r", type=float, default=None,
+    p.add_argument("--r", type=Range(float, 1), default=None,
                    help="compression ratio: downsample / outside the box / patch area "
                         f"({default('r')})")
-    p.add_argument("--patch", type=int, default=None,
+    p.add_argument("--patch", type=Range(int, 1), default=None,
                    help="saliency-patch side in pixels (default size/sqrt(r))")
     p.add_argument("--saliency-on", choices=("selected", "present"), default=None,
                    help="saliency of the exemplar's own class or of every class in it "
                         f"({default('saliency_on')})")
-    p.add_argument("--distill", type=float, default=None,
+    p.add_argument("--distill", type=Range(float, 0), default=None,
                    help=f"MiB unbiased distillation weight, 0 = off ({default('distill')})")
-    p.add_argument("--n-train", type=int, default=None,
+    p.add_argument("--n-train", type=Range(int, 1), default=None,
                    help=f"training images per seed ({default('n_train')})")
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=Range(int, 16), default=None,
                    help=f"image side in pixels ({default('size')})")
     p.add_argument("--workers", type=int, default=1,
                    help="processes running seeds in parallel (results do not depend on it; "
@@ -138,10 +139,13 @@ def run(args: argparse.Namespace) -> int:
             overrides[name] = value
     if args.budget_bytes is not None:
         overrides["budget_bytes"] = args.budget_bytes
-    if args.tasks is not None:
-        overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
-    overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
-    config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
+    with options_named("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs",
+                       "ratio", "tau", "r", "patch", "saliency_on", "distill", "n_train", "size",
+                       explainer="--method"):
+        if args.tasks is not None:
+            overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
+        overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
+        config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT
     if args.quick and args.out is None:
         out = out.with_name(out.name + "-quick")

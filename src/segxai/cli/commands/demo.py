@@ -11,7 +11,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segxai.cli.common import add_common, plain_text, write_json
+from segxai.cli.common import Range, add_common, plain_text, write_json
+from segxai.core.errors import SegxaiError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_common(p, out_default="segxai-report")
     p.add_argument("--cache", type=Path, default=None,
                    help="model cache directory (default $SEGXAI_CACHE or ~/.cache/segxai)")
-    p.add_argument("--images", type=int, default=4, help="sample images to explain (default %(default)s)")
+    p.add_argument("--images", type=Range(int, 1), default=4, help="sample images to explain (default %(default)s)")
     p.add_argument("--sections", default=None,
                    help="comma-separated section modules to run (default: all), "
                         "e.g. s00_overview,s10_explainers")
@@ -29,9 +30,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from segxai.report.demo import run_demo
+    from segxai.report.demo import discover_sections, run_demo
 
     only = [s.strip() for s in args.sections.split(",") if s.strip()] if args.sections else None
+    if only:  # checked before the model is loaded or anything is written
+        names = sorted(m.__name__.rsplit(".", 1)[-1] for m in discover_sections())
+        unknown = [o for o in only if o not in names]
+        if unknown:
+            raise SegxaiError(f"--sections: expected names from {', '.join(names)}, got "
+                              f"unknown {', '.join(unknown)}")
     result = run_demo(args.out, quick=args.quick, device=args.device, seed=args.seed,
                       progress=not args.quiet, cache_dir=args.cache, n_images=args.images,
                       only=only)

@@ -10,7 +10,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from segxai.cli.common import QuickDefaults, add_common, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    check_explainer_params,
+    options_named,
+    write_json,
+)
+from segxai.cli.fanout import add_fanout_options, cli_executor
 from segxai.cli.grammar import (
     add_deprecated,
     add_method_options,
@@ -23,7 +31,7 @@ from segxai.cli.grammar import (
 from segxai.core.errors import SegxaiError
 
 QUICK = QuickDefaults(full={"images": 8, "steps": 100}, quick={"images": 2, "steps": 20})
-SUBSTRATES = ("black", "mean", "blur", "noise")
+SUBSTRATES = ("road", "dataset-mean", "mean", "blur", "black", "noise")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -37,24 +45,26 @@ def register(sub: argparse._SubParsersAction) -> None:
             "sparseness, complexity and optionally max-sensitivity. Writes OUT/results.csv "
             "(image, method, metric, value), OUT/summary.md, OUT/summary.json and "
             "OUT/figures/*.png. Finished (image, method) pairs are checkpointed in "
-            "OUT/progress.jsonl, so an interrupted run resumes where it stopped."),
+            "OUT/progress.jsonl, so an interrupted run resumes where it stopped. --workers N and "
+            "--ray [ADDRESS] spread the pairs over processes or a Ray cluster (chunks of "
+            "images x method) with results identical to one process."),
     )
     add_model_options(p, what="the model whose explanations are evaluated",
                       old=("--checkpoint",))
     add_method_options(p, choices=registered_explainers(), default="every registered one",
                        old_list="--methods")
-    p.add_argument("--images", type=int, default=None,
+    p.add_argument("--images", type=Range(int, 1), default=None,
                    help=f"number of images ({QUICK.help('images')})")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=Range(int, 1), default=None,
                    help=f"deletion/insertion steps ({QUICK.help('steps')})")
     p.add_argument("--data", default="shapes",
                    help="'shapes' (the built-in validation images), 'context-bias', or a folder "
                         "(ROOT/images + ROOT/masks, or plain image files; default "
                         "%(default)s)")
-    p.add_argument("--size", type=int, default=64,
+    p.add_argument("--size", type=Range(int, 16), default=64,
                    help="image size of generated/folder data (default %(default)s)")
     base = EvalConfig()
-    p.add_argument("--batch-size", type=int, default=base.batch_size,
+    p.add_argument("--batch-size", type=Range(int, 1), default=base.batch_size,
                    help="images per forward in the curves (default %(default)s)")
     p.add_argument("--score", default=base.score, choices=("prob_mean", "logit_ratio", "iou"),
                    help="score tracked along the curves (default %(default)s)")
@@ -62,9 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="what deleted pixels become (default %(default)s)")
     p.add_argument("--insertion-substrate", default=base.insertion_substrate,
                    choices=SUBSTRATES, help="what insertion starts from (default %(default)s)")
-    p.add_argument("--tolerance", type=float, default=base.pointing_tolerance,
+    p.add_argument("--tolerance", type=Range(float, 0), default=base.pointing_tolerance,
                    help="pointing-game tolerance in pixels (default %(default)s)")
-    p.add_argument("--sensitivity-samples", type=int, default=base.sensitivity_samples,
+    p.add_argument("--sensitivity-samples", type=Range(int, 0),
+                   default=base.sensitivity_samples,
                    help="max-sensitivity samples per explanation (0 = skip; costly; default "
                         "%(default)s)")
     p.add_argument("--no-random-baseline", action="store_true",
@@ -78,6 +89,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a model trained on the context-bias data, in any --model form (for "
                         "--context-bias)")
     add_deprecated(p, "--bias-checkpoint", dest="bias_model", new="--bias-model")
+    p.add_argument("--layers", default=None, metavar="all|NAME,...",
+                   help="layer study: run the CAM-type methods (seg-grad-cam, hirescam, "
+                        "xgradcam, grad-cam++, seg-ablation-cam, or those given by --method) "
+                        "at every stage of the model ('all') or at the named stages; writes "
+                        "OUT/layers.json and OUT/figures/layers.png (metric vs depth, 95 %% "
+                        "intervals)")
+    p.add_argument("--study", default=None, choices=("rq1",),
+                   help="run a whole study: 'rq1' trains (once) the "
+                        "U-Net, the U-Net without skips and LRASPP-MobileNetV3 on the built-in "
+                        "data and writes OUT/rq1.md and OUT/rq1.json (resumable; models cached in "
+                        "the user cache; --quick: 3 images, 8 steps, 4 methods)")
+    add_fanout_options(p)
     add_common(p, out_default="segxai-evaluate")
     p.set_defaults(func=run)
 
@@ -85,10 +108,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _load_plain_folder(root: Path, size: int) -> tuple[torch.Tensor, list[str]]:
     from PIL import Image
 
-    files = sorted(p for p in root.iterdir()
-                   if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
-    if not files:
-        raise SegxaiError(f"--data: expected image files in {root}, got none")
+    from segxai.cli.explain_images import list_images
+
+    files = list_images([str(root)], option="--data")
     arrs = []
     im: Image.Image
     for f in files:
@@ -147,20 +169,51 @@ def _biased_model(args: argparse.Namespace, out: Path) -> torch.nn.Module:
     if (ckpt / "model.safetensors").is_file():
         return load_checkpoint(ckpt, device=args.device)
     from segxai.data import make_context_bias
-    from segxai.models.train import TrainConfig, train_model
-    from segxai.models.unet import UNet, UNetConfig
+    from segxai.evaluate import train_bias_model
 
-    n_train, epochs, width = (300, 4, 8) if args.quick else (800, 8, 12)
-    train = make_context_bias(n_train, size=args.size, seed=args.seed, bias_prob=1.0)
-    val = make_context_bias(100, size=args.size, seed=args.seed + 1, bias_prob=1.0)
-    torch.manual_seed(args.seed)
-    model = UNet(UNetConfig(depth=3, base_width=width, num_classes=len(train.class_names)))
-    train_model(model, train, val,
-                TrainConfig(epochs=epochs, batch_size=16, lr=3e-3, seed=args.seed),
-                out_dir=out / "biased-model-train", device=args.device,
-                progress=not args.quiet)
-    save_checkpoint(model, ckpt, class_names=list(train.class_names))
-    return model.eval()
+    model = train_bias_model(out / "biased-model-train", quick=args.quick, size=args.size,
+                             seed=args.seed, device=args.device, progress=not args.quiet)
+    names = make_context_bias(1, size=args.size, seed=args.seed, bias_prob=1.0).class_names
+    save_checkpoint(model, ckpt, class_names=list(names))
+    return model
+
+
+def _run_study(args: argparse.Namespace) -> int:
+    """``--study rq1``: the whole RQ1 study into ``--out``."""
+    import time
+
+    from segxai.evaluate.rq1 import Rq1Config, run_rq1
+
+    cfg = Rq1Config.quick_config(seed=args.seed) if args.quick else Rq1Config(seed=args.seed)
+    t0 = time.perf_counter()
+    run_rq1(args.out, cfg, device=args.device, progress=not args.quiet)
+    if not args.quiet:
+        print((args.out / "rq1.md").read_text())
+    print(f"segxai evaluate --study rq1: {time.perf_counter() - t0:.0f} s -> {args.out}/rq1.md")
+    return 0
+
+
+def _run_layers(args: argparse.Namespace, model: torch.nn.Module, images: torch.Tensor,
+                masks: torch.Tensor | None, names: list[str] | None, config: Any,
+                executor: Any = None) -> int:
+    """``--layers``: the layer study of the CAM-type methods (or those of ``--method``)."""
+    from segxai.evaluate.layer_study import CAM_METHODS, layer_study
+    from segxai.evaluate.tables import format_row
+
+    layers = "all" if args.layers.strip() == "all" else [
+        x.strip() for x in args.layers.split(",") if x.strip()]
+    methods = [m for m in (config.methods or CAM_METHODS) if m != "random-baseline"]
+    study = layer_study(model, images, masks, layers=layers, methods=methods, config=config,
+                        out_dir=args.out, image_ids=names, device=args.device,
+                        progress=not args.quiet, executor=executor)
+    if not args.quiet:
+        for e in study.table:
+            if e["metric"] in ("deletion_auc", "insertion_auc"):
+                mean, diff = format_row(e)
+                print(f"{e['method']:36s} {e['metric']:14s} {mean:26s} {diff}")
+    print(f"segxai evaluate --layers: {len(study.stages)} stage(s), default layer "
+          f"{study.default_layer} -> {args.out}/layers.json")
+    return 1 if study.result.failures else 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,6 +224,8 @@ def run(args: argparse.Namespace) -> int:
     from segxai.evaluate import RANDOM_BASELINE, EvalConfig, evaluate_methods
 
     torch.manual_seed(args.seed)
+    if args.study is not None:
+        return _run_study(args)
     n, steps = QUICK.get(args, "images"), QUICK.get(args, "steps")
     if n < 1:
         raise SegxaiError(f"--images: expected an integer >= 1, got {n}")
@@ -178,6 +233,7 @@ def run(args: argparse.Namespace) -> int:
     methods = resolve_methods(args.method, choices=registered, default=registered,
                               extra=(RANDOM_BASELINE,))
     params = resolve_params(args.param, [m for m in methods if m != RANDOM_BASELINE])
+    check_explainer_params(params)
     config = EvalConfig(
         methods=methods if args.method else None, method_params=params, steps=steps,
         batch_size=args.batch_size, score=args.score,
@@ -185,12 +241,20 @@ def run(args: argparse.Namespace) -> int:
         insertion_substrate=args.insertion_substrate, pointing_tolerance=args.tolerance,
         sensitivity_samples=args.sensitivity_samples,
         random_baseline=not args.no_random_baseline, seed=args.seed)
-    loaded = load_cli_model(args)
-    model, built = loaded.model, loaded.builtin
-    images, masks, names = _data(args, n, model, built)
-    out: Path = args.out
-    result = evaluate_methods(model, images, masks, config=config, out_dir=out,
-                              image_ids=names, device=args.device, progress=not args.quiet)
+    executor = cli_executor(args)
+    try:
+        loaded = load_cli_model(args)
+        model, built = loaded.model, loaded.builtin
+        with options_named(root="--data", size="--size"):
+            images, masks, names = _data(args, n, model, built)
+        out: Path = args.out
+        if args.layers is not None:
+            return _run_layers(args, model, images, masks, names, config, executor)
+        result = evaluate_methods(model, images, masks, config=config, out_dir=out,
+                                  image_ids=names, device=args.device,
+                                  progress=not args.quiet, executor=executor)
+    finally:
+        executor.close()
     if args.context_bias:
         from segxai.data import make_context_bias
         from segxai.evaluate import bias_sanity, context_bias_benchmark

@@ -15,7 +15,14 @@ import json
 from pathlib import Path
 from typing import Any
 
-from segxai.cli.common import QuickDefaults, add_common, plain_text, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    check_explainer_params,
+    plain_text,
+    write_json,
+)
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -48,19 +55,19 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--proxy", default=DEFAULTS["proxy"],
                    help=f"fitness, larger = better: one of {', '.join(_proxies())} "
                         "(default %(default)s)")
-    p.add_argument("--population", type=int, default=None,
+    p.add_argument("--population", type=Range(int, 1), default=None,
                    help=f"population size N ({QUICK.help('population')})")
-    p.add_argument("--iterations", type=int, default=None,
+    p.add_argument("--iterations", type=Range(int, 0), default=None,
                    help=f"iterations T ({QUICK.help('iterations')})")
-    p.add_argument("--children", type=int, default=None,
+    p.add_argument("--children", type=Range(int, 1), default=None,
                    help="children scored per iteration (one batch; fans out on Ray; "
                         f"{QUICK.help('children')})")
-    p.add_argument("--budget-params", type=float, default=DEFAULTS["budget_params"],
+    p.add_argument("--budget-params", type=Range(float, 0, low_open=True), default=DEFAULTS["budget_params"],
                    help="parameter budget: a count, or a fraction (<= 1) of the teacher's "
                         "(default %(default)s)")
-    p.add_argument("--budget-flops", type=float, default=None,
+    p.add_argument("--budget-flops", type=Range(float, 0, low_open=True), default=None,
                    help="FLOP budget per image: a count or a fraction (<= 1) of the teacher's")
-    p.add_argument("--budget-depth", type=int, default=None, help="maximal depth")
+    p.add_argument("--budget-depth", type=Range(int, 1), default=None, help="maximal depth")
     p.add_argument("--backend", default="local", choices=("local", "ray"),
                    help="score/train candidates in-process or as Ray tasks (default "
                         "%(default)s)")
@@ -70,11 +77,11 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
                        default=f"{DEFAULTS['method']}; the explainer of the CAM fitness, "
                                "same for teacher and students", one=True,
                        old_param="--method-param")
-    p.add_argument("--probe-images", type=int, default=None,
+    p.add_argument("--probe-images", type=Range(int, 1), default=None,
                    help=f"probe images ({QUICK.help('probe_images')})")
-    p.add_argument("--fewshot-steps", type=int, default=None,
+    p.add_argument("--fewshot-steps", type=Range(int, 0), default=None,
                    help=f"distillation steps of cam-fewshot ({QUICK.help('fewshot_steps')})")
-    p.add_argument("--crossover", type=float, default=0.0,
+    p.add_argument("--crossover", type=Range(float, 0, 1), default=0.0,
                    help="crossover probability (default %(default)s)")
 
 
@@ -90,17 +97,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_search_cmd)
     v = nsub.add_parser("validate", help="proxy vs trained mIoU (validation.csv, correlations.csv)")
     _add_shared(v, "segxai-nas-validate")
-    v.add_argument("--architectures", type=int, default=None,
+    v.add_argument("--architectures", type=Range(int, 2), default=None,
                    help=f"architectures sampled under the budget ({QUICK.help('architectures')})")
     v.add_argument("--proxies", default=DEFAULTS["proxies"],
                    help="comma-separated proxies to validate (default %(default)s)")
-    v.add_argument("--train-images", type=int, default=None,
+    v.add_argument("--train-images", type=Range(int, 1), default=None,
                    help=f"training images of the short schedule ({QUICK.help('train_images')})")
-    v.add_argument("--epochs", type=int, default=None,
+    v.add_argument("--epochs", type=Range(int, 1), default=None,
                    help=f"epochs of the short schedule ({QUICK.help('epochs')})")
-    v.add_argument("--batch-size", type=int, default=4,
+    v.add_argument("--batch-size", type=Range(int, 1), default=4,
                    help="batch size of the short schedule (default %(default)s)")
-    v.add_argument("--lr", type=float, default=2e-3,
+    v.add_argument("--lr", type=Range(float, 0, low_open=True), default=2e-3,
                    help="peak learning rate of the short schedule (default %(default)s)")
     v.set_defaults(func=run_validate_cmd)
     t = nsub.add_parser("train", help="train the searched student (metrics.json + checkpoint)")
@@ -111,11 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--config", default=None, help="a UNetConfig as JSON (instead of --search)")
     t.add_argument("--baseline-search", type=Path, default=None,
                    help="another search directory (e.g. --proxy random) trained for comparison")
-    t.add_argument("--alpha", type=float, default=0.0,
+    t.add_argument("--alpha", type=Range(float, 0), default=0.0,
                    help="distillation weight (default %(default)s)")
-    t.add_argument("--lam", type=float, default=0.0,
+    t.add_argument("--lam", type=Range(float, 0), default=0.0,
                    help="saliency-matching weight lambda (default %(default)s)")
-    t.add_argument("--epochs", type=int, default=None,
+    t.add_argument("--epochs", type=Range(int, 1), default=None,
                    help="epochs (default: the teacher's recipe)")
     t.set_defaults(func=run_train_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
@@ -128,7 +135,8 @@ def _teacher(args: argparse.Namespace) -> tuple[Any, Any]:
     return loaded.model.eval(), loaded.builtin
 
 
-def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int]):
+def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int],
+            num_classes: int) -> Any:
     from segxai.nas import Budget
     from segxai.nas.counting import network_counts
 
@@ -142,14 +150,35 @@ def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int])
     counts = network_counts(teacher, shape)
     params = resolve(args.budget_params, counts["params"])
     flops = resolve(args.budget_flops, counts["flops"])
-    return Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
+    budget = Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
+    _check_budget_admits(budget, num_classes, shape, counts)
+    return budget
+
+
+def _check_budget_admits(budget: Any, num_classes: int, shape: tuple[int, int, int],
+                         teacher: dict[str, int]) -> None:
+    """Refuse, before any work, a budget that no student of the search space fits."""
+    from segxai.nas import SearchSpace
+    from segxai.nas.validate import sample_architectures
+
+    space = SearchSpace(in_channels=shape[0], num_classes=num_classes, resolution=shape[1:])
+    try:
+        sample_architectures(space, budget, 1, seed=0, max_draws=2000)
+    except SegxaiError:
+        raise SegxaiError(
+            f"--budget-params/--budget-flops/--budget-depth: expected a budget some student "
+            f"fits, got max_params={budget.max_params}, max_flops={budget.max_flops}, "
+            f"max_depth={budget.max_depth} (the teacher has {teacher['params']} parameters, "
+            f"{teacher['flops']} FLOPs); no architecture in 2000 draws fits") from None
 
 
 def _method(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
     """The one explainer of the CAM fitness and its parameters."""
     (method,) = resolve_methods(args.method, choices=registered_explainers(),
                                 default=[DEFAULTS["method"]], one=True)
-    return method, resolve_params(args.param, [method]).get(method, {})
+    params = resolve_params(args.param, [method])
+    check_explainer_params(params)
+    return method, params.get(method, {})
 
 
 def _setup(args: argparse.Namespace) -> dict[str, Any]:
@@ -168,9 +197,10 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
     probe = make_probe(teacher, n_probe=QUICK.get(args, "probe_images"),
                        n_distill=16 if args.quick else 32, size=size, seed=args.seed,
                        method=method, method_params=params, device=args.device)
+    budget = _budget(args, teacher, probe.input_shape, probe.num_classes)
     backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
     return {"teacher": teacher, "builtin": builtin, "probe": probe, "fewshot": fewshot,
-            "budget": _budget(args, teacher, probe.input_shape), "backend": backend,
+            "budget": budget, "backend": backend,
             "population": QUICK.get(args, "population"),
             "iterations": QUICK.get(args, "iterations"),
             "children": QUICK.get(args, "children"), "size": size}
@@ -254,7 +284,15 @@ def _load_best(directory: Path) -> dict[str, Any]:
     if not path.is_file():
         raise SegxaiError(f"--search: expected a 'segxai nas search' output directory, got "
                           f"{str(directory)!r} without search.json")
-    return json.loads(path.read_text(encoding="utf-8"))["best"]["config"]
+    try:
+        best = json.loads(path.read_text(encoding="utf-8"))["best"]["config"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
+        raise SegxaiError(f"--search: expected a 'segxai nas search' search.json with a best "
+                          f"config, got {str(path)!r} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(best, dict):
+        raise SegxaiError(f"--search: expected a config object as best in {str(path)!r}, got "
+                          f"{type(best).__name__}")
+    return best
 
 
 def run_train_cmd(args: argparse.Namespace) -> int:
@@ -273,18 +311,24 @@ def run_train_cmd(args: argparse.Namespace) -> int:
 
     if args.config is not None and args.search is not None:
         raise SegxaiError("--config/--search: expected one of them, got both")
+    if args.config is not None:  # checked before any work
+        try:
+            config = json.loads(args.config)
+        except json.JSONDecodeError as exc:
+            raise SegxaiError(f"--config: expected a UNetConfig as JSON, got "
+                              f"{args.config!r} ({exc})") from exc
+        from segxai.models.unet import UNetConfig
+
+        try:
+            UNetConfig.from_dict(config)
+        except SegxaiError as exc:
+            raise SegxaiError(f"--config: expected a valid UNetConfig, got {exc}") from exc
     env = _setup(args)
     teacher, builtin = env["teacher"], env["builtin"]
     try:
-        if args.config is not None:
-            try:
-                config = json.loads(args.config)
-            except json.JSONDecodeError as exc:
-                raise SegxaiError(f"--config: expected a UNetConfig as JSON, got "
-                                  f"{args.config!r} ({exc})") from exc
-        elif args.search is not None:
+        if args.config is None and args.search is not None:
             config = _load_best(args.search)
-        else:
+        elif args.config is None:
             config = _search(args, env, args.out / "search" if args.out else None)["best"]["config"]
     finally:
         env["backend"].close()

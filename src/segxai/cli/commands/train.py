@@ -11,7 +11,14 @@ import json
 import time
 from pathlib import Path
 
-from segxai.cli.common import QuickDefaults, add_common, plain_text, write_json
+from segxai.cli.common import (
+    QuickDefaults,
+    Range,
+    add_common,
+    options_named,
+    plain_text,
+    write_json,
+)
 
 DEFAULT_OUT = "segxai-train"
 QUICK = QuickDefaults(
@@ -30,28 +37,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"one of {', '.join(DATASETS)}, or a folder with images/ and masks/ "
                         "(default %(default)s)")
     add_common(p, out_default=DEFAULT_OUT)
-    p.add_argument("--epochs", type=int, default=None, help=f"epochs ({QUICK.help('epochs')})")
-    p.add_argument("--batch-size", type=int, default=None,
+    p.add_argument("--epochs", type=Range(int, 1), default=None, help=f"epochs ({QUICK.help('epochs')})")
+    p.add_argument("--batch-size", type=Range(int, 1), default=None,
                    help=f"images per step ({QUICK.help('batch_size')})")
-    p.add_argument("--lr", type=float, default=2e-3,
+    p.add_argument("--lr", type=Range(float, 0, low_open=True), default=2e-3,
                    help="peak learning rate (default %(default)s)")
-    p.add_argument("--patience", type=int, default=3,
+    p.add_argument("--patience", type=Range(int, 0), default=3,
                    help="early stop after this many epochs without improvement (0: never; "
                         "default %(default)s)")
-    p.add_argument("--n-train", type=int, default=None,
+    p.add_argument("--n-train", type=Range(int, 1), default=None,
                    help=f"synthetic training images ({QUICK.help('n_train')})")
-    p.add_argument("--n-val", type=int, default=None,
+    p.add_argument("--n-val", type=Range(int, 1), default=None,
                    help=f"synthetic validation images ({QUICK.help('n_val')})")
-    p.add_argument("--size", type=int, default=64,
+    p.add_argument("--size", type=Range(int, 16), default=64,
                    help="synthetic image size (default %(default)s)")
-    p.add_argument("--depth", type=int, default=3, help="U-Net depth (default %(default)s)")
-    p.add_argument("--base-width", type=int, default=None,
+    p.add_argument("--depth", type=Range(int, 1), default=3, help="U-Net depth (default %(default)s)")
+    p.add_argument("--base-width", type=Range(int, 1), default=None,
                    help=f"first-stage channels ({QUICK.help('base_width')})")
-    p.add_argument("--kernel-size", type=int, default=3,
+    p.add_argument("--kernel-size", type=Range(int, 1), default=3,
                    help="convolution kernel (default %(default)s)")
     p.add_argument("--block", choices=BLOCKS, default="plain",
                    help="block type (default %(default)s)")
-    p.add_argument("--decoder-width", type=int, default=None,
+    p.add_argument("--decoder-width", type=Range(int, 1), default=None,
                    help="channels of every decoder stage (default: mirror the encoder)")
     p.set_defaults(func=run)
 
@@ -66,16 +73,19 @@ def run(args: argparse.Namespace) -> int:
     n_train, n_val = QUICK.get(args, "n_train"), QUICK.get(args, "n_val")
     base_width = QUICK.get(args, "base_width")
     out = Path(args.out)
-    train, val = load_dataset(args.dataset, n_train=n_train, n_val=n_val, size=args.size,
-                              seed=args.seed)
-    channels = int(train.images.shape[1])
-    model_cfg = UNetConfig(depth=args.depth, base_width=base_width,
-                           kernel_size=args.kernel_size, block=args.block,
-                           decoder_width=args.decoder_width, in_channels=channels,
-                           num_classes=train.num_classes)
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr,
-                            patience=args.patience if args.patience and args.patience > 0
-                            else None, seed=args.seed)
+    with options_named("epochs", "batch_size", "lr", "patience", "n_train", "n_val", "size",
+                       "depth", "base_width", "kernel_size", "decoder_width", root="dataset",
+                       name="dataset"):
+        train, val = load_dataset(args.dataset, n_train=n_train, n_val=n_val, size=args.size,
+                                  seed=args.seed)
+        channels = int(train.images.shape[1])
+        model_cfg = UNetConfig(depth=args.depth, base_width=base_width,
+                               kernel_size=args.kernel_size, block=args.block,
+                               decoder_width=args.decoder_width, in_channels=channels,
+                               num_classes=train.num_classes)
+        train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=args.lr,
+                                patience=args.patience if args.patience and args.patience > 0
+                                else None, seed=args.seed)
     torch.manual_seed(args.seed)
     model = UNet(model_cfg)
     if not args.quiet:
