@@ -10,6 +10,7 @@ normalisation (0 in a normalised input is the mean colour, not black).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
 from segxai.explainers._fast import FastModel
+from segxai.explainers._incremental import IncrementalRunner, trace
 from segxai.explainers.base import ImageWork, PerturbationExplainer
 
 __all__ = ["FILLS", "Occlusion", "fill_image", "gaussian_blur", "parse_pair", "window_starts"]
@@ -161,6 +163,12 @@ class Occlusion(PerturbationExplainer):
         fold_bn: fold BatchNorm into convolutions on a copy of the model.
         channels_last: run the copy in channels-last memory format (measured 2x faster on
             CPU for MobileNet-style networks).
+        incremental: recompute, for each window, only the boxes of the feature maps that the
+            window can change (Krypton, Nakandala et al. 2019; exact, see
+            ``docs/perturbation.md``). ``"auto"`` (default): when the model can be traced and
+            the first batch of windows saves at least 10% of the convolution work; ``True``:
+            whenever the model can be traced (else a warning and full forwards); ``False``:
+            full forward passes.
         progress: show a progress bar.
     """
 
@@ -172,8 +180,11 @@ class Occlusion(PerturbationExplainer):
                  noise: Literal["uniform", "gaussian"] = "uniform", noise_std: float = 0.25,
                  blur_sigma: float = 5.0,
                  blur_kernel: int = 11, seed: int = 0, fold_bn: bool = True,
-                 channels_last: bool = True, progress: bool = False) -> None:
+                 channels_last: bool = True, incremental: bool | Literal["auto"] = "auto",
+                 progress: bool = False) -> None:
         super().__init__()
+        if incremental not in (True, False, "auto"):
+            raise ValueError(f"incremental: expected True, False or 'auto', got {incremental!r}")
         win = parse_pair(window, "window")
         if stride is None:
             st = (max(1, win[0] // 2), max(1, win[1] // 2))
@@ -195,6 +206,7 @@ class Occlusion(PerturbationExplainer):
             "blur_sigma": float(blur_sigma),
             "blur_kernel": check_positive_int(blur_kernel, "blur_kernel"),
             "seed": int(seed), **self.fast_params(batch_size, fold_bn, channels_last),
+            "incremental": incremental,
         }
         self.progress = bool(progress)
 
@@ -228,7 +240,7 @@ class Occlusion(PerturbationExplainer):
         counts = torch.zeros(h, w, dtype=images.dtype, device=images.device)
         for r, col in wins:
             counts[r:r + kh, col:col + kw] += 1
-        return {"windows": wins, "counts": counts,
+        return {"windows": wins, "counts": counts, **self._incremental(fm, images),
                 "noise": self._noise((c, h, w)) if p["fill"] == "noise" else None,
                 "maps": [torch.zeros(images.shape[0], h, w, dtype=images.dtype,
                                      device=images.device) for _ in targets],
@@ -241,8 +253,56 @@ class Occlusion(PerturbationExplainer):
         fill = fill_image(fm.adapter, x, p["fill"], dataset_mean=p["dataset_mean"],
                           noise=state["noise"], blur_sigma=p["blur_sigma"],
                           blur_kernel=p["blur_kernel"])
-        return ImageWork(fm.raw(x), state["windows"],
-                         lambda chunk, _g: fm.raw(_occlude(x, fill, chunk, kh, kw)))
+        runner: IncrementalRunner | None = state["runner"]
+        if runner is None or not state["incremental"]:
+            return ImageWork(fm.raw(x), state["windows"],
+                             lambda chunk, _g: fm.raw(_occlude(x, fill, chunk, kh, kw)))
+        xin, fill_in = fm.prepare_input(x), fm.prepare_input(fill)
+        with torch.inference_mode():
+            clean = fm.output(runner.clean(xin), 1)
+
+        def run(chunk: list[tuple[int, int]], _g: int | None) -> Tensor:
+            if state["incremental"]:
+                try:
+                    data = torch.cat([fill_in[:, :, r:r + kh, c:c + kw] for r, c in chunk])
+                    with torch.inference_mode():
+                        out = runner.run(data, [r for r, _ in chunk], [c for _, c in chunk])
+                    return fm.output(out, len(chunk))
+                except Exception as exc:  # an operation the trace did not foresee
+                    warnings.warn(f"occlusion: incremental recomputation failed ({exc}); "
+                                  "using full forward passes", RuntimeWarning, stacklevel=2)
+                    state["incremental"], state["incremental_note"] = False, str(exc)
+                finally:
+                    self._check_gain(state, runner)
+            return fm.raw(_occlude(x, fill, chunk, kh, kw))
+
+        return ImageWork(clean, state["windows"], run)
+
+    def _incremental(self, fm: FastModel, images: Tensor) -> dict[str, Any]:
+        """Trace the model for incremental occlusion (``runner`` is ``None`` when off)."""
+        mode = self.params["incremental"]
+        off = {"runner": None, "incremental": False}
+        if mode is False:
+            return {**off, "incremental_note": "off"}
+        try:
+            runner = IncrementalRunner(trace(fm.call, fm.prepare_input(images[:1].detach())))
+        except Exception as exc:  # tracing arbitrary models fails in many ways
+            if mode is True:
+                warnings.warn(f"occlusion: the model could not be traced for incremental "
+                              f"occlusion ({exc}); using full forward passes", RuntimeWarning,
+                              stacklevel=4)
+            return {**off, "incremental_note": f"not traced: {exc}"}
+        if not runner.has_conv and mode == "auto":
+            return {**off, "incremental_note": "no convolution"}
+        return {"runner": runner, "incremental": True, "incremental_note": "on"}
+
+    def _check_gain(self, state: dict[str, Any], runner: IncrementalRunner) -> None:
+        """``"auto"``: after the first batch, keep incremental mode only if it saves work."""
+        if self.params["incremental"] == "auto" and state["incremental"] \
+                and runner.work_fraction() > 0.9:
+            state["incremental"] = False
+            state["incremental_note"] = (f"footprints cover {runner.work_fraction():.0%} of "
+                                         "the convolution work: full forward passes")
 
     def finish_image(self, state: dict[str, Any], work: ImageWork, i: int, clean: list[Tensor],
                      scores: list[Tensor]) -> None:
@@ -256,7 +316,12 @@ class Occlusion(PerturbationExplainer):
 
     def finish(self, state: dict[str, Any], fm: FastModel, images: Tensor,
                targets: list[Target]) -> list[tuple[Tensor, dict[str, Any]]]:
+        runner = state["runner"]
         common = {"windows": len(state["windows"]), "fill_mode": self.params["fill"],
+                  "incremental": state["incremental"],
+                  "incremental_note": state["incremental_note"],
+                  "incremental_work": None if runner is None else runner.work_fraction(),
+                  "incremental_full_from": None if runner is None else runner.full_from,
                   **fm.describe()}
         return [(m / state["counts"], {**common, "score": self.score_kind(t),
                                        "clean_score": c})
