@@ -206,7 +206,7 @@ class IncrementalRunner:
         """Any operation, on the windows' full maps."""
         if self.full_from is None and any(isinstance(v, Patch) and not v.is_full
                                           for v in leaves((args, kwargs))):
-            self.full_from = f"{n.name} ({n.target})"
+            self.full_from = f"{n.name}: {n.target} needs whole maps"
 
         def full(v: Any) -> Any:
             return v.full() if isinstance(v, Patch) else v
@@ -243,7 +243,7 @@ class IncrementalRunner:
             cols = conv_footprint(x.lefts, wd, mw, k[1], s[1], p[1], d[1])
             self._record(n, mh, mw, rows[1], cols[1], w)
             if rows[1] == mh and cols[1] == mw:
-                return None
+                return self._saturated(n)
             reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], cache=self.cache)
             out = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), False,
                                            [0, 0], groups)
@@ -254,11 +254,16 @@ class IncrementalRunner:
         cols = transposed_footprint(x.lefts, wd, mw, k[1], s[1], p[1], d[1])
         self._record(n, mh, mw, rows[1], cols[1], w)
         if rows[1] == mh and cols[1] == mw:
-            return None
+            return self._saturated(n)
         reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], cache=self.cache)
         full = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), True, [0, 0],
                                         groups)
         return Patch(crop_boxes(full, rows[4], cols[4], rows[1], cols[1]), rows[0], cols[0])
+
+    def _saturated(self, n: fx.Node) -> None:
+        """The footprint covers the whole output: run the layer on whole maps."""
+        if self.full_from is None:
+            self.full_from = f"{n.name}: the footprint covers the whole map"
 
     def _record(self, n: fx.Node, mh: int, mw: int, lh: int, lw: int, w: Tensor) -> None:
         self.footprints[n.name] = (mh, mw, lh, lw)
@@ -289,7 +294,7 @@ class IncrementalRunner:
         rows = conv_footprint(x.tops, h, mh, k[0], s[0], p[0], d[0])
         cols = conv_footprint(x.lefts, wd, mw, k[1], s[1], p[1], d[1])
         if rows[1] == mh and cols[1] == mw:
-            return None
+            return self._saturated(n)
         assert x.clean is not None
         reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], pad=pad, cache=self.cache)
         if n.target is aten.max_pool2d_with_indices.default:
@@ -327,7 +332,7 @@ class IncrementalRunner:
         cols = uniform([max(0, (t - 1) * sw) for t in x.lefts],
                        [min(mw, (t + wd + 1) * sw) for t in x.lefts], mw)
         if rows[1] == mh and cols[1] == mw:
-            return None
+            return self._saturated(n)
         lh, lw = rows[1] // sh + 2, cols[1] // sw + 2
         reg = region(x.clean, x, [o // sh - 1 for o in rows[0]], [o // sw - 1 for o in cols[0]],
                      lh, lw, replicate=True, cache=self.cache)

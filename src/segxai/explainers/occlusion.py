@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from segxai.core.adapter import ModelAdapter
+from segxai.core.adapter import ModelAdapter, _unwrap
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
@@ -253,48 +253,78 @@ class Occlusion(PerturbationExplainer):
         fill = fill_image(fm.adapter, x, p["fill"], dataset_mean=p["dataset_mean"],
                           noise=state["noise"], blur_sigma=p["blur_sigma"],
                           blur_kernel=p["blur_kernel"])
-        runner: IncrementalRunner | None = state["runner"]
-        if runner is None or not state["incremental"]:
-            return ImageWork(fm.raw(x), state["windows"],
-                             lambda chunk, _g: fm.raw(_occlude(x, fill, chunk, kh, kw)))
+        clean = fm.raw(x)
+        if state["incremental"]:
+            run = self._incremental_run(fm, state, x, fill, clean)
+            if run is not None:
+                return ImageWork(clean, state["windows"], run)
+        return ImageWork(clean, state["windows"],
+                         lambda chunk, _g: fm.raw(_occlude(x, fill, chunk, kh, kw)))
+
+    # ------------------------------------------------------------------ incremental
+    def _incremental(self, fm: FastModel, images: Tensor) -> dict[str, Any]:
+        """Trace the model for incremental occlusion (``runner`` is ``None`` when off)."""
+        mode = self.params["incremental"]
+        off = {"runner": None, "incremental": False, "checked": False}
+        if mode is False:
+            return {**off, "incremental_note": "off"}
+        try:
+            runner = IncrementalRunner(trace(fm.call, fm.prepare_input(images[:1].detach())))
+        except Exception as exc:  # tracing arbitrary models fails in many ways
+            state = {**off, "incremental_note": ""}
+            self._stop(state, f"the model could not be traced ({exc})")
+            return state
+        if not runner.has_conv and mode == "auto":
+            return {**off, "incremental_note": "no convolution"}
+        return {**off, "runner": runner, "incremental": True, "incremental_note": "on"}
+
+    def _stop(self, state: dict[str, Any], why: str) -> None:
+        """Use full forward passes from now on (with a warning if asked for incremental)."""
+        state["incremental"], state["incremental_note"] = False, why
+        if self.params["incremental"] is True:
+            warnings.warn(f"occlusion: {why}; using full forward passes", RuntimeWarning,
+                          stacklevel=5)
+
+    def _incremental_run(self, fm: FastModel, state: dict[str, Any], x: Tensor, fill: Tensor,
+                         clean: Tensor) -> Any:
+        """The ``run`` of :class:`ImageWork` with incremental recomputation, or ``None``.
+
+        Two checks guard against graphs that do not generalise (values that left torch were
+        frozen into the trace): the graph must reproduce the model's clean output for every
+        image, and the first window of a call must match a full forward pass (counted).
+        """
+        kh, kw = self.params["window"]
+        runner: IncrementalRunner = state["runner"]
         xin, fill_in = fm.prepare_input(x), fm.prepare_input(fill)
         with torch.inference_mode():
-            clean = fm.output(runner.clean(xin), 1)
+            graph_clean = _unwrap(runner.clean(xin))
+        if not _close(graph_clean, clean):
+            self._stop(state, "the traced graph does not reproduce the model's output")
+            return None
 
         def run(chunk: list[tuple[int, int]], _g: int | None) -> Tensor:
             if state["incremental"]:
                 try:
                     data = torch.cat([fill_in[:, :, r:r + kh, c:c + kw] for r, c in chunk])
                     with torch.inference_mode():
-                        out = runner.run(data, [r for r, _ in chunk], [c for _, c in chunk])
-                    return fm.output(out, len(chunk))
+                        out = fm.output(runner.run(data, [r for r, _ in chunk],
+                                                   [c for _, c in chunk]), len(chunk))
                 except Exception as exc:  # an operation the trace did not foresee
-                    warnings.warn(f"occlusion: incremental recomputation failed ({exc}); "
-                                  "using full forward passes", RuntimeWarning, stacklevel=2)
-                    state["incremental"], state["incremental_note"] = False, str(exc)
-                finally:
+                    self._stop(state, f"incremental recomputation failed ({exc})")
+                else:
+                    ok = True
+                    if not state["checked"]:
+                        state["checked"] = True
+                        ok = _close(out[:1], fm.raw(_occlude(x, fill, chunk[:1], kh, kw)))
+                        if not ok:
+                            self._stop(state, "the incremental output differs from a full "
+                                              "forward pass on the first window")
                     self._check_gain(state, runner)
+                    if ok:
+                        return out
             return fm.raw(_occlude(x, fill, chunk, kh, kw))
 
-        return ImageWork(clean, state["windows"], run)
-
-    def _incremental(self, fm: FastModel, images: Tensor) -> dict[str, Any]:
-        """Trace the model for incremental occlusion (``runner`` is ``None`` when off)."""
-        mode = self.params["incremental"]
-        off = {"runner": None, "incremental": False}
-        if mode is False:
-            return {**off, "incremental_note": "off"}
-        try:
-            runner = IncrementalRunner(trace(fm.call, fm.prepare_input(images[:1].detach())))
-        except Exception as exc:  # tracing arbitrary models fails in many ways
-            if mode is True:
-                warnings.warn(f"occlusion: the model could not be traced for incremental "
-                              f"occlusion ({exc}); using full forward passes", RuntimeWarning,
-                              stacklevel=4)
-            return {**off, "incremental_note": f"not traced: {exc}"}
-        if not runner.has_conv and mode == "auto":
-            return {**off, "incremental_note": "no convolution"}
-        return {"runner": runner, "incremental": True, "incremental_note": "on"}
+        return run
 
     def _check_gain(self, state: dict[str, Any], runner: IncrementalRunner) -> None:
         """``"auto"``: after the first batch, keep incremental mode only if it saves work."""
@@ -326,6 +356,12 @@ class Occlusion(PerturbationExplainer):
         return [(m / state["counts"], {**common, "score": self.score_kind(t),
                                        "clean_score": c})
                 for m, c, t in zip(state["maps"], state["clean"], targets, strict=True)]
+
+
+def _close(a: Tensor, b: Tensor) -> bool:
+    """Equal up to float rounding (relative to the output's largest magnitude)."""
+    scale = float(b.abs().max()) if b.numel() else 0.0
+    return a.shape == b.shape and bool(torch.allclose(a, b, rtol=1e-4, atol=1e-5 * scale + 1e-7))
 
 
 def _occlude(x: Tensor, fill: Tensor, corners: Sequence[tuple[int, int]], kh: int,
