@@ -352,6 +352,7 @@ class Occlusion(PerturbationExplainer):
                   "incremental_note": state["incremental_note"],
                   "incremental_work": None if runner is None else runner.work_fraction(),
                   "incremental_full_from": None if runner is None else runner.full_from,
+                  "incremental_check_forwards": int(state["checked"]),
                   **fm.describe()}
         return [(m / state["counts"], {**common, "score": self.score_kind(t),
                                        "clean_score": c})
