@@ -232,10 +232,13 @@ class IncrementalRunner:
     # ------------------------------------------------------------------ rules
     def _conv(self, n: fx.Node, args: Any, kwargs: Any) -> Any:
         x, w, bias, stride, padding, dilation, transposed, out_pad, groups = args
-        if kwargs or not isinstance(x, Patch) or x.is_full or isinstance(w, Patch) \
-                or isinstance(bias, Patch) or w.dim() != 4:
+        if isinstance(w, Patch) or isinstance(bias, Patch) or w.dim() != 4:
             return None
-        (mh, mw), (h, wd) = self._out_size(n), x.size
+        (mh, mw) = self._out_size(n)
+        if kwargs or not isinstance(x, Patch) or x.is_full:
+            self._record(n, mh, mw, mh, mw, w)  # whole maps
+            return None
+        h, wd = x.size
         k, s, p, d = (w.shape[2], w.shape[3]), pair(stride), pair(padding), pair(dilation)
         assert x.clean is not None
         if not transposed:

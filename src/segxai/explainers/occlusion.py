@@ -166,7 +166,7 @@ class Occlusion(PerturbationExplainer):
         incremental: recompute, for each window, only the boxes of the feature maps that the
             window can change (Krypton, Nakandala et al. 2019; exact, see
             ``docs/perturbation.md``). ``"auto"`` (default): when the model can be traced and
-            the first batch of windows saves at least 10% of the convolution work; ``True``:
+            the first batch of windows saves at least 30% of the convolution work; ``True``:
             whenever the model can be traced (else a warning and full forwards); ``False``:
             full forward passes.
         progress: show a progress bar.
@@ -319,7 +319,7 @@ class Occlusion(PerturbationExplainer):
                         if not ok:
                             self._stop(state, "the incremental output differs from a full "
                                               "forward pass on the first window")
-                    self._check_gain(state, runner)
+                        self._check_gain(state, runner)
                     if ok:
                         return out
             return fm.raw(_occlude(x, fill, chunk, kh, kw))
@@ -327,9 +327,12 @@ class Occlusion(PerturbationExplainer):
         return run
 
     def _check_gain(self, state: dict[str, Any], runner: IncrementalRunner) -> None:
-        """``"auto"``: after the first batch, keep incremental mode only if it saves work."""
+        """``"auto"``: after the first batch, keep incremental mode only if it saves at least
+        30% of the convolution work (below that, the smaller, less efficient convolutions
+        and the copies eat the gain: FCN-ResNet50 at 224² does 76% of the work in 115% of
+        the time of full forwards)."""
         if self.params["incremental"] == "auto" and state["incremental"] \
-                and runner.work_fraction() > 0.9:
+                and runner.work_fraction() > 0.7:
             state["incremental"] = False
             state["incremental_note"] = (f"footprints cover {runner.work_fraction():.0%} of "
                                          "the convolution work: full forward passes")
