@@ -46,7 +46,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import OutOnly, deeplab  # noqa: E402
+from _common import OutOnly, calibrate, deeplab  # noqa: E402
 
 
 def _sync() -> None:
@@ -87,18 +87,8 @@ def warm_up(model: nn.Module, x: torch.Tensor) -> None:
 
 
 def calibrated(model: nn.Module, size: int, device: str, seed: int = 0) -> nn.Module:
-    """BatchNorm statistics from 2 random batches of 2 (cumulative average), eval mode."""
-    model = model.to(device)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    g = torch.Generator().manual_seed(seed + 1)
-    model.train()
-    with torch.no_grad():
-        for _ in range(2):
-            model(torch.rand(2, 3, size, size, generator=g).to(device))
-    return model.eval()
+    """BatchNorm statistics from 2 random batches of 2 (ResNet-50 at 224² is slow on a CPU)."""
+    return calibrate(model, size, seed=seed, device=device, batches=2, batch_size=2)
 
 
 def _unet() -> nn.Module:
