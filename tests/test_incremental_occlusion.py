@@ -217,12 +217,14 @@ def test_untraceable_model_falls_back() -> None:
     torch.testing.assert_close(forced.maps, auto.maps)
 
 
-class PerImageLoop(nn.Module):
-    """A Python loop over the batch: the trace sees one image and unrolls the loop once."""
-
+class OneConv(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+
+class PerImageLoop(OneConv):
+    """A Python loop over the batch: the trace sees one image and unrolls the loop once."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)
@@ -230,12 +232,8 @@ class PerImageLoop(nn.Module):
         return y * scale.view(-1, 1, 1, 1)
 
 
-class FlatMean(nn.Module):
+class FlatMean(OneConv):
     """``reshape(x.shape[0], -1)``: the traced batch size 1 is replaced by the window batch."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(3, 3, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv(x)

@@ -241,27 +241,20 @@ class IncrementalRunner:
         h, wd = x.size
         k, s, p, d = (w.shape[2], w.shape[3]), pair(stride), pair(padding), pair(dilation)
         assert x.clean is not None
-        if not transposed:
-            rows = conv_footprint(x.tops, h, mh, k[0], s[0], p[0], d[0])
-            cols = conv_footprint(x.lefts, wd, mw, k[1], s[1], p[1], d[1])
-            self._record(n, mh, mw, rows[1], cols[1], w)
-            if rows[1] == mh and cols[1] == mw:
-                return self._saturated(n)
-            reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], cache=self.cache)
-            out = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), False,
-                                           [0, 0], groups)
-            return Patch(out, rows[0], cols[0])
-        if any(d[i] * (k[i] - 1) < s[i] - 1 for i in (0, 1)):
-            return None
-        rows = transposed_footprint(x.tops, h, mh, k[0], s[0], p[0], d[0])
-        cols = transposed_footprint(x.lefts, wd, mw, k[1], s[1], p[1], d[1])
+        if transposed and any(d[i] * (k[i] - 1) < s[i] - 1 for i in (0, 1)):
+            return None  # outputs between the kernel's taps: not handled
+        footprint = transposed_footprint if transposed else conv_footprint
+        rows = footprint(x.tops, h, mh, k[0], s[0], p[0], d[0])
+        cols = footprint(x.lefts, wd, mw, k[1], s[1], p[1], d[1])
         self._record(n, mh, mw, rows[1], cols[1], w)
         if rows[1] == mh and cols[1] == mw:
             return self._saturated(n)
         reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], cache=self.cache)
-        full = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), True, [0, 0],
-                                        groups)
-        return Patch(crop_boxes(full, rows[4], cols[4], rows[1], cols[1]), rows[0], cols[0])
+        out = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), bool(transposed),
+                                       [0, 0], groups)
+        if transposed:  # each window's box sits at its own offset in the computed rows
+            out = crop_boxes(out, rows[4], cols[4], rows[1], cols[1])
+        return Patch(out, rows[0], cols[0])
 
     def _saturated(self, n: fx.Node) -> None:
         """The footprint covers the whole output: run the layer on whole maps."""
