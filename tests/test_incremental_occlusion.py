@@ -144,24 +144,15 @@ def _resnet_seg(name: str) -> nn.Module:
 
 
 @pytest.mark.slow
-def test_fcn_resnet50_equals_full_recomputation() -> None:
-    net = _resnet_seg("fcn_resnet50")
+@pytest.mark.parametrize("name", ["fcn_resnet50", "deeplabv3_resnet50"])
+def test_torchvision_resnet50_models_equal_full_recomputation(name: str) -> None:
+    net = _resnet_seg(name)
     images = torch.rand(1, 3, 48, 48)
     target = Target.from_box((8, 8, 40, 40), class_index=1, size=(48, 48))
     inc, full = both(net, images, target, window=12, stride=12, batch_size=16)
     assert inc.extras["incremental"] is True
-    assert rel_diff(inc.maps, full.maps) <= 1e-4
-
-
-@pytest.mark.slow
-def test_deeplabv3_falls_back_at_the_image_pooling_branch() -> None:
-    net = _resnet_seg("deeplabv3_resnet50")
-    images = torch.rand(1, 3, 48, 48)
-    target = Target.from_box((8, 8, 40, 40), class_index=1, size=(48, 48))
-    inc, full = both(net, images, target, window=12, stride=12, batch_size=16)
-    assert inc.extras["incremental"] is True
-    # whole maps from the dilated layers on (at 48², before the ASPP image pooling, which
-    # would force them anyway; the global branch alone is tested below)
+    # whole maps from the dilated layers on (for DeepLabV3 before the ASPP image pooling,
+    # which would force them anyway; a global branch alone is tested below)
     assert inc.extras["incremental_full_from"] is not None
     assert rel_diff(inc.maps, full.maps) <= 1e-4
 
