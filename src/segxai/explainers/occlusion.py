@@ -20,6 +20,7 @@ from torch import Tensor
 
 from segxai.core.adapter import ModelAdapter, _unwrap
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError
 from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
 from segxai.explainers._fast import FastModel
@@ -184,7 +185,7 @@ class Occlusion(PerturbationExplainer):
                  progress: bool = False) -> None:
         super().__init__()
         if incremental not in (True, False, "auto"):
-            raise ValueError(f"incremental: expected True, False or 'auto', got {incremental!r}")
+            raise SegxaiError(f"incremental: expected True, False or 'auto', got {incremental!r}")
         win = parse_pair(window, "window")
         if stride is None:
             st = (max(1, win[0] // 2), max(1, win[1] // 2))
