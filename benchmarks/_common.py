@@ -19,7 +19,15 @@ def deeplab(num_classes: int = 5, size: int = 256, seed: int = 0,
 
     torch.manual_seed(seed)
     model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                         num_classes=num_classes).to(device)
+                                         num_classes=num_classes)
+    return calibrate(model, size, seed=seed, device=device)
+
+
+def calibrate(model: nn.Module, size: int, seed: int = 0, device: str = "cpu",
+              batches: int = 4, batch_size: int = 4) -> nn.Module:
+    """BatchNorm statistics from ``batches`` train-mode forwards of ``batch_size`` random
+    ``size``² images (cumulative average, generator seeded with ``seed + 1``); eval mode."""
+    model = model.to(device)
     for m in model.modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
@@ -27,8 +35,8 @@ def deeplab(num_classes: int = 5, size: int = 256, seed: int = 0,
     g = torch.Generator().manual_seed(seed + 1)
     model.train()
     with torch.no_grad():
-        for _ in range(4):
-            model(torch.rand(4, 3, size, size, generator=g).to(device))
+        for _ in range(batches):
+            model(torch.rand(batch_size, 3, size, size, generator=g).to(device))
     return model.eval()
 
 

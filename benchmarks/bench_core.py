@@ -1,6 +1,7 @@
 """Gradient explainers vs Captum and pytorch-grad-cam on the same model, input, class and ROI.
 
-Run: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_core.py [--rounds 5] [--threads 2]``
+Run: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_core.py [--rounds 5] [--threads 2]
+[--device cpu|cuda]`` (on CUDA every timed call ends with a synchronisation).
 
 Prints one row per pair: our median seconds, the peer's, the ratio (peer / ours; > 1 means
 segxai is faster) and the agreement of the maps (Pearson correlation; for exact pairs also the
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -21,6 +23,15 @@ from _common import OutOnly, corr, deeplab, interleaved, max_rel_diff  # noqa: E
 import segxai  # noqa: E402
 
 
+def synced(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` followed by a CUDA synchronisation (so that timings include the kernels)."""
+    def run() -> object:
+        out = fn()
+        torch.cuda.synchronize()
+        return out
+    return run
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5)
@@ -28,6 +39,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--nt-samples", type=int, default=8)
     parser.add_argument("--ig-steps", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -35,26 +47,27 @@ def main() -> None:
     from pytorch_grad_cam import GradCAM, GradCAMPlusPlus
     from pytorch_grad_cam.utils.model_targets import SemanticSegmentationTarget
 
-    model = deeplab(size=args.size)
+    model = deeplab(size=args.size, device=args.device)
     wrapped = OutOnly(model).eval()
-    x = torch.rand(1, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))
+    x = torch.rand(1, 3, args.size, args.size,
+                   generator=torch.Generator().manual_seed(1)).to(args.device)
     with torch.no_grad():
         pred = model(x)["out"].argmax(1)[0]
-    counts = torch.bincount(pred.flatten(), minlength=5)
+    counts = torch.bincount(pred.flatten().cpu(), minlength=5)
     # the most frequent predicted class whose Grad-CAM is not all-negative (a map of zeros
     # after the ReLU would make the agreement meaningless)
     cls = None
     for c in counts.argsort(descending=True).tolist():
         if counts[c] == 0:
             break
-        trial = segxai.Target.from_mask(pred == c, c)
+        trial = segxai.Target.from_mask((pred == c).cpu(), c)
         if float(segxai.explain(model, x, trial, layer="backbone.16").maps.max()) > 0:
             cls = c
             break
     if cls is None:
         raise SystemExit("no predicted class with a non-zero Grad-CAM; try another --size")
     roi = (pred == cls)
-    target = segxai.Target.from_mask(roi, cls)
+    target = segxai.Target.from_mask(roi.cpu(), cls)
     roi_f = roi.float()
     layer = model.backbone["16"]
 
@@ -66,7 +79,7 @@ def main() -> None:
     tunnel = NoiseTunnel(Saliency(score_fn))
     lgc = LayerGradCam(score_fn, layer)
     gc = GradCAM(model=wrapped, target_layers=[layer])
-    gc_target = [SemanticSegmentationTarget(cls, roi_f.numpy())]
+    gc_target = [SemanticSegmentationTarget(cls, roi_f.cpu().numpy())]
     gcpp = GradCAMPlusPlus(model=wrapped, target_layers=[layer])
     ig = IntegratedGradients(score_fn)
 
@@ -97,14 +110,16 @@ def main() -> None:
         "grad-cam GradCAMPlusPlus": lambda: gcpp(input_tensor=x, targets=gc_target),
     }
     # K targets in one call vs K separate calls
-    k_targets = [segxai.Target.from_mask(roi, c) for c in range(5)]
+    k_targets = [segxai.Target.from_mask(roi.cpu(), c) for c in range(5)]
     fns["segxai seg-grad-cam K=5 one call"] = lambda: ours_cam.explain_many(model, x, k_targets)
     fns["segxai seg-grad-cam K=5 separate"] = lambda: [ours_cam(model, x, t) for t in k_targets]
     fns["segxai gradient K=5 one call"] = lambda: ours_grad.explain_many(model, x, k_targets)
     fns["segxai gradient K=5 separate"] = lambda: [ours_grad(model, x, t) for t in k_targets]
+    if args.device.startswith("cuda"):
+        fns = {k: synced(f) for k, f in fns.items()}
     t = interleaved(fns, rounds=args.rounds)
 
-    # agreement
+    # agreement (on the CPU)
     g_ours = ours_grad(model, x, target).maps[0]
     g_cap = saliency.attribute(x, abs=True)[0].amax(0)
     sg_ours = ours_sg(model, x, target).maps[0]
@@ -120,6 +135,10 @@ def main() -> None:
                           internal_batch_size=args.ig_steps)[0].sum(0)
     gcpp_ours = ours_gcpp(model, x, target).maps[0]
     gcpp_peer = torch.from_numpy(gcpp(input_tensor=x, targets=gc_target)[0])
+
+    g_ours, g_cap, sg_ours, sg_cap, cam_ours, cam_gc, cam_lgc, ig_ours, ig_cap, gcpp_ours, \
+        gcpp_peer = (m.detach().cpu() for m in (g_ours, g_cap, sg_ours, sg_cap, cam_ours, cam_gc,
+                                                cam_lgc, ig_ours, ig_cap, gcpp_ours, gcpp_peer))
 
     rows = [
         ("gradient", "captum Saliency", t["segxai gradient"], t["captum Saliency"],
@@ -143,6 +162,7 @@ def main() -> None:
     ]
     print(f"model deeplabv3_mobilenet_v3_large (5 classes), input 1x3x{args.size}x{args.size}, "
           f"class {cls}, ROI {int(roi.sum())} px, torch threads {args.threads}, "
+          f"device {args.device}, "
           f"{args.rounds} interleaved rounds (median)")
     print("| ours | peer | ours s | peer s | peer/ours | agreement |")
     print("|---|---|---|---|---|---|")

@@ -13,12 +13,19 @@ repetition).
 * seg-ablation-cam: layer ``backbone.16`` (960 channels), ablation value 0, batch 32,
   against pytorch-grad-cam ``AblationCAM`` (batch 32) with the same ablation value (its
   default would be ``min − 1e7`` for this pre-ReLU layer) and a ``SemanticSegmentationTarget``;
-* the cost of a head-only forward (after ``backbone.16``) relative to a full forward.
+* the cost of a head-only forward (after ``backbone.16``) relative to a full forward;
+* ``--incremental MODEL`` (repeatable: ``unet`` at 128², ``fcn`` = FCN-ResNet50 at 224²,
+  ``deeplabv3`` = DeepLabV3-ResNet50 at 224², all random weights with calibrated BatchNorm):
+  occlusion with ``incremental=True`` and with full forwards against Captum ``Occlusion`` at
+  ``perturbations_per_eval`` 1 and 16 (window ``--inc-window`` 16, stride ``--inc-stride`` 8,
+  black fill), the maps compared with the best Captum setting's, and where the windows'
+  footprints cover the whole map.
 
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_perturbation.py [--quick] [--reps 3]
-        [--threads 2] [--json out.json]
+    OMP_NUM_THREADS=2 OMP_WAIT_POLICY=PASSIVE python benchmarks/bench_perturbation.py
+        [--quick] [--reps 3] [--threads 2] [--device cpu] [--json out.json]
+        [--incremental unet --incremental fcn --skip-occlusion --skip-ablation]
 
 ``--quick`` uses a 128×128 input, one timed repetition and 96 ablated channels.
 """
@@ -39,17 +46,21 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import OutOnly, deeplab  # noqa: E402
+from _common import OutOnly, calibrate, deeplab  # noqa: E402
 
 
-def build_model(seed: int = 0) -> nn.Module:
-    return deeplab(seed=seed)
+def _sync() -> None:
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def timed(fn: Callable[[], Any]) -> tuple[tuple[float, float], Any]:
-    """``((wall seconds, process CPU seconds), result)``."""
+    """``((wall seconds, process CPU seconds), result)`` (CUDA work finished before both
+    clock readings)."""
+    _sync()
     t0, c0 = time.perf_counter(), time.process_time()
     out = fn()
+    _sync()
     return (time.perf_counter() - t0, time.process_time() - c0), out
 
 
@@ -75,6 +86,145 @@ def warm_up(model: nn.Module, x: torch.Tensor) -> None:
     model.to(memory_format=torch.contiguous_format)
 
 
+def calibrated(model: nn.Module, size: int, device: str, seed: int = 0) -> nn.Module:
+    """BatchNorm statistics from 2 random batches of 2 (ResNet-50 at 224² is slow on a CPU)."""
+    return calibrate(model, size, seed=seed, device=device, batches=2, batch_size=2)
+
+
+def _unet() -> nn.Module:
+    from segxai.models import UNet, UNetConfig
+
+    return UNet(UNetConfig())
+
+
+def _fcn() -> nn.Module:
+    from torchvision.models.segmentation import fcn_resnet50
+
+    return fcn_resnet50(weights=None, weights_backbone=None, num_classes=5)
+
+
+def _deeplabv3() -> nn.Module:
+    from torchvision.models.segmentation import deeplabv3_resnet50
+
+    return deeplabv3_resnet50(weights=None, weights_backbone=None, num_classes=5)
+
+
+# name: (builder, input side, description)
+INCREMENTAL_MODELS: dict[str, tuple[Callable[[], nn.Module], int, str]] = {
+    "unet": (_unet, 128, "built-in U-Net (depth 3, width 16)"),
+    "fcn": (_fcn, 224, "FCN-ResNet50"),
+    "deeplabv3": (_deeplabv3, 224, "DeepLabV3-ResNet50"),
+}
+
+
+def logits_of(out: Any) -> torch.Tensor:
+    return out["out"] if isinstance(out, dict) else out
+
+
+def pick_target(model: nn.Module, x: torch.Tensor) -> tuple[Any, int, torch.Tensor]:
+    """The ROI of the most predicted class: ``(Target, class, roi)``."""
+    import segxai
+
+    with torch.no_grad():
+        pred = logits_of(model(x)).argmax(1)
+    counts = torch.bincount(pred.flatten().cpu(), minlength=5)
+    cls = int(counts.argmax())
+    target = segxai.Target.from_mask((pred == cls).cpu(), cls)
+    return target, cls, target.roi[0].to(x.device)
+
+
+def footprint_summary(model: nn.Module, x: torch.Tensor, window: int, stride: int,
+                      batch: int) -> str:
+    """Where the footprints of one batch of windows (the first ``batch``) saturate."""
+    from segxai.core.adapter import ModelAdapter
+    from segxai.explainers._fast import prepare
+    from segxai.explainers._incremental import IncrementalRunner, trace
+    from segxai.explainers.occlusion import window_starts
+
+    fm = prepare(ModelAdapter(model), fold_bn=True, channels_last=True)
+    xin = fm.prepare_input(x)
+    runner = IncrementalRunner(trace(fm.call, xin))
+    side = x.shape[-1]
+    corners = [(r, c) for r in window_starts(side, window, stride)
+               for c in window_starts(side, window, stride)][:batch]
+    with torch.inference_mode():
+        runner.clean(xin)
+        data = torch.cat([torch.zeros_like(xin[:, :, :window, :window]) for _ in corners])
+        runner.run(data, [r for r, _ in corners], [c for _, c in corners])
+    convs = list(runner.footprints.items())
+    full = [k for k, (mh, mw, lh, lw) in convs if lh == mh and lw == mw]
+    parts = [f"{k} {mh}x{mw}: box {lh}x{lw}" for k, (mh, mw, lh, lw) in convs]
+    print("  footprints per convolution (first batch):", "; ".join(parts), flush=True)
+    first = full[0] if full else "none"
+    return (f"conv work {runner.work_fraction():.0%} of full; first conv with a whole-map box: "
+            f"{first} (of {len(convs)} convs before the full recomputation); full maps from "
+            f"{runner.full_from}")
+
+
+def incremental_rows(name: str, args: argparse.Namespace, reps: int) -> list[dict[str, Any]]:
+    """Occlusion ``incremental=True`` / full forwards vs Captum on one model."""
+    from captum.attr import Occlusion as CaptumOcclusion
+
+    import segxai
+    from segxai.core.adapter import ModelAdapter
+
+    build, side, desc = INCREMENTAL_MODELS[name]
+    torch.manual_seed(0)
+    model = calibrated(build(), side, args.device)
+    x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(1)).to(args.device)
+    target, cls, roi = pick_target(model, x)
+    win, st = args.inc_window, args.inc_stride
+    print(f"{desc}: input {tuple(x.shape)}, class {cls} ({int(roi.sum())} ROI px), window "
+          f"{win}, stride {st}, device {args.device}", flush=True)
+
+    def run_captum(ppe: int) -> np.ndarray:
+        def fwd(inp: torch.Tensor) -> torch.Tensor:
+            return (logits_of(model(inp))[:, cls] * roi).flatten(1).sum(1)
+
+        with torch.no_grad():
+            attr = CaptumOcclusion(fwd).attribute(
+                x, sliding_window_shapes=(3, win, win), strides=(3, st, st), baselines=0.0,
+                perturbations_per_eval=ppe)
+        return attr[0, 0].cpu().numpy()
+
+    def run_ours(incremental: bool) -> np.ndarray:
+        e = segxai.explain(ModelAdapter(model), x, target, method="occlusion", window=win,
+                           stride=st, fill="black", batch_size=args.inc_batch,
+                           incremental=incremental)
+        assert e.extras["incremental"] == incremental, e.extras["incremental_note"]
+        return e.maps[0].cpu().numpy()
+
+    fns = {"incremental": lambda: run_ours(True), "full": lambda: run_ours(False),
+           "captum ppe=1": lambda: run_captum(1), "captum ppe=16": lambda: run_captum(16)}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
+    maps: dict[str, np.ndarray] = {}
+    warm_up(model, x)
+    rotated_reps(fns, reps, name, times, maps)
+    med = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
+    cpu = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
+    peer = min(("captum ppe=1", "captum ppe=16"), key=med.get)
+    rng = float(maps[peer].max() - maps[peer].min()) or 1.0
+
+    def diff(a: str, b: str) -> float:
+        return float(np.abs(maps[a] - maps[b]).max()) / rng
+
+    where = footprint_summary(model, x, win, st, args.inc_batch)
+    rows = []
+    for ours in ("incremental", "full"):
+        rows.append({"method": f"segxai occlusion {ours} ({name} {side}²)", "ours_s": med[ours],
+                     "peer": f"captum Occlusion {peer[7:]}", "peer_s": med[peer],
+                     "speedup": med[peer] / med[ours], "ours_cpu_s": cpu[ours],
+                     "peer_cpu_s": cpu[peer], "cpu_speedup": cpu[peer] / cpu[ours],
+                     "agreement": f"max|Δ|/range = {diff(ours, peer):.1e}"})
+    rows.append({"method": f"segxai occlusion incremental ({name} {side}²)",
+                 "ours_s": med["incremental"], "peer": "segxai occlusion full forwards",
+                 "peer_s": med["full"], "speedup": med["full"] / med["incremental"],
+                 "ours_cpu_s": cpu["incremental"], "peer_cpu_s": cpu["full"],
+                 "cpu_speedup": cpu["full"] / cpu["incremental"],
+                 "agreement": f"max|Δ|/range = {diff('incremental', 'full'):.1e}; {where}"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller run (128², 96 channels)")
@@ -85,6 +235,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-occlusion", action="store_true")
     parser.add_argument("--plain-variants", action="store_true",
                         help="also time segxai with fold_bn/channels_last off")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--incremental", action="append", default=[],
+                        choices=sorted(INCREMENTAL_MODELS),
+                        help="incremental occlusion vs Captum on this model (repeatable)")
+    parser.add_argument("--inc-window", type=int, default=16)
+    parser.add_argument("--inc-stride", type=int, default=8)
+    parser.add_argument("--inc-batch", type=int, default=32, help="segxai batch_size")
     args = parser.parse_args(argv)
 
     from captum.attr import Occlusion as CaptumOcclusion
@@ -101,18 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     size = 128 if args.quick else 256
     reps = args.reps or (1 if args.quick else 3)
     channels = 96 if args.quick else None
-    model = build_model()
-    torch.manual_seed(1)
-    x = torch.rand(1, 3, size, size)
-    with torch.no_grad():
-        pred = model(x)["out"].argmax(1)
-    counts = torch.bincount(pred.flatten(), minlength=5)
-    cls = int(counts.argmax())
-    target = segxai.Target.from_mask(pred == cls, cls)
-    roi = target.roi[0]
-    print(f"model deeplabv3_mobilenet_v3_large, input {tuple(x.shape)}, class {cls} "
-          f"({int(counts[cls])} ROI pixels), torch threads {args.threads}", flush=True)
     rows: list[dict[str, Any]] = []
+    for name in args.incremental:
+        rows.extend(incremental_rows(name, args, reps))
+    if args.skip_occlusion and args.skip_ablation:
+        print_table(rows, args, size, reps)
+        return 0
+    model = deeplab(device=args.device)
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, size, size).to(args.device)
+    target, cls, roi = pick_target(model, x)
+    print(f"model deeplabv3_mobilenet_v3_large, input {tuple(x.shape)}, class {cls} "
+          f"({int(target.roi[0].sum())} ROI pixels), torch threads {args.threads}, "
+          f"device {args.device}", flush=True)
 
     # ------------------------------------------------------------------ occlusion
     if not args.skip_occlusion:
@@ -124,13 +282,13 @@ def main(argv: list[str] | None = None) -> int:
                 attr = CaptumOcclusion(captum_fwd).attribute(
                     x, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), baselines=0.0,
                     perturbations_per_eval=ppe)
-            return attr[0, 0].numpy()
+            return attr[0, 0].cpu().numpy()
 
         def run_ours(fast: bool) -> np.ndarray:
             e = segxai.explain(ModelAdapter(model), x, target, method="occlusion", window=32,
                                stride=16, fill="black", batch_size=32, fold_bn=fast,
                                channels_last=fast)
-            return e.maps[0].numpy()
+            return e.maps[0].cpu().numpy()
 
         occ = {"segxai occlusion (defaults: fold_bn + channels_last)": lambda: run_ours(True),
                "captum Occlusion ppe=1": lambda: run_captum(1),
@@ -181,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 return self.recorded
 
         n_ch = 960 if channels is None else channels
-        roi_np = roi.numpy().astype(np.float32)
+        roi_np = roi.cpu().numpy().astype(np.float32)
 
         def run_gradcam() -> np.ndarray:
             cam = RecordingAblationCAM(model=wrapped, target_layers=[layer],
@@ -205,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                                batch_size=32, channels=channels, fold_bn=fast,
                                channels_last=fast)
             assert e.extras["split"] == ["head-only"], e.extras["split"]
-            return e.extras["weights"][0].numpy()
+            return e.extras["weights"][0].cpu().numpy()
 
         abl = {"segxai seg-ablation-cam (defaults: fold_bn + channels_last)":
                lambda: run_ours_abl(True),
@@ -253,7 +411,12 @@ def main(argv: list[str] | None = None) -> int:
                      "cpu_speedup": f_c / h_c,
                      "agreement": f"cost ratio {h_w / f_w:.2f}x wall, {h_c / f_c:.2f}x CPU"})
 
-    # ------------------------------------------------------------------ table
+    print_table(rows, args, size, reps)
+    return 0
+
+
+def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, size: int,
+                reps: int) -> None:
     print()
     print("| method | ours (s) | peer | peer (s) | speed-up | ours CPU (s) | peer CPU (s) "
           "| CPU speed-up | agreement |")
@@ -264,9 +427,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['cpu_speedup']:.2f}x | {r['agreement']} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"size": size, "reps": reps, "threads": args.threads, "rows": rows}, fh,
-                      indent=2)
-    return 0
+            json.dump({"size": size, "reps": reps, "threads": args.threads,
+                       "device": args.device, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -138,3 +138,24 @@ def test_score_batch_iou() -> None:
     torch.testing.assert_close(none, torch.ones(2))  # both empty: perfect agreement
     with pytest.raises(ValueError, match="score"):
         score_batch(adapter, out, 1, torch.ones(4, 4), "dice", (4, 4))
+
+
+def test_fast_model_output_counts_and_unwraps() -> None:
+    adapter = ModelAdapter(bn_model())
+    fm = prepare(adapter)
+    out = fm.output({"out": torch.zeros(3, 4, 5, 5)}, 3)
+    assert out.shape == (3, 4, 5, 5) and adapter.counter.forward == 3
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("fold_bn,channels_last", [(True, True), (False, False)])
+def test_fast_model_on_cuda_matches_cpu(fold_bn: bool, channels_last: bool) -> None:
+    net = bn_model(3)
+    x = torch.randn(4, 3, 16, 16)
+    ref = prepare(ModelAdapter(net), fold_bn=False, channels_last=False).raw(x)
+    gpu = net.cuda()
+    got = prepare(ModelAdapter(gpu), fold_bn=fold_bn, channels_last=channels_last).raw(x.cuda())
+    assert got.is_cuda
+    scale = float(ref.abs().max())
+    torch.testing.assert_close(got.cpu(), ref, atol=1e-3 * scale, rtol=1e-3)  # TF32 convs

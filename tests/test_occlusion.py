@@ -132,7 +132,14 @@ def test_occlusion_equals_loop_reference_all_fills(fill: str) -> None:
     scale = float(ref.abs().max())
     assert scale > 0
     torch.testing.assert_close(exp.maps, ref, atol=1e-5 * scale, rtol=1e-4)
-    assert exp.cost.forward_passes == 2 * (1 + 4 * 6)  # rows 0,3,6,8; cols 0,3,...,12,13
+    # the windows are recomputed incrementally (default "auto"): the maps above equal the
+    # independent loop; one full forward checks the first incremental window
+    assert exp.extras["incremental"] is True and exp.extras["incremental_check_forwards"] == 1
+    assert exp.cost.forward_passes == 2 * (1 + 4 * 6) + 1  # rows 0,3,6,8; cols 0,3,...,12,13
+    plain = segxai.explain(adapter, images, target, method="occlusion", window=(5, 4),
+                           stride=3, fill=fill, batch_size=7, fold_bn=False, incremental=False)
+    torch.testing.assert_close(plain.maps, ref, atol=1e-5 * scale, rtol=1e-4)
+    assert plain.cost.forward_passes == 2 * (1 + 4 * 6)
 
 
 @pytest.mark.parametrize("score", ["prob_mean", "iou"])
@@ -222,8 +229,9 @@ def test_occlusion_many_targets_share_forwards() -> None:
     for t, e in zip([t1, t2], both, strict=True):
         single = segxai.explain(net, images, t, method="occlusion", window=4)
         torch.testing.assert_close(e.maps, single.maps)
-    total = sum(e.cost.forward_passes for e in both)
-    assert total == single.cost.forward_passes  # one set of forwards served both targets
+    # one set of forwards served both targets: each target's share is half of one call's
+    # (integer division: one call makes 1 clean + 25 windows + 1 check of the first window)
+    assert [e.cost.forward_passes for e in both] == [single.cost.forward_passes // 2] * 2
 
 
 def test_occlusion_bad_input() -> None:
@@ -274,7 +282,8 @@ def test_occlusion_study_section_quick(tmp_path) -> None:
     assert len(section.data["runs"]) == len(sec.FILLS)  # one window in quick mode
     for run in section.data["runs"]:
         assert 0.0 <= run["ROI prob after deleting top 10%"] <= 1.0
-        assert run["forward passes"] == 2 * (1 + 7 * 7)  # 32², window 8, stride 4
+        # 32², window 8, stride 4 (+ 1 when a full forward checks the first incremental window)
+        assert run["forward passes"] in (2 * (1 + 7 * 7), 2 * (1 + 7 * 7) + 1)
     assert "<table>" in section.body and "data:image/webp;base64" in section.body
     assert (tmp_path / "figures" / "occlusion_study.png").exists()
 
@@ -295,3 +304,17 @@ def test_deletion_prob_removes_top_pixels() -> None:
     # deleting the region sets the class-1 logit to 0: p = 0.5; elsewhere it stays at 8
     assert float(after_good) == pytest.approx(0.5)
     assert float(after_bad) == pytest.approx(float(torch.sigmoid(torch.tensor(8.0))))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_occlusion_on_cuda_matches_cpu() -> None:
+    net = small_model(6)
+    images = torch.randn(2, 3, 16, 16)
+    target = Target.whole_image([0, 2], size=(16, 16), n=2)
+    cpu = segxai.explain(net, images, target, method="occlusion", window=5, stride=3)
+    gpu = segxai.explain(net.cuda(), images.cuda(), target, method="occlusion", window=5,
+                         stride=3)
+    assert gpu.maps.is_cuda
+    scale = float(cpu.maps.max() - cpu.maps.min())
+    assert float((gpu.maps.cpu() - cpu.maps).abs().max()) <= 1e-3 * scale  # TF32 convs

@@ -122,9 +122,14 @@ class FastModel:
 
     def raw(self, images: Tensor) -> Tensor:
         """The unwrapped model output for ``images`` (no autograd; counts forward passes)."""
-        self.adapter.counter.forward += images.shape[0]
         with torch.inference_mode():
-            return self.adapter.learn(_unwrap(self.call(self.prepare_input(images))))
+            return self.output(self.call(self.prepare_input(images)), images.shape[0])
+
+    def output(self, out: Any, n: int) -> Tensor:
+        """The unwrapped output ``out`` of the model for ``n`` images computed another way
+        (e.g. incrementally); counts ``n`` forward passes."""
+        self.adapter.counter.forward += n
+        return self.adapter.learn(_unwrap(out))
 
     def find(self, name: str) -> nn.Module:
         """The module named ``name`` in the module that is run."""

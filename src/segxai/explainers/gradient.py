@@ -93,27 +93,35 @@ class SmoothGrad(GradientExplainer):
         eps = eps.to(device=images.device, dtype=images.dtype)
         flat = images.detach().flatten(1)
         span = (flat.max(1).values - flat.min(1).values).view(1, n, 1, 1, 1)
-        return eps * (p["noise"] * span)
+        return eps.mul_(p["noise"] * span)  # in place: no second buffer of n noisy images
 
     def attribute(self, run: GradientPass, targets: list[Target]) -> list[Any]:
         p, images = self.params, run.images
         n = images.shape[0]
         eps = self.draws(images)
         base = run.input_base()
+        inplace = not (run.create_graph or base.requires_grad)  # no graph through the buffers
         acc: list[Tensor | None] = [None] * len(targets)
         for start in range(0, p["n_samples"], p["batch_size"]):
             chunk = eps[start:start + p["batch_size"]]
             b = chunk.shape[0]
-            noisy = (base.unsqueeze(0) + chunk).reshape(b * n, *images.shape[1:])
+            # without a graph to the images, the noise buffer becomes the noisy batch in place
+            noisy = chunk.add_(base) if inplace else base.unsqueeze(0) + chunk
+            noisy = noisy.reshape(b * n, *images.shape[1:])
             for k, (g,) in enumerate(run.vjp(noisy, targets, tile=b).grads):
                 g = g.reshape(b, n, *images.shape[1:])
                 if p["aggregate"] == "abs_mean":
-                    g = g.abs()
+                    g = g.abs_() if inplace else g.abs()
                 elif p["aggregate"] == "square_mean":
                     g = g * g
                 part = g.sum(0)
                 prev = acc[k]
-                acc[k] = part if prev is None else prev + part
+                if prev is None:
+                    acc[k] = part
+                elif inplace:
+                    prev += part
+                else:
+                    acc[k] = prev + part
         out = []
         for a in acc:
             assert a is not None

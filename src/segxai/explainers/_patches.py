@@ -1,0 +1,216 @@
+"""Windows of feature maps for incremental occlusion: boxes and their assembly.
+
+A :class:`Patch` holds, for a batch of occlusion windows, the part of one feature map that a
+window can change (its *footprint*): one ``h×w`` box per window at rows ``tops[b]`` and
+columns ``lefts[b]``, all boxes of one batch the same size. Everything outside a window's box
+equals the clean activation. :func:`region` reads any box of the perturbed map (clean values
+with the patch pasted in, and a padding value or the nearest border value outside the map);
+the ``*_footprint`` functions grow boxes through one layer along one axis.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = ["PadCache", "Patch", "conv_footprint", "crop_boxes", "leaves", "map_tree", "pair",
+           "region", "transposed_footprint", "uniform", "union_box"]
+
+
+@dataclass
+class Patch:
+    """Per-window boxes of one ``B``-window batch of a ``(1, C, H, W)`` feature map.
+
+    Attributes:
+        data: ``(B, C, h, w)`` values inside the boxes.
+        tops: row of each box in the map.
+        lefts: column of each box in the map.
+        clean: the clean ``(1, C, H, W)`` activation (the values outside the boxes).
+    """
+
+    data: Tensor
+    tops: list[int]
+    lefts: list[int]
+    clean: Tensor | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return int(self.data.shape[-2]), int(self.data.shape[-1])
+
+    @property
+    def is_full(self) -> bool:
+        """Whether the boxes are the whole map (then ``data`` is the batch of maps)."""
+        if self.clean is None:
+            return True
+        return self.size == tuple(self.clean.shape[-2:])
+
+    def full(self) -> Tensor:
+        """The ``(B, C, H, W)`` perturbed maps."""
+        if self.is_full:
+            return self.data
+        assert self.clean is not None
+        h, w = self.clean.shape[-2:]
+        b = len(self.tops)
+        return region(self.clean, self, [0] * b, [0] * b, int(h), int(w))
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -((-a) // b)
+
+
+def uniform(lo: list[int], hi: list[int], m: int) -> tuple[list[int], int]:
+    """One box length ``L`` for all windows covering ``[lo_b, hi_b)`` inside ``[0, m)``:
+    ``(starts, L)``, each box shifted back inside the map where needed; ``L = m`` when the
+    footprint covers the whole map."""
+    length = max(h - lo_b for lo_b, h in zip(lo, hi))
+    if length >= m:
+        return [0] * len(lo), m
+    return [min(lo_b, m - length) for lo_b in lo], length
+
+
+def conv_footprint(tops: list[int], h: int, m: int, k: int, s: int, p: int,
+                   d: int) -> tuple[list[int], int, list[int], int]:
+    """Outputs of a sliding window (kernel ``k``, stride ``s``, padding ``p``, dilation ``d``)
+    that can change when input rows ``[t, t + h)`` change, for each ``t`` in ``tops``.
+
+    Returns:
+        ``(out_starts, L, in_starts, in_len)``: the output boxes (length ``L`` of ``m``) and
+        the input rows (possibly outside the map: padding) that compute them exactly.
+    """
+    lo = [max(0, _ceil_div(t - d * (k - 1) + p, s)) for t in tops]
+    hi = [min(m, (t + h - 1 + p) // s + 1) for t in tops]
+    starts, length = uniform(lo, hi, m)
+    return starts, length, [o * s - p for o in starts], (length - 1) * s + d * (k - 1) + 1
+
+
+def transposed_footprint(tops: list[int], h: int, m: int, k: int, s: int, p: int,
+                         d: int) -> tuple[list[int], int, list[int], int, list[int]]:
+    """:func:`conv_footprint` for a transposed convolution; also returns each window's offset
+    of its output box in the output of the transposed convolution of its input rows."""
+    lo = [max(0, t * s - p) for t in tops]
+    hi = [min(m, (t + h - 1) * s - p + d * (k - 1) + 1) for t in tops]
+    starts, length = uniform(lo, hi, m)
+    first = [(o + p - d * (k - 1)) // s for o in starts]
+    last = [(o + length - 1 + p) // s for o in starts]
+    in_len = max(b - a + 1 for a, b in zip(first, last))
+    offsets = [o + p - a * s for o, a in zip(starts, first)]
+    return starts, length, first, in_len, offsets
+
+
+def union_box(boxes: list[tuple[list[int], int]], m: int) -> tuple[list[int], int]:
+    """One box per window covering the given boxes ``(starts, length)`` of each input."""
+    lo = [min(b[0][i] for b in boxes) for i in range(len(boxes[0][0]))]
+    hi = [max(b[0][i] + b[1] for b in boxes) for i in range(len(boxes[0][0]))]
+    return uniform(lo, hi, m)
+
+
+PadCache = dict[tuple[int, int, int, int, int, float], Tensor]
+
+
+def _padded(clean: Tensor, pads: tuple[int, int, int, int], value: float,
+            cache: PadCache | None) -> Tensor:
+    if not any(pads):
+        return clean
+    key = (id(clean), *pads, value)
+    hit = None if cache is None else cache.get(key)
+    if hit is None:
+        hit = F.pad(clean, pads, value=value)
+        if cache is not None:
+            cache[key] = hit
+    return hit
+
+
+def region(clean: Tensor, patch: Patch | None, tops: list[int], lefts: list[int], hh: int,
+           ww: int, pad: float = 0.0, replicate: bool = False,
+           cache: PadCache | None = None) -> Tensor:
+    """The ``(B, C, hh, ww)`` boxes at rows ``tops``, columns ``lefts`` of the perturbed maps.
+
+    Args:
+        clean: the clean ``(1, C, H, W)`` map.
+        patch: the windows' changed boxes (``None``: the clean map, expanded to ``B``).
+        tops: first row of each box (negative or beyond the map: padding).
+        lefts: first column of each box.
+        hh: box height.
+        ww: box width.
+        pad: value outside the map (0 for convolutions, ``-inf`` for max pooling).
+        replicate: outside the map, repeat the nearest border value of the perturbed map
+            (bilinear up-sampling clamps its source coordinates).
+        cache: padded clean maps, kept while the clean image stays the same (its keys are
+            the clean tensors' ids, so the caller must keep those tensors alive).
+    """
+    h, w = int(clean.shape[-2]), int(clean.shape[-1])
+    pt, pl = max(0, -min(tops)), max(0, -min(lefts))
+    pb, pr = max(0, max(tops) + hh - h), max(0, max(lefts) + ww - w)
+    base = _padded(clean, (pl, pr, pt, pb), pad, cache)[0]
+    fmt = (torch.channels_last if clean.is_contiguous(memory_format=torch.channels_last)
+           and not clean.is_contiguous() else torch.contiguous_format)
+    out = torch.empty((len(tops), clean.shape[1], hh, ww), dtype=clean.dtype,
+                      device=clean.device, memory_format=fmt)
+    for b, (t, le) in enumerate(zip(tops, lefts)):
+        out[b].copy_(base[:, t + pt:t + pt + hh, le + pl:le + pl + ww])
+        if patch is not None:
+            ph, pw = patch.size
+            r0, r1 = max(t, patch.tops[b]), min(t + hh, patch.tops[b] + ph)
+            c0, c1 = max(le, patch.lefts[b]), min(le + ww, patch.lefts[b] + pw)
+            if r0 < r1 and c0 < c1:
+                out[b, :, r0 - t:r1 - t, c0 - le:c1 - le] = patch.data[
+                    b, :, r0 - patch.tops[b]:r1 - patch.tops[b],
+                    c0 - patch.lefts[b]:c1 - patch.lefts[b]]
+        if replicate:
+            _replicate_border(out[b], t, le, h, w)
+    return out
+
+
+def _replicate_border(box: Tensor, top: int, left: int, h: int, w: int) -> None:
+    """Overwrite the part of ``box`` (``C×hh×ww`` at ``top, left``) outside the ``h×w`` map
+    with the nearest in-map row / column, in place."""
+    hh, ww = box.shape[-2:]
+    if top < 0:
+        box[:, :-top] = box[:, -top:-top + 1]
+    if top + hh > h:
+        box[:, h - top:] = box[:, h - top - 1:h - top]
+    if left < 0:
+        box[:, :, :-left] = box[:, :, -left:-left + 1]
+    if left + ww > w:
+        box[:, :, w - left:] = box[:, :, w - left - 1:w - left]
+
+
+def map_tree(value: Any, fn: Callable[[Any], Any]) -> Any:
+    """``fn`` applied to the leaves of nested lists, tuples and dicts."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(map_tree(v, fn) for v in value) if type(value) in (list, tuple) \
+            else [map_tree(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_tree(v, fn) for k, v in value.items()}
+    return fn(value)
+
+
+def leaves(value: Any) -> list[Any]:
+    """The leaves of nested lists, tuples and dicts."""
+    if isinstance(value, (list, tuple)):
+        return [leaf for v in value for leaf in leaves(v)]
+    if isinstance(value, dict):
+        return [leaf for v in value.values() for leaf in leaves(v)]
+    return [value]
+
+
+def pair(v: Any, default: Any = None) -> tuple[int, int]:
+    """An ATen size argument (int, ``[k]`` or ``[kh, kw]``; empty: ``default``) as a pair."""
+    if v is None or (isinstance(v, (list, tuple)) and len(v) == 0):
+        v = default
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[-1]))
+    return (int(v), int(v))
+
+
+def crop_boxes(full: Tensor, rows: list[int], cols: list[int], lh: int, lw: int) -> Tensor:
+    """Each window's ``lh×lw`` box at its own offset in ``full`` (one slice when they agree)."""
+    if len(set(rows)) == 1 and len(set(cols)) == 1:
+        return full[:, :, rows[0]:rows[0] + lh, cols[0]:cols[0] + lw]
+    return torch.stack([full[b, :, r:r + lh, c:c + lw]
+                        for b, (r, c) in enumerate(zip(rows, cols))])
