@@ -264,4 +264,7 @@ def test_view_command_binds_loopback_and_reports_bad_images(monkeypatch, tmp_pat
                                  "methods": ["gradient"]}
     assert main(["view", "--model", factory, "--quiet", str(tmp_path / "nope.png")]) == 2
     assert "missing" in capsys.readouterr().err
-    assert main(["view", "--model", factory, "--quiet", "--port", "70000"]) == 2
+    with pytest.raises(SystemExit) as info:  # argparse refuses it before any work
+        main(["view", "--model", factory, "--quiet", "--port", "70000"])
+    assert info.value.code == 2
+    assert "--port: expected an integer in [1, 65535]" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from segxai.cli.common import Range
 from segxai.core.executor import Executor, make_executor
 
 __all__ = ["add_fanout_options", "cli_executor"]
@@ -12,7 +13,7 @@ __all__ = ["add_fanout_options", "cli_executor"]
 
 def add_fanout_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--workers`` and ``--ray``."""
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=Range(int, 1), default=None, metavar="N",
                         help="local worker processes, one torch thread each (so that results "
                              "are identical for any N; use N = cores; default: this process "
                              "with torch's default threads)")

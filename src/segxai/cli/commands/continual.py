@@ -108,7 +108,7 @@ def register(subparsers: Any) -> None:
                    help=f"training images per seed ({default('n_train')})")
     p.add_argument("--size", type=Range(int, 16), default=None,
                    help=f"image side in pixels ({default('size')})")
-    p.add_argument("--workers", type=int, default=1,
+    p.add_argument("--workers", type=Range(int, 1), default=1,
                    help="processes running seeds in parallel (results do not depend on it; "
                         "default %(default)s)")
     p.set_defaults(func=run)

@@ -72,7 +72,8 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
                    help="score/train candidates in-process or as Ray tasks (default "
                         "%(default)s)")
     p.add_argument("--ray-address", default=None, help="Ray cluster address (default: local Ray)")
-    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray instance")
+    p.add_argument("--num-cpus", type=Range(int, 1), default=None,
+                   help="CPUs of a local Ray instance")
     add_method_options(p, choices=registered_explainers(),
                        default=f"{DEFAULTS['method']}; the explainer of the CAM fitness, "
                                "same for teacher and students", one=True,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from segxai.cli.common import plain_text
+from segxai.cli.common import Range, plain_text
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -32,10 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image files or folders (default: the built-in samples)")
     add_model_options(p, what="the model to explain")
     add_method_options(p, choices=registered_explainers(), default=DEFAULT_METHOD, params=False)
-    p.add_argument("--size", type=int, default=None,
+    p.add_argument("--size", type=Range(int, 8), default=None,
                    help="resize every image to SIZE x SIZE (e.g. 256 for a fixed-size network)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    p.add_argument("--port", type=int, default=7860, help="port (default %(default)s)")
+    p.add_argument("--port", type=Range(int, 1, 65535), default=7860,
+                   help="port (default %(default)s)")
     p.add_argument("--out", type=Path, default=None,
                    help="folder for the downloadable files (default: a temporary folder)")
     p.add_argument("--device", default="cpu", help="torch device (default %(default)s)")
