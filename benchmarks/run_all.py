@@ -109,6 +109,19 @@ def _parse_workers(out: str, _: Path) -> list[Row]:
                 walls["1"], "goal >= 1.7x; identical results.csv checked")]
 
 
+# bench_memory: ours -> the peer measured beside it (growth of peak memory during the method)
+MEMORY_PAIRS = {"gradient": "captum Saliency", "smoothgrad n=8": "captum NoiseTunnel n=8",
+                "occlusion w64 s64 (incremental)": "captum Occlusion w64 s64 ppe=16"}
+
+
+def _parse_memory(_: str, json_path: Path) -> list[Row]:
+    """Memory growth during each method vs its peer (ratio = peer MiB / ours MiB)."""
+    rows = {r["method"]: r for r in json.loads(json_path.read_text())}
+    return [Row("memory", f"{ours} (MiB)", f"{peer} (MiB)", rows[ours]["growth_mib"],
+                rows[peer]["growth_mib"], "peak-memory growth during the method")
+            for ours, peer in MEMORY_PAIRS.items() if ours in rows and peer in rows]
+
+
 # name -> (full arguments, --quick arguments, parser); "{json}" becomes a temporary file
 BENCHMARKS: dict[str, tuple[list[str], list[str], Parser]] = {
     "bench_core": ([], ["--rounds", "1", "--size", "128", "--nt-samples", "2"], _parse_core),
@@ -118,6 +131,7 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Parser]] = {
     "bench_attack": ([], ["--quick", "--images", "1", "--iterations", "10", "--methods",
                           "gradient"], _parse_attack),
     "bench_workers": ([], ["--quick"], _parse_workers),
+    "bench_memory": (["--json", "{json}"], ["--size", "128", "--json", "{json}"], _parse_memory),
 }
 
 

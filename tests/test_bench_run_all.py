@@ -59,3 +59,13 @@ def test_workers_benchmark_becomes_a_row(tmp_path: Path) -> None:
     (row,) = run_all._parse_workers(out, tmp_path)
     assert row.ours == "evaluate --workers 2" and row.peer == "evaluate --workers 1"
     assert row.ratio == pytest.approx(125.5 / 62.5)
+
+
+def test_memory_benchmark_pairs_ours_with_the_peer(tmp_path: Path) -> None:
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps([
+        {"method": "gradient", "peak_mib": 900.0, "growth_mib": 100.0, "seconds": 1.0},
+        {"method": "captum Saliency", "peak_mib": 950.0, "growth_mib": 150.0, "seconds": 1.0},
+        {"method": "seg-grad-cam", "peak_mib": 800.0, "growth_mib": 50.0, "seconds": 1.0}]))
+    (row,) = run_all._parse_memory("", path)
+    assert row.benchmark == "memory" and row.ratio == pytest.approx(1.5)
