@@ -24,6 +24,7 @@ thread.
 
 from __future__ import annotations
 
+import abc
 import concurrent.futures as cf
 import contextlib
 import multiprocessing
@@ -83,7 +84,7 @@ def _clear_state() -> None:
     _STATE.clear()
 
 
-class Executor:
+class Executor(abc.ABC):
     """Base of the executors: ``imap`` is the one method a backend implements.
 
     Attributes:
@@ -94,9 +95,9 @@ class Executor:
     name = "local"
     workers = 1
 
+    @abc.abstractmethod
     def imap(self, func: Task, shared: Any, items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, func(shared, item))`` for every item, in completion order."""
-        raise NotImplementedError
 
     def map(self, func: Task, shared: Any, items: Sequence[Any], progress: bool = False,
             desc: str = "") -> list[Any]:
@@ -128,7 +129,7 @@ class Executor:
                 bar.close()
         return out
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op default that backends may override
         """Release what the executor holds (nothing by default)."""
 
     def __enter__(self) -> Executor:
