@@ -64,17 +64,19 @@ class SpaceLike(Protocol):
 
 @dataclass(frozen=True)
 class Budget:
-    """Hard limits; a child over any of them is rejected (``None`` = no limit).
+    """Hard limits; a child outside any of them is rejected (``None`` = no limit).
 
     Attributes:
         max_params: parameter count.
         max_flops: FLOPs of one forward pass at the search resolution.
         max_depth: number of encoder stages.
+        min_params: lower end of a size band (:mod:`segxai.nas.band`).
     """
 
     max_params: int | None = None
     max_flops: int | None = None
     max_depth: int | None = None
+    min_params: int | None = None
 
     def admits(self, measures: dict[str, int]) -> bool:
         """Whether ``measures`` (``params``, ``flops``, ``depth``) fit the budget."""
@@ -82,7 +84,7 @@ class Budget:
                            ("depth", self.max_depth)):
             if limit is not None and int(measures[key]) > int(limit):
                 return False
-        return True
+        return self.min_params is None or int(measures["params"]) >= int(self.min_params)
 
 
 @dataclass(frozen=True)
@@ -188,7 +190,8 @@ def _load_state(store: RunStore, identity: dict[str, Any]) -> dict[str, Any] | N
 
 def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *,
            budget: Budget | None = None, store: RunStore | str | Path | None = None,
-           progress: bool = True, space_id: str = "") -> SearchResult:
+           progress: bool = True, space_id: str = "",
+           initial: dict[str, Any] | None = None) -> SearchResult:
     """Run (or resume) the evolutionary search.
 
     Args:
@@ -202,6 +205,8 @@ def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *
             settings the search resumes. ``None``: nothing written, nothing resumed.
         progress: show a progress bar with the best score, parameters and FLOPs.
         space_id: text identifying the space (checked on resume).
+        initial: the initial structure ``F0`` (default ``space.initial()``, the smallest
+            network; a size band passes its smallest admissible network).
 
     Returns:
         The :class:`SearchResult`.
@@ -232,7 +237,7 @@ def evolve(space: SpaceLike, evaluate: Evaluator, settings: EvolutionSettings, *
             measures[key] = {k: int(v) for k, v in space.measure(cfg).items()}
         return measures[key]
 
-    f0 = space.initial()
+    f0 = initial if initial is not None else space.initial()
 
     def draw(taken: set[str]) -> dict[str, Any] | None:
         for _ in range(settings.max_attempts):

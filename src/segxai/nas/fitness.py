@@ -29,6 +29,8 @@ from segxai.core.errors import SegxaiError
 from segxai.core.postprocess import minmax
 from segxai.core.registry import get_explainer
 from segxai.core.target import Target
+from segxai.nas.camscore import CamReference, cam_reference
+from segxai.nas.zeroshot import DiswotReference, diswot_reference
 
 __all__ = ["ProbeSet", "build_probe", "cam_distance", "cam_fitness", "distill",
            "explanation_maps"]
@@ -50,6 +52,10 @@ class ProbeSet:
         eps: ε of the fitness.
         distill_images: ``(m, C, H, W)`` images for few-shot distillation.
         distill_logits: ``(m, K, H, W)`` the teacher's logits on them.
+        cam_ref: the teacher's side of the fixed CAM fitness (:mod:`segxai.nas.camscore`).
+        diswot_ref: the random teacher's DisWOT matrices (:mod:`segxai.nas.zeroshot`).
+        labels: ``(n, H, W)`` labels of the probe images (the teacher's prediction or the
+            ground truth, as ``roi``).
     """
 
     images: Tensor
@@ -63,6 +69,9 @@ class ProbeSet:
     eps: float = 1e-6
     distill_images: Tensor | None = None
     distill_logits: Tensor | None = None
+    cam_ref: CamReference | None = None
+    diswot_ref: DiswotReference | None = None
+    labels: Tensor | None = None
 
     @property
     def pairs(self) -> int:
@@ -127,6 +136,7 @@ def build_probe(teacher: nn.Module, images: Tensor, masks: Tensor | None = None,
                 roi: str = "prediction", include_background: bool = False,
                 method: str = "seg-grad-cam", method_params: dict[str, Any] | None = None,
                 eps: float = 1e-6, distill_images: Tensor | None = None,
+                batches: int = 2, seed: int = 0,
                 device: str | torch.device = "cpu") -> ProbeSet:
     """Compute the teacher's side of the fitness once.
 
@@ -140,6 +150,8 @@ def build_probe(teacher: nn.Module, images: Tensor, masks: Tensor | None = None,
         method_params: its parameters (default: each network's default layer).
         eps: ε in ``1 / (ε + d)``.
         distill_images: images for few-shot scoring (the teacher's logits are stored).
+        batches: probe batches of the fixed CAM fitness (images split in order).
+        seed: seed of the randomly redrawn teacher of the DisWOT proxy.
         device: torch device.
 
     Returns:
@@ -177,8 +189,15 @@ def build_probe(teacher: nn.Module, images: Tensor, masks: Tensor | None = None,
     probe = ProbeSet(images=images.detach().cpu(), image_index=torch.tensor(image_index),
                      class_index=torch.tensor(class_index), roi=torch.stack(rois).cpu(),
                      teacher_maps=torch.empty(0), num_classes=k, method=method,
-                     method_params=params, eps=float(eps))
+                     method_params=params, eps=float(eps), labels=labels.detach().cpu())
     probe.teacher_maps = explanation_maps(teacher, probe, device).detach().cpu()
+    cpu_images = images.detach().cpu()
+    probe.cam_ref = cam_reference(teacher.cpu(), cpu_images, probe.image_index,
+                                  probe.class_index, probe.roi, batches=batches)
+    teacher.to(device)
+    label_map = labels.detach().cpu().clone()
+    label_map[(label_map < 0) | (label_map >= k)] = 0
+    probe.diswot_ref = diswot_reference(teacher, cpu_images, label_map, seed=seed)
     if distill_images is not None:
         check_images(distill_images, "distill_images")
         with torch.no_grad():

@@ -1,7 +1,15 @@
 """Architecture-ranking proxies, all with one sign convention: larger = better.
 
-* ``cam``: CAM fitness at initialisation (training-free), :mod:`segxai.nas.fitness`.
-* ``cam-fewshot``: CAM fitness after ``k`` distillation steps towards the teacher.
+* ``cam``, ``cam-abs``, ``cam-gram``: the fixed CAM fitness at initialisation
+  (training-free; :mod:`segxai.nas.camscore`): Pearson r of the maps without ReLU, its
+  absolute value, and the DisWOT-style spatial Gram similarity; batch statistics, averaged
+  over the candidate's initialisations (``replicas``) × the probe batches; ``-inf`` for a
+  constant map.
+* ``cam-l2``: the first, degenerate CAM fitness ``1 / (ε + mean ‖CAM_T − CAM_S‖₂)`` of
+  min-max normalised ReLU maps in eval mode (:func:`segxai.nas.fitness.cam_fitness`), kept for
+  comparison.
+* ``cam-fewshot``: ``cam`` after ``k`` distillation steps towards the teacher.
+* ``zen`` (Lin et al. 2021) and ``diswot`` (Dong et al. 2023): :mod:`segxai.nas.zeroshot`.
 * ``params``, ``flops``: exact counts (bigger networks rank higher).
 * ``synflow`` (Tanaka et al. 2020; Abdelfattah et al. 2021): BN neutralised (eval mode with
   running mean 0, variance 1), parameters replaced by their absolute values, float64, one
@@ -20,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,11 +41,15 @@ from segxai.core.checks import check_choice
 from segxai.core.errors import SegxaiError
 from segxai.core.registry import make_generator
 from segxai.nas.counting import count_params, network_counts
+from segxai.nas.camscore import cam_scores
 from segxai.nas.fitness import ProbeSet, cam_fitness, distill
+from segxai.nas.zeroshot import diswot_score, zen_score
 
-__all__ = ["PROXIES", "compute_proxy", "grad_norm", "naswot", "synflow"]
+__all__ = ["CAM_PROXIES", "PROXIES", "compute_proxy", "grad_norm", "naswot", "synflow"]
 
-PROXIES = ("cam", "cam-fewshot", "params", "flops", "synflow", "naswot", "grad-norm", "random")
+PROXIES = ("cam", "cam-abs", "cam-gram", "cam-l2", "cam-fewshot", "params", "flops", "synflow",
+           "naswot", "grad-norm", "zen", "diswot", "random")
+CAM_PROXIES = {"cam": "pearson", "cam-abs": "abs-pearson", "cam-gram": "gram"}
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU)
 
 
@@ -127,7 +140,8 @@ def grad_norm(model: nn.Module, images: Tensor, num_classes: int, seed: int = 0)
 
 def compute_proxy(name: str, model: nn.Module, probe: ProbeSet, *, seed: int = 0,
                   fewshot_steps: int = 50, fewshot_lr: float = 1e-2, fewshot_batch: int = 8,
-                  device: str | torch.device = "cpu") -> float:
+                  device: str | torch.device = "cpu",
+                  replicas: Sequence[nn.Module] = ()) -> float:
     """Score ``model`` with the proxy ``name`` (larger = better).
 
     Args:
@@ -139,13 +153,17 @@ def compute_proxy(name: str, model: nn.Module, probe: ProbeSet, *, seed: int = 0
         fewshot_lr: their Adam learning rate.
         fewshot_batch: their batch size.
         device: torch device.
+        replicas: further initialisations of the same architecture, averaged with ``model``
+            by the CAM proxies (``cam``, ``cam-abs``, ``cam-gram``).
 
     Returns:
         The score.
     """
     check_choice(name, "proxy", PROXIES)
     model = model.to(device)
-    if name == "cam":
+    if name in CAM_PROXIES:
+        return cam_family(probe, [model, *replicas], (name,))[name]
+    if name == "cam-l2":
         return cam_fitness(model, probe, device)
     if name == "cam-fewshot":
         if probe.distill_images is None or probe.distill_logits is None:
@@ -153,7 +171,13 @@ def compute_proxy(name: str, model: nn.Module, probe: ProbeSet, *, seed: int = 0
         student = distill(copy.deepcopy(model), probe.distill_images, probe.distill_logits,
                           steps=fewshot_steps, lr=fewshot_lr, batch_size=fewshot_batch,
                           seed=seed, device=device)
-        return cam_fitness(student, probe, device)
+        return cam_family(probe, [student], ("cam",))["cam"]
+    if name == "zen":
+        return zen_score(model, probe.input_shape, seed=seed)
+    if name == "diswot":
+        if probe.diswot_ref is None:
+            raise SegxaiError("probe: diswot needs the probe of build_probe")
+        return diswot_score(model, probe.diswot_ref)
     if name == "params":
         return float(count_params(model))
     if name == "flops":
@@ -165,6 +189,15 @@ def compute_proxy(name: str, model: nn.Module, probe: ProbeSet, *, seed: int = 0
     if name == "grad-norm":
         return grad_norm(model, probe.images, probe.num_classes, seed)
     return float(np.random.default_rng(seed).random())
+
+
+def cam_family(probe: ProbeSet, models: Sequence[nn.Module],
+               names: Sequence[str]) -> dict[str, float]:
+    """The CAM proxies ``names`` (keys of :data:`CAM_PROXIES`) of ``models`` in one pass."""
+    if probe.cam_ref is None:
+        raise SegxaiError("probe: the CAM proxies need the probe of build_probe")
+    scores = cam_scores(models, probe.cam_ref, [CAM_PROXIES[n] for n in names])
+    return {n: scores[CAM_PROXIES[n]] for n in names}
 
 
 def proxy_settings(**kwargs: Any) -> dict[str, Any]:

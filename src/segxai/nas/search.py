@@ -18,12 +18,14 @@ from torch import nn
 
 from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.runstore import RunStore
+from segxai.nas.band import band_initial
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.counting import network_counts
 from segxai.nas.evolution import KIND, Budget, EvolutionSettings, evolve, search_identity
 from segxai.nas.fitness import ProbeSet, build_probe
-from segxai.nas.proxies import PROXIES, compute_proxy
+from segxai.nas.proxies import CAM_PROXIES, PROXIES, cam_family, compute_proxy
 from segxai.nas.space import SearchSpace, build_unet
+from segxai.nas.state import derive_seed
 
 __all__ = ["ScoringTask", "make_probe", "probe_data", "run_search", "score_candidate",
            "score_candidates"]
@@ -44,6 +46,8 @@ class ScoringTask:
         threads: torch threads per task (1 makes results backend-independent).
         device: torch device.
         builder: configuration dict → freshly initialised ``nn.Module`` (module-level).
+        init_seeds: initialisations averaged by the CAM proxies (the first is the
+            candidate's seed, the others are derived from it).
     """
 
     probe: ProbeSet
@@ -54,10 +58,12 @@ class ScoringTask:
     threads: int = 1
     device: str = "cpu"
     builder: Callable[[dict[str, Any]], nn.Module] = field(default=build_unet)
+    init_seeds: int = 3
 
     def __post_init__(self) -> None:
         for p in self.proxies:
             check_choice(p, "proxy", PROXIES)
+        check_positive_int(self.init_seeds, "init_seeds")
 
 
 def build_candidate(builder: Callable[[dict[str, Any]], _M], config: dict[str, Any],
@@ -72,11 +78,20 @@ def score_candidate(task: ScoringTask, item: tuple[dict[str, Any], int]) -> dict
     """Every proxy of ``task`` for one candidate ``(config, seed)`` (a backend work item)."""
     config, seed = item
     with single_thread(task.threads):
-        model = build_candidate(task.builder, config, seed)
-        return {name: compute_proxy(name, model, task.probe, seed=seed,
-                                    fewshot_steps=task.fewshot_steps, fewshot_lr=task.fewshot_lr,
-                                    fewshot_batch=task.fewshot_batch, device=task.device)
-                for name in task.proxies}
+        model = build_candidate(task.builder, config, seed).to(task.device)
+        cams = [p for p in task.proxies if p in CAM_PROXIES]
+        out: dict[str, float] = {}
+        if cams:
+            replicas = [build_candidate(task.builder, config, derive_seed(seed, "init", i))
+                        .to(task.device) for i in range(1, task.init_seeds)]
+            out.update(cam_family(task.probe, [model, *replicas], cams))
+        for name in task.proxies:
+            if name not in out:
+                out[name] = compute_proxy(name, model, task.probe, seed=seed,
+                                          fewshot_steps=task.fewshot_steps,
+                                          fewshot_lr=task.fewshot_lr,
+                                          fewshot_batch=task.fewshot_batch, device=task.device)
+        return {name: out[name] for name in task.proxies}
 
 
 def score_candidates(task: ScoringTask, configs: list[dict[str, Any]], seeds: list[int],
@@ -129,7 +144,8 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
                crossover_prob: float = 0.0, random_search: bool = False,
                backend: InProcessBackend | RayBackend | None = None,
                out_dir: str | Path | None = None, progress: bool = True,
-               fewshot_steps: int = 50, device: str = "cpu") -> dict[str, Any]:
+               fewshot_steps: int = 50, init_seeds: int = 3,
+               device: str = "cpu") -> dict[str, Any]:
     """Search a student for ``teacher`` and return the ``search.json`` content.
 
     Args:
@@ -150,6 +166,7 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
             (checkpoint, resumed) and ``search.json``.
         progress: progress bars.
         fewshot_steps: steps of ``cam-fewshot``.
+        init_seeds: initialisations averaged by the CAM proxies.
         device: torch device.
 
     Returns:
@@ -166,8 +183,9 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
                                  crossover_prob=crossover_prob, random_search=random_search,
                                  tag=f"proxy={proxy};fewshot={fewshot_steps};"
                                      f"method={probe.method};{sorted(probe.method_params.items())};"
-                                     f"pairs={probe.pairs};eps={probe.eps}")
-    task = ScoringTask(probe=probe, proxies=(proxy,), fewshot_steps=fewshot_steps, device=device)
+                                     f"pairs={probe.pairs};eps={probe.eps};inits={init_seeds}")
+    task = ScoringTask(probe=probe, proxies=(proxy,), fewshot_steps=fewshot_steps,
+                       init_seeds=init_seeds, device=device)
     backend = backend or InProcessBackend()
 
     def evaluate(configs: list[dict[str, Any]], seeds: list[int]) -> list[float]:
@@ -177,8 +195,10 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
                      settings=search_identity(settings, space.space_id, budget)) \
         if out_dir is not None else None
     t0 = time.perf_counter()
+    initial = band_initial(space, budget, seed) \
+        if budget is not None and budget.min_params is not None else None
     result = evolve(space, evaluate, settings, budget=budget, store=store, progress=progress,
-                    space_id=space.space_id)
+                    space_id=space.space_id, initial=initial)
     teacher_counts = network_counts(teacher, shape, device)
     best = result.best
     summary = {
@@ -197,6 +217,7 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
                      "crossover_prob": crossover_prob, "random_search": random_search,
                      "fewshot_steps": fewshot_steps,
                      "budget": {"params": budget.max_params if budget else None,
+                                "min_params": budget.min_params if budget else None,
                                 "flops": budget.max_flops if budget else None,
                                 "depth": budget.max_depth if budget else None},
                      "probe_pairs": probe.pairs, "resolution": list(shape[1:])},

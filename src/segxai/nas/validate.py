@@ -27,6 +27,7 @@ from segxai.core.runstore import RunStore
 from segxai.core.stats import kendall, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.evolution import Budget
+from segxai.nas.rankstats import proxy_statistics
 from segxai.nas.search import ScoringTask, build_candidate, score_candidate
 from segxai.nas.space import SearchSpace
 from segxai.nas.state import config_key, derive_seed, open_store
@@ -108,16 +109,22 @@ def validation_item(task: ValidationTask, item: tuple[dict[str, Any], int]) -> d
 
 
 def correlations(rows: list[dict[str, Any]], proxies: list[str],
-                 top_fraction: float = 0.2) -> list[dict[str, Any]]:
-    """Kendall τ, Spearman ρ and top-k overlap of every proxy against trained mIoU.
+                 top_fraction: float = 0.2, resamples: int = 10_000,
+                 seed: int = 0) -> list[dict[str, Any]]:
+    """Kendall τ, Spearman ρ, partial τ given params and top-k overlap of every proxy against
+    trained mIoU, with bootstrap intervals (:func:`segxai.nas.rankstats.proxy_statistics`).
 
     Args:
         rows: results of :func:`validation_item`.
         proxies: proxy names.
         top_fraction: k = max(2, round(top_fraction · M)).
+        resamples: bootstrap resamples (0: no intervals).
+        seed: bootstrap seed.
 
     Returns:
-        One dict per proxy: ``proxy, kendall_tau, spearman_rho, top_k_overlap, k``.
+        One dict per proxy: ``proxy, kendall_tau, spearman_rho, partial_tau`` (each with
+        ``_lo``/``_hi`` when ``resamples > 0``; ``None`` where undefined, e.g. the partial τ
+        of ``params`` itself), ``top_k_overlap, k``.
     """
     miou = np.array([r["trained_miou"] for r in rows], dtype=float)
     k = max(2, int(round(top_fraction * len(rows))))
@@ -129,8 +136,15 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
         tau = kendall(s, miou)
         rho = spearman(s, miou)
         top_p = set(np.argsort(-s, kind="stable")[:k].tolist())
-        out.append({"proxy": p, "kendall_tau": _clean(tau), "spearman_rho": _clean(rho),
-                    "top_k_overlap": len(top_p & top_true) / k, "k": k})
+        entry: dict[str, Any] = {"proxy": p, "kendall_tau": _clean(tau),
+                                 "spearman_rho": _clean(rho)}
+        if resamples > 0 and len(rows) >= 3:
+            stats = proxy_statistics(s, miou, [r["params"] for r in rows],
+                                     resamples=resamples, seed=seed)
+            entry.update({k2: (float(v) if math.isfinite(v) else None)
+                          for k2, v in stats.items()
+                          if k2 not in ("kendall_tau", "spearman_rho")})
+        out.append({**entry, "top_k_overlap": len(top_p & top_true) / k, "k": k})
     return out
 
 
@@ -147,7 +161,7 @@ def validation_identity(task: ValidationTask, seed: int) -> dict[str, Any]:
     """
     sc = task.scoring
     train = task.train_config
-    return {"proxies": list(sc.proxies), "seed": int(seed),
+    return {"proxies": list(sc.proxies), "seed": int(seed), "init_seeds": sc.init_seeds,
             "fewshot": {"steps": sc.fewshot_steps, "lr": sc.fewshot_lr,
                         "batch": sc.fewshot_batch},
             "probe": {"method": sc.probe.method, "method_params": sc.probe.method_params,
@@ -246,10 +260,13 @@ def write_validation_csv(store: RunStore, rows: list[dict[str, Any]], proxies: l
          "score": repr(float(r["scores"][p])), "trained_miou": repr(float(r["trained_miou"])),
          "params": r["params"], "flops": r["flops"]} for r in rows for p in proxies),
         fieldnames=["architecture", "proxy", "score", "trained_miou", "params", "flops"])
+    fields = ["proxy", "kendall_tau", "kendall_tau_lo", "kendall_tau_hi", "spearman_rho",
+              "spearman_rho_lo", "spearman_rho_hi", "partial_tau", "partial_tau_lo",
+              "partial_tau_hi", "top_k_overlap"]
     store.write_csv("correlations.csv", (
-        {"proxy": c["proxy"], "kendall_tau": repr(c["kendall_tau"]),
-         "spearman_rho": repr(c["spearman_rho"]), "top_k_overlap": repr(c["top_k_overlap"])}
-        for c in corr), fieldnames=["proxy", "kendall_tau", "spearman_rho", "top_k_overlap"])
+        {f: c["proxy"] if f == "proxy" else "" if c.get(f) is None else repr(c[f])
+         for f in fields}
+        for c in corr), fieldnames=fields)
 
 
 def scatter_figure(rows: list[dict[str, Any]], proxies: list[str], corr: list[dict[str, Any]]):

@@ -39,8 +39,9 @@ QUICK = QuickDefaults(
           "fewshot_steps": 50, "architectures": 16, "train_images": 160, "epochs": 5},
     quick={"population": 8, "iterations": 4, "children": 4, "probe_images": 4,
            "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1})
-DEFAULTS: dict[str, Any] = {"proxy": "cam", "method": "seg-grad-cam", "budget_params": 0.25,
-            "proxies": "cam,cam-fewshot,params,flops,synflow,naswot,grad-norm,random"}
+DEFAULTS: dict[str, Any] = {"proxy": "cam", "method": "seg-grad-cam", "band": "0.15-0.25",
+            "proxies": "cam,cam-abs,cam-gram,cam-l2,params,flops,synflow,naswot,grad-norm,zen,"
+                       "diswot,random"}
 
 
 def _proxies() -> tuple[str, ...]:
@@ -62,9 +63,15 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--children", type=Range(int, 1), default=None,
                    help="children scored per iteration (one batch; fans out on Ray; "
                         f"{QUICK.help('children')})")
-    p.add_argument("--budget-params", type=Range(float, 0, low_open=True), default=DEFAULTS["budget_params"],
-                   help="parameter budget: a count, or a fraction (<= 1) of the teacher's "
-                        "(default %(default)s)")
+    p.add_argument("--band", default=DEFAULTS["band"], metavar="LO-HI",
+                   help="size band: students have LO to HI times the teacher's parameters, "
+                        "0 < LO <= HI <= 1; F0 and every child stay inside (default "
+                        "%(default)s)")
+    p.add_argument("--budget-params", type=Range(float, 0, low_open=True), default=None,
+                   help="a further upper limit on parameters: a count, or a fraction (<= 1) of "
+                        "the teacher's")
+    p.add_argument("--init-seeds", type=Range(int, 1), default=3,
+                   help="initialisations averaged by the CAM proxies (default %(default)s)")
     p.add_argument("--budget-flops", type=Range(float, 0, low_open=True), default=None,
                    help="FLOP budget per image: a count or a fraction (<= 1) of the teacher's")
     p.add_argument("--budget-depth", type=Range(int, 1), default=None, help="maximal depth")
@@ -148,10 +155,19 @@ def _budget(args: argparse.Namespace, teacher: Any, shape: tuple[int, int, int],
             raise SegxaiError(f"budget: expected a positive count or fraction, got {value}")
         return int(value * full) if value <= 1 else int(value)
 
+    from segxai.nas import SearchSpace
+    from segxai.nas.band import band_budget, parse_band
+
     counts = network_counts(teacher, shape)
-    params = resolve(args.budget_params, counts["params"])
+    lo, hi = parse_band(args.band)
+    space = SearchSpace(in_channels=shape[0], num_classes=num_classes, resolution=shape[1:])
     flops = resolve(args.budget_flops, counts["flops"])
-    budget = Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth)
+    budget = band_budget(lo, hi, counts["params"], space, max_flops=flops,
+                         max_depth=args.budget_depth)
+    params = resolve(args.budget_params, counts["params"])
+    if params is not None and params < (budget.max_params or params):
+        budget = Budget(max_params=params, max_flops=flops, max_depth=args.budget_depth,
+                        min_params=budget.min_params)
     _check_budget_admits(budget, num_classes, shape, counts)
     return budget
 
@@ -167,8 +183,9 @@ def _check_budget_admits(budget: Any, num_classes: int, shape: tuple[int, int, i
         sample_architectures(space, budget, 1, seed=0, max_draws=2000)
     except SegxaiError:
         raise SegxaiError(
-            f"--budget-params/--budget-flops/--budget-depth: expected a budget some student "
-            f"fits, got max_params={budget.max_params}, max_flops={budget.max_flops}, "
+            f"--band/--budget-params/--budget-flops/--budget-depth: expected a budget some "
+            f"student fits, got min_params={budget.min_params}, "
+            f"max_params={budget.max_params}, max_flops={budget.max_flops}, "
             f"max_depth={budget.max_depth} (the teacher has {teacher['params']} parameters, "
             f"{teacher['flops']} FLOPs); no architecture in 2000 draws fits") from None
 
@@ -199,9 +216,10 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
                        n_distill=16 if args.quick else 32, size=size, seed=args.seed,
                        method=method, method_params=params, device=args.device)
     budget = _budget(args, teacher, probe.input_shape, probe.num_classes)
+    teacher_params = sum(p.numel() for p in teacher.parameters())
     backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
     return {"teacher": teacher, "builtin": builtin, "probe": probe, "fewshot": fewshot,
-            "budget": budget, "backend": backend,
+            "budget": budget, "backend": backend, "teacher_params": teacher_params,
             "population": QUICK.get(args, "population"),
             "iterations": QUICK.get(args, "iterations"),
             "children": QUICK.get(args, "children"), "size": size}
@@ -216,7 +234,8 @@ def _search(args: argparse.Namespace, env: dict[str, Any], out: Path | None,
                       children_per_iteration=env["children"], budget=env["budget"],
                       seed=args.seed, crossover_prob=args.crossover, random_search=random_search,
                       backend=env["backend"], out_dir=out, progress=not args.quiet,
-                      fewshot_steps=env["fewshot"], device=args.device)
+                      fewshot_steps=env["fewshot"], init_seeds=args.init_seeds,
+                      device=args.device)
 
 
 # ---------------------------------------------------------------------------------- commands
@@ -254,7 +273,7 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
     configs = sample_architectures(space, env["budget"], m, seed=args.seed)
     task = ValidationTask(
         scoring=ScoringTask(probe=probe, proxies=proxies, fewshot_steps=env["fewshot"],
-                            device=args.device),
+                            init_seeds=args.init_seeds, device=args.device),
         train_data=make_shapes(n_train, size=env["size"], seed=args.seed + 30_000),
         val_data=make_shapes(48 if args.quick else 100, size=env["size"], seed=args.seed + 40_000),
         train_config=TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
@@ -265,8 +284,9 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
     finally:
         env["backend"].close()
     for c in res["correlations"]:
-        print(f"{c['proxy']:>12}: kendall tau {c['kendall_tau']:+.3f}  spearman rho "
-              f"{c['spearman_rho']:+.3f}  top-{c['k']} overlap {c['top_k_overlap']:.2f}")
+        print(f"{c['proxy']:>12}: kendall tau {_ci(c, 'kendall_tau')}  spearman rho "
+              f"{_ci(c, 'spearman_rho')}  partial tau | params {_ci(c, 'partial_tau')}  "
+              f"top-{c['k']} overlap {c['top_k_overlap']:.2f}")
     if args.out is not None:
         from segxai.report.html import save_figure
 
@@ -275,9 +295,20 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
         write_json(args.out / "validation.json", {
             "correlations": res["correlations"], "architectures": m, "train_images": n_train,
             "epochs": epochs, "batch_size": args.batch_size, "lr": args.lr, "fewshot_steps": env["fewshot"],
-            "budget_params": env["budget"].max_params, "rows": res["rows"]})
+            "budget_params": env["budget"].max_params,
+            "band_params": [env["budget"].min_params, env["budget"].max_params],
+            "teacher_params": env["teacher_params"], "rows": res["rows"]})
         print(f"wrote {args.out / 'validation.csv'} and {args.out / 'correlations.csv'}")
     return 0
+
+
+def _ci(c: dict[str, Any], key: str) -> str:
+    if c.get(key) is None:
+        return "n/a"
+    lo, hi = c.get(f"{key}_lo"), c.get(f"{key}_hi")
+    if lo is None or hi is None:
+        return f"{c[key]:+.3f}"
+    return f"{c[key]:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def _load_best(directory: Path) -> dict[str, Any]:
