@@ -186,7 +186,8 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed: int = 0,
                    backend: InProcessBackend | RayBackend | None = None,
                    out_dir: str | Path | RunStore | None = None, progress: bool = True,
-                   chunk: int = 4, top_fraction: float = 0.2) -> dict[str, Any]:
+                   chunk: int = 4, top_fraction: float = 0.2,
+                   resamples: int = 10_000) -> dict[str, Any]:
     """Score and train every architecture; write ``validation.csv``/``correlations.csv``.
 
     Every finished architecture is appended as a row to ``validated.jsonl`` as soon as its
@@ -201,6 +202,7 @@ def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed:
         progress: progress bar.
         chunk: items per checkpoint.
         top_fraction: see :func:`correlations`.
+        resamples: bootstrap resamples of the intervals (see :func:`correlations`).
 
     Returns:
         ``rows`` (per architecture), ``correlations``, ``proxies``.
@@ -235,7 +237,7 @@ def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed:
             bar.close()
     rows = [done[config_key(c)] for c in configs]
     proxies = list(task.scoring.proxies)
-    corr = correlations(rows, proxies, top_fraction)
+    corr = correlations(rows, proxies, top_fraction, resamples=resamples, seed=seed)
     if store is not None:
         write_validation_csv(store, rows, proxies, corr)
     return {"rows": rows, "correlations": corr, "proxies": proxies}

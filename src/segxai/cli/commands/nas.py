@@ -23,6 +23,7 @@ from segxai.cli.common import (
     plain_text,
     write_json,
 )
+from segxai.cli.fanout import add_fanout_options, cli_executor
 from segxai.cli.grammar import (
     add_method_options,
     add_model_options,
@@ -36,12 +37,21 @@ from segxai.core.errors import SegxaiError
 
 QUICK = QuickDefaults(
     full={"population": 32, "iterations": 60, "children": 8, "probe_images": 8,
-          "fewshot_steps": 50, "architectures": 16, "train_images": 160, "epochs": 5},
+          "fewshot_steps": 50, "architectures": 60, "train_images": 500, "epochs": 6,
+          "val_images": 100, "seeds": 3, "study_population": 16, "study_iterations": 12,
+          "study_children": 4},
     quick={"population": 8, "iterations": 4, "children": 4, "probe_images": 4,
-           "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1})
+           "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1,
+           "val_images": 32, "seeds": 3, "study_population": 4, "study_iterations": 1,
+           "study_children": 2})
 DEFAULTS: dict[str, Any] = {"proxy": "cam", "method": "seg-grad-cam", "band": "0.15-0.25",
             "proxies": "cam,cam-abs,cam-gram,cam-l2,params,flops,synflow,naswot,grad-norm,zen,"
                        "diswot,random"}
+
+
+def _fixed(args: argparse.Namespace, name: str) -> Any:
+    """A size without its own option that depends on ``--quick``."""
+    return (QUICK.quick if args.quick else QUICK.full)[name]
 
 
 def _proxies() -> tuple[str, ...]:
@@ -75,6 +85,7 @@ def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     p.add_argument("--budget-flops", type=Range(float, 0, low_open=True), default=None,
                    help="FLOP budget per image: a count or a fraction (<= 1) of the teacher's")
     p.add_argument("--budget-depth", type=Range(int, 1), default=None, help="maximal depth")
+    add_fanout_options(p)
     p.add_argument("--backend", default="local", choices=("local", "ray"),
                    help="score/train candidates in-process or as Ray tasks (default "
                         "%(default)s)")
@@ -97,7 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("nas", help="explanation-guided architecture search for small students",
                        description=plain_text(__doc__),
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    nsub = p.add_subparsers(dest="nas_command", metavar="{search,validate,train}")
+    nsub = p.add_subparsers(dest="nas_command", metavar="{search,validate,train,study}")
     s = nsub.add_parser("search", help="evolutionary search (writes search.json)")
     _add_shared(s, "segxai-nas-search")
     s.add_argument("--random-search", action="store_true",
@@ -105,18 +116,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=run_search_cmd)
     v = nsub.add_parser("validate", help="proxy vs trained mIoU (validation.csv, correlations.csv)")
     _add_shared(v, "segxai-nas-validate")
-    v.add_argument("--architectures", type=Range(int, 2), default=None,
-                   help=f"architectures sampled under the budget ({QUICK.help('architectures')})")
-    v.add_argument("--proxies", default=DEFAULTS["proxies"],
-                   help="comma-separated proxies to validate (default %(default)s)")
-    v.add_argument("--train-images", type=Range(int, 1), default=None,
-                   help=f"training images of the short schedule ({QUICK.help('train_images')})")
-    v.add_argument("--epochs", type=Range(int, 1), default=None,
-                   help=f"epochs of the short schedule ({QUICK.help('epochs')})")
-    v.add_argument("--batch-size", type=Range(int, 1), default=4,
-                   help="batch size of the short schedule (default %(default)s)")
-    v.add_argument("--lr", type=Range(float, 0, low_open=True), default=2e-3,
-                   help="peak learning rate of the short schedule (default %(default)s)")
+    _add_validation(v)
     v.set_defaults(func=run_validate_cmd)
     t = nsub.add_parser("train", help="train the searched student (metrics.json + checkpoint)")
     _add_shared(t, "segxai-nas-train")
@@ -133,7 +133,37 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=Range(int, 1), default=None,
                    help="epochs (default: the teacher's recipe)")
     t.set_defaults(func=run_train_cmd)
+    st = nsub.add_parser("study", help="validation + searches per proxy + winners, one "
+                                       "resumable run (study.json, table.csv)")
+    _add_shared(st, "segxai-nas-study")
+    _add_validation(st)
+    st.add_argument("--search-proxies", default="cam,cam-gram,zen,diswot,params,random",
+                    help="proxies searched with, each with --seeds seeds (default %(default)s)")
+    st.add_argument("--seeds", type=Range(int, 1), default=None,
+                    help=f"search seeds per proxy ({QUICK.help('seeds')})")
+    st.add_argument("--alpha", type=Range(float, 0), default=0.5,
+                    help="distillation weight of the CAM winners' second training "
+                         "(default %(default)s)")
+    st.add_argument("--lam", type=Range(float, 0), default=1.0,
+                    help="saliency-matching weight of that training (default %(default)s)")
+    st.set_defaults(func=run_study_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _add_validation(v: argparse.ArgumentParser) -> None:
+    """Options of the validation schedule (validate and study)."""
+    v.add_argument("--architectures", type=Range(int, 2), default=None,
+                   help=f"architectures sampled under the budget ({QUICK.help('architectures')})")
+    v.add_argument("--proxies", default=DEFAULTS["proxies"],
+                   help="comma-separated proxies to validate (default %(default)s)")
+    v.add_argument("--train-images", type=Range(int, 1), default=None,
+                   help=f"training images of the short schedule ({QUICK.help('train_images')})")
+    v.add_argument("--epochs", type=Range(int, 1), default=None,
+                   help=f"epochs of the short schedule ({QUICK.help('epochs')})")
+    v.add_argument("--batch-size", type=Range(int, 1), default=4,
+                   help="batch size of the short schedule (default %(default)s)")
+    v.add_argument("--lr", type=Range(float, 0, low_open=True), default=2e-3,
+                   help="peak learning rate of the short schedule (default %(default)s)")
 
 
 # ---------------------------------------------------------------------------------- setup
@@ -217,7 +247,13 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
                        method=method, method_params=params, device=args.device)
     budget = _budget(args, teacher, probe.input_shape, probe.num_classes)
     teacher_params = sum(p.numel() for p in teacher.parameters())
-    backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
+    if args.workers is not None or args.ray is not None:
+        if args.backend != "local":
+            raise SegxaiError(f"--backend: expected local with --workers/--ray, got "
+                              f"{args.backend!r}")
+        backend = cli_executor(args)
+    else:
+        backend = make_backend(args.backend, address=args.ray_address, num_cpus=args.num_cpus)
     return {"teacher": teacher, "builtin": builtin, "probe": probe, "fewshot": fewshot,
             "budget": budget, "backend": backend, "teacher_params": teacher_params,
             "population": QUICK.get(args, "population"),
@@ -255,15 +291,38 @@ def run_search_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_validate_cmd(args: argparse.Namespace) -> int:
+def _validation_task(args: argparse.Namespace, env: dict[str, Any],
+                     proxies: tuple[str, ...]) -> Any:
+    """The validation task of ``validate`` and ``study``: proxies, data and the schedule."""
     from segxai.data import make_shapes
     from segxai.models import TrainConfig
-    from segxai.nas import ScoringTask, SearchSpace, ValidationTask, run_validation
+    from segxai.nas import ScoringTask, ValidationTask
+
+    return ValidationTask(
+        scoring=ScoringTask(probe=env["probe"], proxies=proxies, fewshot_steps=env["fewshot"],
+                            init_seeds=args.init_seeds, device=args.device),
+        train_data=make_shapes(QUICK.get(args, "train_images"), size=env["size"],
+                               seed=args.seed + 30_000),
+        val_data=make_shapes(_fixed(args, "val_images"), size=env["size"],
+                             seed=args.seed + 40_000),
+        train_config=TrainConfig(epochs=QUICK.get(args, "epochs"), batch_size=args.batch_size,
+                                 lr=args.lr, seed=args.seed, restore_best=False))
+
+
+def _proxy_list(text: str, option: str) -> tuple[str, ...]:
+    proxies = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not proxies:
+        raise SegxaiError(f"{option}: expected a comma-separated list of proxies, got {text!r}")
+    for p in proxies:
+        check_choice(p, option, _proxies())
+    return proxies
+
+
+def run_validate_cmd(args: argparse.Namespace) -> int:
+    from segxai.nas import SearchSpace, run_validation
     from segxai.nas.validate import sample_architectures, scatter_figure
 
-    proxies = tuple(p.strip() for p in args.proxies.split(",") if p.strip())
-    for p in proxies:
-        check_choice(p, "--proxies", _proxies())
+    proxies = _proxy_list(args.proxies, "--proxies")
     env = _setup(args)
     probe = env["probe"]
     m = QUICK.get(args, "architectures")
@@ -271,13 +330,7 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
     epochs = QUICK.get(args, "epochs")
     space = SearchSpace(num_classes=probe.num_classes, resolution=probe.input_shape[1:])
     configs = sample_architectures(space, env["budget"], m, seed=args.seed)
-    task = ValidationTask(
-        scoring=ScoringTask(probe=probe, proxies=proxies, fewshot_steps=env["fewshot"],
-                            init_seeds=args.init_seeds, device=args.device),
-        train_data=make_shapes(n_train, size=env["size"], seed=args.seed + 30_000),
-        val_data=make_shapes(48 if args.quick else 100, size=env["size"], seed=args.seed + 40_000),
-        train_config=TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                                 seed=args.seed, restore_best=False))
+    task = _validation_task(args, env, proxies)
     try:
         res = run_validation(task, configs, seed=args.seed, backend=env["backend"],
                              out_dir=args.out, progress=not args.quiet)
@@ -299,6 +352,44 @@ def run_validate_cmd(args: argparse.Namespace) -> int:
             "band_params": [env["budget"].min_params, env["budget"].max_params],
             "teacher_params": env["teacher_params"], "rows": res["rows"]})
         print(f"wrote {args.out / 'validation.csv'} and {args.out / 'correlations.csv'}")
+    return 0
+
+
+def run_study_cmd(args: argparse.Namespace) -> int:
+    from segxai.nas.study import StudySettings, run_study
+
+    proxies = _proxy_list(args.proxies, "--proxies")
+    search_proxies = _proxy_list(args.search_proxies, "--search-proxies")
+    env = _setup(args)
+    settings = StudySettings(
+        architectures=QUICK.get(args, "architectures"), search_proxies=search_proxies,
+        seeds=QUICK.get(args, "seeds"),
+        population=args.population or _fixed(args, "study_population"),
+        iterations=args.iterations if args.iterations is not None
+        else _fixed(args, "study_iterations"),
+        children=args.children or _fixed(args, "study_children"),
+        alpha=args.alpha, lam=args.lam, init_seeds=args.init_seeds,
+        resamples=2000 if args.quick else 10_000)
+    task = _validation_task(args, env, proxies)
+    try:
+        res = run_study(env["teacher"], env["probe"], env["budget"], task, settings,
+                        seed=args.seed, backend=env["backend"], out_dir=args.out,
+                        progress=not args.quiet, device=args.device)
+    finally:
+        env["backend"].close()
+    ref = res["reference"]
+    print(f"teacher: {ref['params']} params, val mIoU {ref['val_miou']:.3f}; its architecture "
+          f"trained with the schedule: {ref.get('architecture_under_schedule_miou', 'n/a')}")
+    for c in res["validation"]["correlations"]:
+        print(f"{c['proxy']:>12}: tau {_ci(c, 'kendall_tau')}  rho {_ci(c, 'spearman_rho')}  "
+              f"partial tau | params {_ci(c, 'partial_tau')}")
+    for t in res["table"]:
+        print(f"{t['proxy']:>8} {t['mode']:>16}: params {t['params_pct_mean']:.1f}% "
+              f"mIoU {t['miou_pct_mean']:.1f}% (sd {t['miou_pct_sd']:.1f}, "
+              f"{t['miou_pct_min']:.1f}-{t['miou_pct_max']:.1f}), >=95 %: {t['reached']}/"
+              f"{t['seeds']}, {t['latency_ms_mean']:.2f} ms, search {t['search_s_mean']:.0f} s")
+    if args.out is not None:
+        print(f"wrote {args.out / 'study.json'} and {args.out / 'table.csv'}")
     return 0
 
 
