@@ -40,8 +40,8 @@ from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice
 from segxai.core.errors import SegxaiError
 from segxai.core.registry import make_generator
+from segxai.nas.camscore import Similarity, cam_scores
 from segxai.nas.counting import count_params, network_counts
-from segxai.nas.camscore import cam_scores
 from segxai.nas.fitness import ProbeSet, cam_fitness, distill
 from segxai.nas.zeroshot import diswot_score, zen_score
 
@@ -49,7 +49,8 @@ __all__ = ["CAM_PROXIES", "PROXIES", "compute_proxy", "grad_norm", "naswot", "sy
 
 PROXIES = ("cam", "cam-abs", "cam-gram", "cam-l2", "cam-fewshot", "params", "flops", "synflow",
            "naswot", "grad-norm", "zen", "diswot", "random")
-CAM_PROXIES = {"cam": "pearson", "cam-abs": "abs-pearson", "cam-gram": "gram"}
+CAM_PROXIES: dict[str, Similarity] = {"cam": "pearson", "cam-abs": "abs-pearson",
+                                      "cam-gram": "gram"}
 _ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.ELU)
 
 

@@ -44,12 +44,13 @@ def _tau_rows(sa: np.ndarray, sb: np.ndarray, idx: np.ndarray) -> np.ndarray:
         return np.where(den > 0, (a * b).sum((1, 2)) / np.where(den > 0, den, 1), np.nan)
 
 
-def _finite(v: Sequence[float]) -> np.ndarray:
+def _finite(v: Sequence[float] | np.ndarray) -> np.ndarray:
     a = np.asarray(v, dtype=float)
     return np.where(np.isfinite(a), a, -1e300)
 
 
-def proxy_statistics(scores: Sequence[float], miou: Sequence[float], params: Sequence[float],
+def proxy_statistics(scores: Sequence[float] | np.ndarray, miou: Sequence[float] | np.ndarray,
+                     params: Sequence[float] | np.ndarray,
                      *, resamples: int = 10_000, level: float = 0.95,
                      seed: int = 0) -> dict[str, Any]:
     """τ, ρ and partial τ (given params) of one proxy with their bootstrap intervals.

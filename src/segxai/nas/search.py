@@ -18,8 +18,8 @@ from torch import nn
 
 from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.runstore import RunStore
-from segxai.nas.band import band_initial
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
+from segxai.nas.band import band_initial, sample_in_band
 from segxai.nas.counting import network_counts
 from segxai.nas.evolution import KIND, Budget, EvolutionSettings, evolve, search_identity
 from segxai.nas.fitness import ProbeSet, build_probe
@@ -27,7 +27,7 @@ from segxai.nas.proxies import CAM_PROXIES, PROXIES, cam_family, compute_proxy
 from segxai.nas.space import SearchSpace, build_unet
 from segxai.nas.state import derive_seed
 
-__all__ = ["ScoringTask", "make_probe", "probe_data", "run_search", "score_candidate",
+__all__ = ["RANKED", "ScoringTask", "make_probe", "probe_data", "run_search", "score_candidate",
            "score_candidates"]
 
 _M = TypeVar("_M", bound=nn.Module)
@@ -64,6 +64,18 @@ class ScoringTask:
         for p in self.proxies:
             check_choice(p, "proxy", PROXIES)
         check_positive_int(self.init_seeds, "init_seeds")
+
+
+#: Combined fitnesses: the sum of each part's rank in a fixed reference sample of the band.
+RANKED: dict[str, tuple[str, ...]] = {"cam+zen": ("cam", "zen")}
+RANK_REFERENCE = 16
+
+
+def _rank_in(value: float, sample: list[float]) -> float:
+    """Mid-rank of ``value`` in ``sample`` as a fraction in [0, 1] (−inf ranks lowest)."""
+    below = sum(v < value for v in sample)
+    ties = sum(v == value for v in sample)
+    return (below + 0.5 * ties) / max(1, len(sample))
 
 
 def build_candidate(builder: Callable[[dict[str, Any]], _M], config: dict[str, Any],
@@ -151,7 +163,9 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
     Args:
         teacher: the teacher network (for its parameter and FLOP counts).
         probe: its probe set (:func:`make_probe`).
-        proxy: fitness, one of :data:`~segxai.nas.proxies.PROXIES`.
+        proxy: fitness, one of :data:`~segxai.nas.proxies.PROXIES`, or ``"cam+zen"``: the
+            sum of the candidate's CAM-fitness and Zen-score ranks, each taken in a fixed
+            reference sample of 16 architectures of the band (:data:`RANKED`).
         space: the search space (default: :class:`SearchSpace` at the probe resolution).
         population: population size N.
         iterations: iterations T.
@@ -173,7 +187,7 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
         ``best`` (config, params, flops, score), ``teacher`` (params, flops),
         ``candidates_scored``, ``seconds``, the settings, the history and the final population.
     """
-    check_choice(proxy, "proxy", PROXIES)
+    check_choice(proxy, "proxy", (*PROXIES, *RANKED))
     shape = probe.input_shape
     if space is None:
         space = SearchSpace(in_channels=shape[0], num_classes=probe.num_classes,
@@ -184,12 +198,22 @@ def run_search(teacher: nn.Module, probe: ProbeSet, *, proxy: str = "cam",
                                  tag=f"proxy={proxy};fewshot={fewshot_steps};"
                                      f"method={probe.method};{sorted(probe.method_params.items())};"
                                      f"pairs={probe.pairs};eps={probe.eps};inits={init_seeds}")
-    task = ScoringTask(probe=probe, proxies=(proxy,), fewshot_steps=fewshot_steps,
+    parts = RANKED.get(proxy, (proxy,))
+    task = ScoringTask(probe=probe, proxies=parts, fewshot_steps=fewshot_steps,
                        init_seeds=init_seeds, device=device)
     backend = backend or InProcessBackend()
+    reference: list[dict[str, float]] = []
+    if proxy in RANKED:  # the fixed reference sample the ranks are taken in
+        ref_configs = sample_in_band(space, budget or Budget(), RANK_REFERENCE, seed=seed)
+        reference = score_candidates(task, ref_configs,
+                                     [derive_seed(seed, "rank-reference", i)
+                                      for i in range(len(ref_configs))], backend)
 
     def evaluate(configs: list[dict[str, Any]], seeds: list[int]) -> list[float]:
-        return [r[proxy] for r in score_candidates(task, configs, seeds, backend)]
+        scored = score_candidates(task, configs, seeds, backend)
+        if proxy not in RANKED:
+            return [r[proxy] for r in scored]
+        return [sum(_rank_in(r[p], [x[p] for x in reference]) for p in parts) for r in scored]
 
     store = RunStore(out_dir, kind=KIND,
                      settings=search_identity(settings, space.space_id, budget)) \

@@ -24,11 +24,11 @@ import numpy as np
 from segxai.core.checks import check_positive_int
 from segxai.core.errors import SegxaiError
 from segxai.core.runstore import RunStore
-from segxai.core.stats import kendall, spearman
+from segxai.core.stats import kendall, rank, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
 from segxai.nas.evolution import Budget
 from segxai.nas.rankstats import proxy_statistics
-from segxai.nas.search import ScoringTask, build_candidate, score_candidate
+from segxai.nas.search import RANKED, ScoringTask, build_candidate, score_candidate
 from segxai.nas.space import SearchSpace
 from segxai.nas.state import config_key, derive_seed, open_store
 
@@ -122,7 +122,8 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
         seed: bootstrap seed.
 
     Returns:
-        One dict per proxy: ``proxy, kendall_tau, spearman_rho, partial_tau`` (each with
+        One dict per proxy (and per combined fitness of :data:`~segxai.nas.search.RANKED`
+        whose parts are validated, as the rank sum within ``rows``): ``proxy, kendall_tau, spearman_rho, partial_tau`` (each with
         ``_lo``/``_hi`` when ``resamples > 0``; ``None`` where undefined, e.g. the partial τ
         of ``params`` itself), ``top_k_overlap, k``.
     """
@@ -130,9 +131,12 @@ def correlations(rows: list[dict[str, Any]], proxies: list[str],
     k = max(2, int(round(top_fraction * len(rows))))
     top_true = set(np.argsort(-miou, kind="stable")[:k].tolist())
     out = []
-    for p in proxies:
-        s = np.array([r["scores"][p] for r in rows], dtype=float)
-        s = np.where(np.isfinite(s), s, -1e300)
+    columns = {p: np.array([r["scores"][p] for r in rows], dtype=float) for p in proxies}
+    columns = {p: np.where(np.isfinite(v), v, -1e300) for p, v in columns.items()}
+    for name, parts in RANKED.items():  # rank sums within the validated sample
+        if all(p in columns for p in parts):
+            columns[name] = sum((rank(columns[p]) for p in parts), np.zeros(len(rows)))
+    for p, s in columns.items():
         tau = kendall(s, miou)
         rho = spearman(s, miou)
         top_p = set(np.argsort(-s, kind="stable")[:k].tolist())

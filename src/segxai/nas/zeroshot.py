@@ -129,7 +129,7 @@ def _relation(feats: Tensor) -> Tensor:
 
 def _semantic(feats: Tensor, dz: Tensor) -> Tensor:
     if feats.shape[-2:] != dz.shape[-2:]:
-        dz = F.adaptive_avg_pool2d(dz, feats.shape[-2:])
+        dz = F.adaptive_avg_pool2d(dz, (int(feats.shape[-2]), int(feats.shape[-1])))
     g = torch.einsum("bkhw,bchw->kc", dz.double(), feats.double())
     e = g @ g.T
     return e / e.norm(dim=1, keepdim=True).clamp_min(1e-300)

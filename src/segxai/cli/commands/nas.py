@@ -44,6 +44,7 @@ QUICK = QuickDefaults(
            "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1,
            "val_images": 32, "seeds": 3, "study_population": 4, "study_iterations": 1,
            "study_children": 2})
+STUDY_SEARCH = {"full": "cam,cam+zen,cam-gram,zen,diswot,params,random", "quick": "cam,params"}
 DEFAULTS: dict[str, Any] = {"proxy": "cam", "method": "seg-grad-cam", "band": "0.15-0.25",
             "proxies": "cam,cam-abs,cam-gram,cam-l2,params,flops,synflow,naswot,grad-norm,zen,"
                        "diswot,random"}
@@ -60,11 +61,17 @@ def _proxies() -> tuple[str, ...]:
     return tuple(PROXIES)
 
 
+def _search_proxies() -> tuple[str, ...]:
+    from segxai.nas.search import RANKED
+
+    return (*_proxies(), *RANKED)
+
+
 def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     add_common(p, out_default=out_default)
     add_model_options(p, what="the teacher", old=("--teacher",))
     p.add_argument("--proxy", default=DEFAULTS["proxy"],
-                   help=f"fitness, larger = better: one of {', '.join(_proxies())} "
+                   help=f"fitness, larger = better: one of {', '.join(_search_proxies())} "
                         "(default %(default)s)")
     p.add_argument("--population", type=Range(int, 1), default=None,
                    help=f"population size N ({QUICK.help('population')})")
@@ -137,8 +144,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "resumable run (study.json, table.csv)")
     _add_shared(st, "segxai-nas-study")
     _add_validation(st)
-    st.add_argument("--search-proxies", default="cam,cam-gram,zen,diswot,params,random",
-                    help="proxies searched with, each with --seeds seeds (default %(default)s)")
+    st.add_argument("--search-proxies", default=None,
+                    help="proxies searched with, each with --seeds seeds (default "
+                         f"{STUDY_SEARCH['full']}; {STUDY_SEARCH['quick']} with --quick)")
     st.add_argument("--seeds", type=Range(int, 1), default=None,
                     help=f"search seeds per proxy ({QUICK.help('seeds')})")
     st.add_argument("--alpha", type=Range(float, 0), default=0.5,
@@ -234,7 +242,7 @@ def _setup(args: argparse.Namespace) -> dict[str, Any]:
 
     from segxai.nas import make_backend, make_probe
 
-    check_choice(args.proxy, "--proxy", _proxies())
+    check_choice(args.proxy, "--proxy", _search_proxies())
     method, params = _method(args)
     torch.set_num_threads(1)
     teacher, builtin = _teacher(args)
@@ -309,12 +317,13 @@ def _validation_task(args: argparse.Namespace, env: dict[str, Any],
                                  lr=args.lr, seed=args.seed, restore_best=False))
 
 
-def _proxy_list(text: str, option: str) -> tuple[str, ...]:
+def _proxy_list(text: str, option: str,
+                choices: tuple[str, ...] | None = None) -> tuple[str, ...]:
     proxies = tuple(p.strip() for p in text.split(",") if p.strip())
     if not proxies:
         raise SegxaiError(f"{option}: expected a comma-separated list of proxies, got {text!r}")
     for p in proxies:
-        check_choice(p, option, _proxies())
+        check_choice(p, option, choices or _proxies())
     return proxies
 
 
@@ -359,7 +368,9 @@ def run_study_cmd(args: argparse.Namespace) -> int:
     from segxai.nas.study import StudySettings, run_study
 
     proxies = _proxy_list(args.proxies, "--proxies")
-    search_proxies = _proxy_list(args.search_proxies, "--search-proxies")
+    search_proxies = _proxy_list(
+        args.search_proxies or STUDY_SEARCH["quick" if args.quick else "full"],
+        "--search-proxies", _search_proxies())
     env = _setup(args)
     settings = StudySettings(
         architectures=QUICK.get(args, "architectures"), search_proxies=search_proxies,
