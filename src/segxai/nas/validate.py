@@ -26,6 +26,7 @@ from segxai.core.errors import SegxaiError
 from segxai.core.runstore import RunStore
 from segxai.core.stats import kendall, rank, spearman
 from segxai.nas.backends import InProcessBackend, RayBackend, single_thread
+from segxai.nas.band import sample_in_band
 from segxai.nas.evolution import Budget
 from segxai.nas.rankstats import proxy_statistics
 from segxai.nas.search import RANKED, ScoringTask, build_candidate, score_candidate
@@ -57,19 +58,11 @@ def sample_architectures(space: SearchSpace, budget: Budget | None, m: int, seed
         The configurations, in draw order.
     """
     check_positive_int(m, "m")
-    budget = budget or Budget()
-    rng = np.random.Generator(np.random.PCG64(seed))
-    out: dict[str, dict[str, Any]] = {}
-    for _ in range(max_draws):
-        cfg = space.sample(rng)
-        key = config_key(cfg)
-        if key in out or not budget.admits(space.measure(cfg)):
-            continue
-        out[key] = cfg
-        if len(out) == m:
-            return list(out.values())
-    raise SegxaiError(f"budget: only {len(out)} admissible architectures found in {max_draws} "
-                     f"draws, {m} requested; relax the budget")
+    out = sample_in_band(space, budget or Budget(), m, seed=seed, max_draws=max_draws)
+    if len(out) < m:
+        raise SegxaiError(f"budget: only {len(out)} admissible architectures found in "
+                          f"{max_draws} draws, {m} requested; relax the budget")
+    return out
 
 
 @dataclass
