@@ -102,3 +102,17 @@ def test_summarise_winners_means_and_spreads() -> None:
     assert t["miou_pct_min"] == pytest.approx(85.0) and t["miou_pct_max"] == pytest.approx(99.0)
     assert t["miou_pct_sd"] == pytest.approx(math.sqrt(52.0))  # SD of 95, 85, 99
     assert t["reached"] == 2 and t["seeds"] == 3
+
+
+def test_validation_rows_are_identical_with_worker_processes() -> None:
+    from segxai.core.executor import ProcessExecutor
+    from segxai.nas import run_validation, sample_architectures
+
+    _, probe, budget, task, _ = _setup()
+    space = SearchSpace(resolution=(32, 32), num_classes=5)
+    configs = sample_architectures(space, budget, 2, seed=0)
+    local = run_validation(task, configs, progress=False, resamples=0)
+    with ProcessExecutor(2, threads=1) as ex:
+        fanned = run_validation(task, configs, backend=ex, progress=False, resamples=0)
+    strip = _strip({"winners": [], "validation": local, "reference": {}})
+    assert strip == _strip({"winners": [], "validation": fanned, "reference": {}})
