@@ -10,6 +10,7 @@ import torch
 from scipy import stats
 from torch import nn
 
+import test_nas_fitness as _shared
 from segxai.core.errors import SegxaiError
 from segxai.data import make_shapes
 from segxai.models import UNet, UNetConfig
@@ -22,16 +23,8 @@ from segxai.nas.space import build_unet
 from segxai.nas.validate import sample_architectures
 from segxai.nas.zeroshot import diswot_reference, diswot_score, zen_score
 
-TEACHER_CFG = UNetConfig(depth=2, base_width=8, num_classes=5)
-
-
-@pytest.fixture(scope="module")
-def teacher() -> UNet:
-    torch.manual_seed(0)
-    net = UNet(TEACHER_CFG)
-    with torch.no_grad():  # an untrained net predicts every class somewhere
-        net.head.bias.copy_(torch.tensor([0.0, 0.3, 0.3, 0.3, 0.3]))
-    return net.eval()
+TEACHER_CFG = _shared.TEACHER_CFG
+teacher = _shared.teacher  # the shared teacher fixture
 
 
 @pytest.fixture(scope="module")
