@@ -16,7 +16,7 @@ from segxai.models.mediapipe_selfie.fetch import selfie_path
 from segxai.models.mediapipe_selfie.network import TFLiteNetwork
 from segxai.models.mediapipe_selfie.reader import read_tflite
 
-__all__ = ["SELFIE_LAYERS", "SelfieSegmentation", "selfie"]
+__all__ = ["SELFIE_LAYERS", "SELFIE_STAGES", "SelfieSegmentation", "selfie"]
 
 SELFIE_LAYERS = {
     "encoder": "layers.add_4",
@@ -27,6 +27,20 @@ SELFIE_LAYERS = {
 """Readable layers to explain: the encoder output (16x16x32, the default CAM layer) and the
 decoder block outputs at 32x32x24, 64x64x16 and 128x128x16. Every operator is a layer:
 ``segxai.layer_names(net)`` lists them all."""
+
+SELFIE_STAGES: tuple[tuple[str, str], ...] = (
+    ("layers.re_lu", "encoder"),        # 128x128x16 (stride 2)
+    ("layers.conv2d_4", "encoder"),     # 64x64x16, first inverted-residual block
+    ("layers.add", "encoder"),          # 32x32x24
+    ("layers.add_4", "encoder"),        # 16x16x32, the encoder's output
+    ("layers.multiply_6", "bottleneck"),  # 16x16x128, the gated 1x1 head of the encoder
+    ("layers.add_7", "decoder"),        # 32x32x24, end of the first decoder block
+    ("layers.add_10", "decoder"),       # 64x64x16
+    ("layers.add_13", "decoder"),       # 128x128x16, the input of the final transposed conv
+)
+"""The network's stages for a layer study (:func:`segxai.evaluate.stages.model_stages` reads
+them from ``segxai_stages``): the last tensor of each encoder resolution, the gated encoder
+head, and the output of each decoder block (the last one feeds the classifier)."""
 
 
 class SelfieSegmentation(TFLiteNetwork):
@@ -51,6 +65,7 @@ class SelfieSegmentation(TFLiteNetwork):
     """
 
     class_names = ("background", "person")
+    segxai_stages = SELFIE_STAGES
     segxai_default_layer = SELFIE_LAYERS["encoder"]
     """Seg-Grad-CAM's default layer: the encoder output. The generic bottleneck search would
     pick a 1x1 squeeze-and-excitation tensor, which has no spatial extent to explain."""
