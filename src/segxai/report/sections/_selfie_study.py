@@ -42,8 +42,8 @@ __all__ = ["MAIN_METHODS", "PARAMS", "PERSON_MIN_SHARE", "STEPS", "SelfieStudy",
 PERSON = 1
 PERSON_MIN_SHARE = 0.01
 """An image is used when the network predicts at least this share of its pixels as person."""
-STEPS = 20
-MAIN_METHODS = ("gradient", "occlusion", "smoothgrad")
+STEPS = 10
+MAIN_METHODS = ("gradient", "occlusion")
 """Besides Seg-Grad-CAM, which runs at every stage (its default layer among them)."""
 PARAMS: dict[str, dict[str, Any]] = {"occlusion": {"window": 32, "stride": 16}}
 """Occlusion's default 8×8 window with stride 4 needs 3,969 forwards at 256×256; a 32×32
@@ -110,7 +110,7 @@ def _run(net: Any, images: torch.Tensor, ids: list[str], methods: list[str], ste
 def selfie_study(out_dir: str | Path | None = None, *, names: Sequence[str] | None = None,
                  steps: int = STEPS, layers: str | Sequence[str] = "all",
                  first_layers: Sequence[str] = ("layers.add_4", "layers.add_13"),
-                 layer_images: int = 8, methods: Sequence[str] = MAIN_METHODS, seed: int = 0,
+                 layer_images: int = 6, methods: Sequence[str] = MAIN_METHODS, seed: int = 0,
                  progress: bool = False, model: Any = None) -> SelfieStudy:
     """Run the study (see the module docstring) in two parts.
 
