@@ -110,6 +110,8 @@ def test_study_pipeline_writes_tables_with_intervals(tmp_path) -> None:
         assert e["lo"] <= e["mean"] <= e["hi"] and e["n"] == len(s.used)
         if e["method"] != "random-baseline":
             assert e["diff_lo"] <= e["diff"] <= e["diff_hi"] and 0 < e["p_value"] <= 1
+            assert 0 < e["p_one_sided"] <= 1
+    assert s.contrasts == []                                # only the default layer ran
     assert {e["layer"] for e in s.layers if e.get("layer")} == {"conv"}
     assert all(e["n"] == 2 for e in s.layers)              # the layer study's images
     saved = json.loads((tmp_path / "selfie_study.json").read_text())
@@ -140,3 +142,26 @@ def test_selfie_stages_and_default_layer() -> None:
     target = segxai.Target.from_prediction(net, x, class_index=1)
     expl = segxai.explain(net, x, target, method="seg-grad-cam")
     assert expl.layers == [net.segxai_default_layer]
+
+
+def test_one_sided_p_and_contrasts_on_made_up_rows() -> None:
+    from segxai.evaluate.tables import interval_table
+
+    rows = []
+    for i in range(8):
+        for method, dele in (("good", 0.2 + 0.01 * i), ("other", 0.3 + 0.02 * i),
+                             ("random-baseline", 0.8 - 0.01 * i)):
+            rows += [{"image": str(i), "method": method, "metric": "deletion_auc",
+                      "value": dele},
+                     {"image": str(i), "method": method, "metric": "insertion_auc",
+                      "value": 0.5}]
+    table = interval_table(rows, ["good", "random-baseline"], study_mod.METRICS)
+    study_mod.add_one_sided(rows, table)
+    by = {(e["method"], e["metric"]): e for e in table}
+    assert by[("good", "deletion_auc")]["p_one_sided"] == 2.0 ** -8   # every image better
+    assert by[("good", "insertion_auc")]["p_one_sided"] == 1.0        # no difference at all
+    assert "p_one_sided" not in by[("random-baseline", "deletion_auc")]
+    (c,) = [c for c in study_mod.contrasts(rows, ["good", "other"], "good")
+            if c["metric"] == "deletion_auc"]
+    assert c["method"] == "other" and c["n"] == 8
+    assert c["diff"] == pytest.approx(0.1 + 0.01 * 3.5) and c["diff_lo"] > 0

@@ -89,6 +89,7 @@ class SelfieStudy:
     methods: list[dict[str, Any]]
     layers: list[dict[str, Any]]
     seconds: float
+    contrasts: list[dict[str, Any]]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict."""
@@ -105,6 +106,50 @@ def _run(net: Any, images: torch.Tensor, ids: list[str], methods: list[str], ste
                         steps=steps, context_deletion=False, seed=seed)
     return evaluate_methods(net, images, None, config=config, out_dir=out_dir, image_ids=ids,
                             progress=progress, write_figures=False).rows
+
+
+def add_one_sided(rows: Sequence[dict[str, Any]], table: list[dict[str, Any]],
+                  baseline: str = "random-baseline") -> None:
+    """Add ``p_one_sided`` to each entry with a baseline difference: the exact sign-flip
+    p-value of "better than the baseline" (deletion: lower, insertion: higher), the question
+    this study asks; ``p_value`` stays the two-sided one."""
+    from segxai.evaluate.config import METRIC_DIRECTION
+    from segxai.evaluate.intervals import Alternative, sign_flip_test
+    from segxai.evaluate.tables import per_image
+
+    for e in table:
+        if "diff" not in e:
+            continue
+        vals, base = per_image(rows, e["method"], e["metric"]), per_image(rows, baseline,
+                                                                           e["metric"])
+        common = sorted(set(vals) & set(base))
+        alt: Alternative = "less" if METRIC_DIRECTION[e["metric"]] < 0 else "greater"
+        e["p_one_sided"] = sign_flip_test([vals[i] - base[i] for i in common],
+                                          alternative=alt, permutations=100_000)[0]
+
+
+def contrasts(rows: Sequence[dict[str, Any]], methods: Sequence[str], reference: str,
+              seed: int = 0) -> list[dict[str, Any]]:
+    """Per method and metric, the paired difference ``method − reference`` (95 % interval,
+    two-sided p), on the images both have."""
+    from segxai.evaluate.intervals import paired_difference
+    from segxai.evaluate.tables import per_image
+
+    out = []
+    for metric in METRICS:
+        ref = per_image(rows, reference, metric)
+        for m in methods:
+            vals = per_image(rows, m, metric)
+            common = sorted(set(vals) & set(ref))
+            if m == reference or len(common) < 2:
+                continue
+            pd = paired_difference([vals[i] for i in common], [ref[i] for i in common],
+                                   seed=seed)
+            d = pd.difference
+            out.append({"method": m, "reference": reference, "metric": metric,
+                        "n": len(common), "diff": d.estimate, "diff_lo": d.lo,
+                        "diff_hi": d.hi, "p_value": pd.p_value})
+    return out
 
 
 def selfie_study(out_dir: str | Path | None = None, *, names: Sequence[str] | None = None,
@@ -160,6 +205,9 @@ def selfie_study(out_dir: str | Path | None = None, *, names: Sequence[str] | No
                            METRICS, seed=seed)
     layer_rows = layer_table([r for r in rows if r["image"] in layer_ids], stages,
                              ["seg-grad-cam"], METRICS, default_layer=default, seed=seed)
+    add_one_sided(rows, table)
+    add_one_sided([r for r in rows if r["image"] in layer_ids], layer_rows)
+    versus = contrasts(rows, first, f"seg-grad-cam@{default}", seed=seed)
     defaults = EvalConfig()
     settings = {"steps": steps, "score": defaults.score,
                 "deletion_substrate": defaults.deletion_substrate,
@@ -167,7 +215,7 @@ def selfie_study(out_dir: str | Path | None = None, *, names: Sequence[str] | No
                 "person_min_share": PERSON_MIN_SHARE, "size": 256, "seed": seed,
                 "layer_images": ids[:k], "torch_threads": torch.get_num_threads()}
     study = SelfieStudy(settings, used, excluded, default, table, layer_rows,
-                        time.perf_counter() - t0)
+                        time.perf_counter() - t0, versus)
     if out is not None:
         atomic_write_json(out / "selfie_study.json", to_jsonable(study.to_dict()))
         atomic_write_text(out / "selfie_study.md", markdown(study))
@@ -180,7 +228,8 @@ def _fmt(e: dict[str, Any]) -> tuple[str, str]:
         return mean, "-"
     mark = {True: " ✓", False: " ✗", None: ""}[e.get("beats_baseline")]
     return mean, (f"{e['diff']:+.3f} [{e['diff_lo']:+.3f}, {e['diff_hi']:+.3f}] "
-                  f"p={e['p_value']:.2g}{mark}")
+                  f"p={e['p_value']:.2g}, one-sided {e.get('p_one_sided', float('nan')):.2g}"
+                  f"{mark}")
 
 
 def markdown(study: SelfieStudy) -> str:
@@ -197,7 +246,8 @@ def markdown(study: SelfieStudy) -> str:
                              (f"Seg-Grad-CAM per layer ({len(s['layer_images'])} images: "
                               f"{', '.join(s['layer_images'])})", study.layers, "layer")):
         lines += [f"**{title}** (default layer `{study.default_layer}`)", "",
-                  f"| {key} | metric | mean [95 % CI] | − random [95 % CI], p |",
+                  f"| {key} | metric | mean [95 % CI] | − random [95 % CI], p (two-sided, "
+                  "one-sided) |",
                   "|---|---|---|---|"]
         for e in rows:
             if e.get(key) is None:
@@ -205,6 +255,11 @@ def markdown(study: SelfieStudy) -> str:
             mean, diff = _fmt(e)
             lines.append(f"| {e[key]} | {e['metric']} | {mean} | {diff} |")
         lines.append("")
+    if study.contrasts:
+        lines += ["**Seg-Grad-CAM layers against the default layer** (paired, all images)", "",
+                  "| method | metric | − default [95 % CI] | p (two-sided) |", "|---|---|---|---|"]
+        lines += [f"| {c['method']} | {c['metric']} | {c['diff']:+.3f} [{c['diff_lo']:+.3f}, "
+                  f"{c['diff_hi']:+.3f}] | {c['p_value']:.2g} |" for c in study.contrasts]
     return "\n".join(lines)
 
 
