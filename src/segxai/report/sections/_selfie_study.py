@@ -190,7 +190,8 @@ def selfie_study(out_dir: str | Path | None = None, *, names: Sequence[str] | No
     images, ids, used, excluded = usable_photographs(net, names)
     cam, stages = layer_methods(net, images, layers, methods=["seg-grad-cam"])
     default = default_layer_name(net, images)
-    first = list(dict.fromkeys(f"seg-grad-cam@{n}" for n in (default, *first_layers)))
+    wanted = {f"seg-grad-cam@{n}" for n in (default, *first_layers)}
+    first = [m for m in cam if m in wanted] + sorted(wanted - set(cam))  # stage order
     rest = [m for m in cam if m not in first]
     out = Path(out_dir) if out_dir is not None else None
     rows = _run(net, images, ids, [*methods, *first], steps, seed,
