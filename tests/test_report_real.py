@@ -64,3 +64,13 @@ def test_brain_split_holds_out_one_contiguous_block() -> None:
     train, val = _split(144)
     assert sorted(train + val) == list(range(144)) and not set(train) & set(val)
     assert val == list(range(val[0], val[-1] + 1)) and len(val) == 21  # slices 79-99
+
+
+def test_real_model_section_reads_the_bundled_photographs() -> None:
+    from segxai.data.real import PHOTOGRAPHS
+    from segxai.report.sections.s15_real_model import PHOTOS, photographs
+
+    assert set(PHOTOS) <= set(PHOTOGRAPHS) and len(set(PHOTOS)) == len(PHOTOS)
+    assert PHOTOS[:3] == ("astronaut", "camera", "grace_hopper")   # quick: the people
+    images, names = photographs(PHOTOS[:3], size=32)
+    assert images.shape == (len(names), 3, 32, 32) and names == list(PHOTOS[:len(names)])

@@ -15,9 +15,12 @@ from segxai.data.incremental import (
 from segxai.data.real import (
     BRAIN_CLASSES,
     NUCLEI_CLASSES,
+    PHOTOGRAPHS,
+    Photographs,
     find_package_file,
     load_brain,
     load_nuclei,
+    load_photographs,
 )
 from segxai.data.synthetic import (
     CUE_COLOURS,
@@ -31,10 +34,12 @@ __all__ = [
     "BRAIN_CLASSES",
     "DATASETS",
     "NUCLEI_CLASSES",
+    "PHOTOGRAPHS",
     "CUE_COLOURS",
     "SHAPES_CLASSES",
     "ContextBiasDataset",
     "IncrementalTask",
+    "Photographs",
     "SegDataset",
     "find_package_file",
     "incremental_tasks",
@@ -42,6 +47,7 @@ __all__ = [
     "load_dataset",
     "load_folder",
     "load_nuclei",
+    "load_photographs",
     "make_class_order",
     "make_context_bias",
     "make_shapes",

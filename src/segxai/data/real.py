@@ -10,12 +10,17 @@ The files are read by path; the packages are never imported (they are installed 
   probability maps (``nilearn/datasets/data/mni_icbm152_{t1,gm,wm}_tal_nlin_sym_09a_converted.nii.gz``),
   read with ``nibabel``; probabilities thresholded at 0.5 give the labels background, grey
   matter, white matter on axial slices.
+* ``photographs``: the natural photographs bundled with scikit-image, matplotlib,
+  scikit-learn and gradio (:data:`PHOTOGRAPHS`), read with PIL, without labels (for models
+  that define their own target, such as the selfie network's predicted person).
 """
 
 from __future__ import annotations
 
+import hashlib
 import site
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +34,12 @@ from segxai.data.dataset import SegDataset
 __all__ = [
     "BRAIN_CLASSES",
     "NUCLEI_CLASSES",
+    "PHOTOGRAPHS",
+    "Photographs",
     "find_package_file",
     "load_brain",
     "load_nuclei",
+    "load_photographs",
 ]
 
 NUCLEI_CLASSES = ["background", "nucleus"]
@@ -212,3 +220,99 @@ def load_brain(size: int = 128, min_tissue: float = 0.01, channels: int = 3,
     meta = {"slices": [int(z) for z in keep], "size": size, "threshold": threshold,
             "min_tissue": float(min_tissue)}
     return SegDataset(x, y[:, 0].long(), list(BRAIN_CLASSES), name="brain", meta=meta)
+
+
+PHOTOGRAPHS: dict[str, tuple[str, str]] = {
+    "astronaut": ("skimage/data/astronaut.png", "person: Eileen Collins, NASA portrait"),
+    "camera": ("skimage/data/camera.png", "person: the cameraman (grey)"),
+    "grace_hopper": ("matplotlib/mpl-data/sample_data/grace_hopper.jpg",
+                     "person: Grace Hopper, US Navy portrait"),
+    "coffee": ("skimage/data/coffee.png", "a cup of coffee"),
+    "chelsea": ("skimage/data/chelsea.png", "a cat"),
+    "rocket": ("skimage/data/rocket.jpg", "a rocket on its launch pad"),
+    "motorcycle": ("skimage/data/motorcycle_left.png", "a motorcycle in a garage (left view)"),
+    "coins": ("skimage/data/coins.png", "Greek coins (grey)"),
+    "moon": ("skimage/data/moon.png", "the moon's surface (grey)"),
+    "ihc": ("skimage/data/ihc.png", "immunohistochemistry micrograph"),
+    "retina": ("skimage/data/retina.jpg", "a retina (fundus photograph)"),
+    "hubble": ("skimage/data/hubble_deep_field.jpg", "Hubble deep field"),
+    "china": ("sklearn/datasets/images/china.jpg", "a Chinese pagoda and a lake"),
+    "flower": ("sklearn/datasets/images/flower.jpg", "a dahlia"),
+    "cheetah": ("gradio/media_assets/images/cheetah.jpg", "a running cheetah"),
+    "cheetah1": ("gradio/media_assets/images/cheetah1.jpg", "a cheetah's head"),
+    "cheetah2": ("gradio/test_data/cheetah2.jpg", "a cheetah cub's head"),
+    "lion": ("gradio/media_assets/images/lion.jpg", "a lion and a lioness on a rock"),
+    "tower": ("gradio/media_assets/images/tower.jpg", "the Eiffel tower from below"),
+}
+"""Natural photographs that installed packages ship as files: name → (path relative to
+site-packages, what it shows). One entry per distinct photograph: byte-identical copies
+(gradio's ``cheetah1-copy.jpg``) and the other view of a stereo pair (``motorcycle_right``)
+are left out, so that no photograph counts twice; drawings, renders, textures, scans of text
+and synthetic images (``horse``, ``color``, ``groot``, ``page``, ``brick``, ...) and the
+25×25 face crops of ``lfw_subset`` are not photographs of a scene and are not listed. Only
+the first three show people."""
+
+
+@dataclass
+class Photographs:
+    """Bundled photographs as one batch.
+
+    Attributes:
+        images: ``(N, 3, size, size)`` float32 in ``[0, 1]`` (grey photographs repeated).
+        names: the catalogue names, in order.
+        sources: the files read.
+        missing: requested names whose package is not installed (skipped, not an error).
+    """
+
+    images: torch.Tensor
+    names: list[str]
+    sources: list[str]
+    missing: list[str] = field(default_factory=list)
+
+
+def load_photographs(names: list[str] | tuple[str, ...] | None = None,
+                     size: int = 256) -> Photographs:
+    """Read photographs of :data:`PHOTOGRAPHS`, resized (bilinear, aspect ratio not kept) to
+    ``size``×``size``; those whose package is not installed are listed in ``missing``.
+
+    Args:
+        names: catalogue names (default: all, in catalogue order).
+        size: output height = width (>= 16).
+
+    Returns:
+        A :class:`Photographs`. Two files with the same content would be refused.
+
+    Raises:
+        SegxaiError: an unknown name, a duplicate, or a file that cannot be read.
+        SegxaiFileNotFoundError: none of the requested photographs is installed.
+    """
+    from PIL import Image
+
+    size = _check_int(size, "size", 16)
+    wanted = list(PHOTOGRAPHS) if names is None else list(names)
+    unknown = [n for n in wanted if n not in PHOTOGRAPHS]
+    if unknown:
+        raise SegxaiError(f"names: expected names of PHOTOGRAPHS ({', '.join(PHOTOGRAPHS)}), "
+                          f"got {', '.join(map(repr, unknown))}")
+    if len(set(wanted)) != len(wanted):
+        raise SegxaiError(f"names: expected each photograph once, got {wanted}")
+    images, found, sources, missing, digests = [], [], [], [], set()
+    for name in wanted:
+        path = find_package_file(PHOTOGRAPHS[name][0])
+        if path is None:
+            missing.append(name)
+            continue
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        if digest in digests:
+            raise SegxaiError(f"names: expected distinct photographs, got {path} twice")
+        digests.add(digest)
+        img = _read(lambda p: Image.open(p).convert("RGB"), path)
+        img = img.resize((size, size), Image.Resampling.BILINEAR)
+        images.append(torch.from_numpy(np.asarray(img, np.float32) / 255.0).permute(2, 0, 1))
+        found.append(name)
+        sources.append(str(path))
+    if not images:
+        raise SegxaiFileNotFoundError(
+            f"photographs: expected at least one of {', '.join(wanted)} installed, got none "
+            "(they ship with scikit-image, matplotlib, scikit-learn and gradio)")
+    return Photographs(torch.stack(images), found, sources, missing)

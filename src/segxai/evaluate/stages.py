@@ -10,6 +10,8 @@ the layers worth asking about, in the order the forward pass runs them, with the
   at a block named ``layerN`` (ResNet's stages, which keep one resolution when dilated), or
   at the backbone's last block: ResNet gives the stem ``relu`` and ``layer1 … layer4``,
   MobileNetV3 the last block of each resolution;
+* a model with a ``segxai_stages`` attribute (``((name, kind), ...)``, e.g. the converted
+  MediaPipe selfie network, whose operators all sit in one ``ModuleDict``): those;
 * anything else: its top-level modules with an ``(N, C, h, w)`` output (``kind="module"``).
 
 In every case the layer that feeds the classifier is marked (``feeds_head=True``) and added
@@ -233,7 +235,8 @@ def model_stages(model: nn.Module, images: Tensor) -> list[Stage]:
         raise SegxaiError(f"model: expected at least one layer with an (N, C, h, w) output, got "
                           f"none in {type(module).__name__}")
     head_in = _head_input(calls, _first_tensor(output))
-    names = _unet_names(module)
+    declared = getattr(module, "segxai_stages", None)  # ((name, kind), ...) set by the model
+    names = [(str(n), str(k)) for n, k in declared] if declared else _unet_names(module)
     if names is None and isinstance(getattr(module, "backbone", None), nn.Module):
         names = _backbone_names(calls)
     if names is None:

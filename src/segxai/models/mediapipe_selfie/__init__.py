@@ -6,9 +6,14 @@
 """
 
 from segxai.models.mediapipe_selfie.fetch import fetch_selfie, selfie_path
-from segxai.models.mediapipe_selfie.model import SELFIE_LAYERS, SelfieSegmentation, selfie
+from segxai.models.mediapipe_selfie.model import (
+    SELFIE_LAYERS,
+    SELFIE_STAGES,
+    SelfieSegmentation,
+    selfie,
+)
 from segxai.models.mediapipe_selfie.network import TFLiteNetwork
 from segxai.models.mediapipe_selfie.reader import read_tflite
 
-__all__ = ["SELFIE_LAYERS", "SelfieSegmentation", "TFLiteNetwork", "fetch_selfie",
+__all__ = ["SELFIE_LAYERS", "SELFIE_STAGES", "SelfieSegmentation", "TFLiteNetwork", "fetch_selfie",
            "read_tflite", "selfie", "selfie_path"]
