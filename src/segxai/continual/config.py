@@ -41,7 +41,13 @@ class ContinualConfig:
         pseudo_threshold: old-class pseudo-label confidence for stored masks (None = off).
         saliency_on: classes whose saliency places the patch / box: ``"selected"`` (the class
             the exemplar is stored for) or ``"present"`` (every labelled class in it).
-        distill: MiB unbiased-distillation weight (0 = off).
+        distill: MiB unbiased-distillation weight (0 = off; MiB uses 10).
+        unbiased_ce: MiB's unbiased cross-entropy on the current images (background label =
+            background or any old class).
+        replay_labels: how replayed masks label classes learned after they were stored
+            (:meth:`ReplayMemory.replay`): ``"unbiased"`` (background may be any class the
+            mask does not know), ``"ignore"`` (such background pixels ignored) or ``"stored"``
+            (as stored: background means background, the biased baseline).
         n_train: training images generated per seed (each task uses those with its classes).
         n_val: validation images (one fixed set for all seeds).
         size: image side.
@@ -64,6 +70,8 @@ class ContinualConfig:
     pseudo_threshold: float | None = 0.7
     saliency_on: Literal["selected", "present"] = "selected"
     distill: float = 0.0
+    unbiased_ce: bool = False
+    replay_labels: Literal["unbiased", "ignore", "stored"] = "unbiased"
     n_train: int = 300
     n_val: int = 100
     size: int = 64
@@ -107,6 +115,9 @@ class ContinualConfig:
         if self.saliency_on not in ("selected", "present"):
             raise SegxaiError(f"saliency_on: expected 'selected' or 'present', got "
                              f"{self.saliency_on!r}")
+        if self.replay_labels not in ("unbiased", "ignore", "stored"):
+            raise SegxaiError(f"replay_labels: expected 'unbiased', 'ignore' or 'stored', got "
+                              f"{self.replay_labels!r}")
         if self.distill < 0:
             raise SegxaiError(f"distill: expected a weight >= 0, got {self.distill!r}")
         import segxai.explainers  # noqa: F401  (registers the built-in explainers)

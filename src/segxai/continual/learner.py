@@ -20,11 +20,13 @@ from torch import Tensor, nn
 
 from segxai.continual.compress import compress
 from segxai.continual.losses import (
+    BG_SET,
     IGNORE,
     MASK_VALUE,
     ReplayMix,
     SeenClassLoss,
     UnbiasedDistillation,
+    bg_sets,
     masked_logits,
     mib_init,
     seen_loss,
@@ -53,6 +55,7 @@ __all__ = [
 
 def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[int], *,
                memory_images: Tensor | None = None, memory_masks: Tensor | None = None,
+               memory_bg: Tensor | None = None, unbiased_ce: bool = False,
                epochs: int = 10, batch_size: int = 16, ratio: float = 0.5, lr: float = 1e-3,
                seed: int = 0, old_model: nn.Module | None = None, old_seen: Sequence[int] = (),
                new_classes: Sequence[int] = (), distill: float = 0.0, dice: bool = True,
@@ -75,6 +78,10 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         seen: classes not masked in the logits (background + all seen).
         memory_images: ``(M, 3, H, W)`` float replay images, or None.
         memory_masks: ``(M, H, W)`` long replay labels.
+        memory_bg: ``(M, K)`` bool: classes each replayed background pixel may stand for
+            (:meth:`ReplayMemory.replay`); None = background only.
+        unbiased_ce: MiB's unbiased cross-entropy on the current images (their background
+            may be any old class, ``old_seen``).
         epochs: passes over the task's images.
         batch_size: images per step.
         ratio: fraction of each batch from memory, in ``[0, 1)``.
@@ -108,10 +115,17 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         terms.append(UnbiasedDistillation(old_model, list(old_seen), list(new_classes),
                                           weight=distill))
     hook = None
+    k = int(memory_bg.shape[1]) if memory_bg is not None else max([*seen, *old_seen]) + 1
+    partial_memory = memory_bg is not None and bool((memory_bg.sum(1) > 1).any())
+    extras: dict[str, Tensor] = {}
+    if unbiased_ce or (n_mem and partial_memory):
+        old = [c for c in old_seen if c != 0] if unbiased_ce else []
+        extras[BG_SET] = bg_sets(len(images), k, old)
     if n_mem:
         assert memory_images is not None and memory_masks is not None
-        hook = ReplayMix(memory_images, memory_masks, n_mem)
-    result = fit(model, TrainData(images, masks, ignore_index=IGNORE), config, terms=terms,
+        hook = ReplayMix(memory_images, memory_masks, n_mem,
+                         memory_bg if BG_SET in extras else None)
+    result = fit(model, TrainData(images, masks, extras, ignore_index=IGNORE), config, terms=terms,
                  batch_hook=hook, device=device, progress=progress, desc=desc)
     return result.losses
 
@@ -221,6 +235,7 @@ def build_memory(memory: ReplayMemory, model: nn.Module, images: Tensor, masks: 
     if saliency_on not in ("selected", "present"):
         raise SegxaiError(f"saliency_on: expected 'selected' or 'present', got {saliency_on!r}")
     memory.set_classes([c for c in seen if c != 0])
+    memory.set_known(task, list(new_classes))
     stats = {"saliency_calls": 0, "candidates": 0}
     if memory.strategy == "none":
         return stats

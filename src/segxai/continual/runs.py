@@ -142,10 +142,11 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
                 old_model.load_state_dict(model.state_dict())
                 old_model.eval()
                 mib_init(model, config.tasks[t], num_classes)
-            mem_img, mem_msk = memory.reconstructed()
+            mem_img, mem_msk, mem_bg = memory.replay(seen, num_classes, config.replay_labels)
             train_task(model, images, masks, seen,
                        memory_images=torch.from_numpy(mem_img).float() / 255.0,
                        memory_masks=torch.from_numpy(mem_msk).long(),
+                       memory_bg=torch.from_numpy(mem_bg), unbiased_ce=config.unbiased_ce,
                        epochs=config.epochs, batch_size=config.batch_size, ratio=config.ratio,
                        lr=config.lr, seed=seed * 100 + t, old_model=old_model,
                        old_seen=old_seen, new_classes=config.tasks[t], distill=config.distill,
