@@ -29,6 +29,7 @@ from segxai.continual.plots import plot_results
 from segxai.continual.runs import open_store, run_seed
 from segxai.continual.summary import (
     COLUMNS,
+    base_report,
     load_results,
     summarise,
     write_results,
@@ -96,12 +97,14 @@ def run_experiment(config: ContinualConfig, out: str | Path, *, device: str = "c
     summary = summarise(rows, config)
     summary["wall_seconds_this_call"] = time.perf_counter() - start
     summary["workers"] = workers
-    summary["base_seconds"] = {
-        f"seed{seed}": store.read_json(f"base/seed{seed}/base.json")["seconds"]
-        for seed in config.seeds}
+    base = base_report(store.root, config)
+    summary["base"] = base
+    summary["excluded_seeds"] = base["excluded_seeds"]
+    summary["base_seconds"] = {f"seed{seed}": v["seconds"] for seed, v in base["seeds"].items()}
     summary["run_seconds"] = {
         f"{s}/seed{seed}": store.read_json(f"runs/{s}/seed{seed}/state.json")["seconds"]
-        for s in config.strategies for seed in config.seeds}
+        for s in config.strategies for seed in config.seeds
+        if seed not in base["excluded_seeds"]}
     store.write_json("summary.json", summary)
     write_summary_csv(store, summary)
     plot_results(rows, config, store.root)
