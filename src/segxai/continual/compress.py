@@ -177,20 +177,19 @@ def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, c
         return {"image": np.ascontiguousarray(nearest_resize(image, size)),
                 "mask": np.ascontiguousarray(nearest_resize(mask, size)),
                 "meta": np.array([task, cls], dtype=np.uint16)}
-    assert saliency is not None  # the two saliency strategies checked it above
+    if strategy == "gt-box":
+        return box_exemplar(image, mask, box_of_mask(mask, cls), task=task, cls=cls, r=r)
+    assert saliency is not None  # the saliency strategies checked it above
     if strategy == "saliency-patch":
         ph, pw = patch if patch is not None else patch_size_for(h, w, r)
         u, v = saliency_patch(saliency, (ph, pw))
         return {"image": image[:, u:u + ph, v:v + pw].copy(),
                 "mask": mask[u:u + ph, v:v + pw].copy(),
                 "meta": np.array([task, cls, u, v], dtype=np.uint16)}
-    if strategy == "gt-box":
-        box = box_of_mask(mask, cls)
-    else:
-        box = saliency_box(saliency, tau)
-        if strategy == "random-box":
-            box = random_box(box, (h, w), rng if rng is not None
-                             else np.random.default_rng([int(task), int(cls)]))
+    box = saliency_box(saliency, tau)
+    if strategy == "random-box":
+        box = random_box(box, (h, w), rng if rng is not None
+                         else np.random.default_rng([int(task), int(cls)]))
     return box_exemplar(image, mask, box, task=task, cls=cls, r=r)
 
 
