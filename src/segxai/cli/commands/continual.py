@@ -113,6 +113,14 @@ def register(subparsers: Any) -> None:
                         "random and herding selection, 10 paired seeds, strong base enforced, "
                         "intervals (--quick: 2 seeds, 32 px); --strategies and --r are set by "
                         "the study")
+    p.add_argument("--arms", default=None,
+                   help="with --study rq3: comma-separated arms to run (r4, r16, r4-herding; "
+                        "default all); --strategies then keeps only those strategies in each "
+                        "arm")
+    p.add_argument("--lr", type=Range(float, 0, low_open=True), default=None,
+                   help="peak Adam learning rate (default 0.003)")
+    p.add_argument("--batch-size", type=Range(int, 1), default=None,
+                   help="images per step, replay included (default 16)")
     p.add_argument("--dataset", choices=("shapes", "textured-shapes"), default=None,
                    help="shapes (4 classes, default) or textured-shapes (16: shape x fill)")
     p.add_argument("--selection", choices=("random", "herding"), default=None,
@@ -159,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
                                                     default=[], one=True)
     for name in ("epochs", "base_epochs", "ratio", "tau", "r", "patch", "distill", "n_train",
                  "size", "saliency_on", "dataset", "selection", "replay_labels", "unbiased_ce",
-                 "base_target", "base_rounds", "joint"):
+                 "base_target", "base_rounds", "joint", "lr", "batch_size"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -167,18 +175,21 @@ def run(args: argparse.Namespace) -> int:
         overrides["budget_bytes"] = args.budget_bytes
     names = ("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs", "ratio",
              "tau", "r", "patch", "saliency_on", "distill", "n_train", "size", "dataset",
-             "selection", "replay_labels", "unbiased_ce", "base_target", "base_rounds", "joint")
+             "selection", "replay_labels", "unbiased_ce", "base_target", "base_rounds", "joint",
+             "lr", "batch_size", "arms")
     with options_named(*names, explainer="--method"):
         if args.tasks is not None:
             n_classes = len(class_names(args.dataset or "shapes"))
             overrides["tasks"] = user_input(parse_tasks, args.tasks, n_classes)
         if args.study is not None:
-            for fixed in ("strategies", "r", "joint"):
+            for fixed in ("r", "joint"):
                 if fixed in overrides:
                     raise SegxaiError(f"--{fixed}: expected no value with --study (the study "
                                       "sets it)")
+            keep = overrides.pop("strategies", None)
             overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 2 if args.quick else 10)
-            configs = user_input(rq3_configs, args.quick, **overrides)
+            arms = None if args.arms is None else [a.strip() for a in args.arms.split(",")]
+            configs = user_input(rq3_configs, args.quick, arms, keep, **overrides)
         else:
             overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
             config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
