@@ -140,3 +140,24 @@ def test_rq3_arms():
     assert arms["r4-herding"].selection == "herding"
     with pytest.raises(SegxaiError, match="tasks"):
         rq3_configs(tasks=[[1, 2], [3], [4], [5]])
+
+
+@pytest.mark.parametrize("argv, option", [
+    (["--budget-bytes", "1000"], "--budget-bytes"),
+    (["--tasks", "10-5"], "--tasks"),
+    (["--r", "0.5"], "--r"),
+    (["--tau", "0"], "--tau"),
+    (["--tau", "1"], "--tau"),
+    (["--study", "rq3", "--arms", "r5"], "--arms"),
+])
+def test_cli_refuses_bad_input_naming_the_option(argv, option, tmp_path, capsys):
+    from segxai.cli import main
+
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        code = main(["continual", *argv, "--out", str(out), "--quiet"])
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert option in err
+    assert not out.exists()
