@@ -68,7 +68,7 @@ def rq3_configs(quick: bool = False, arms: list[str] | None = None,
         quick: the ``--quick`` sizes (2 seeds, 32 px, short training).
         arms: names from :data:`ARMS` (default all, in that order).
         strategies: keep only these strategies in each arm (an arm left with none is
-            dropped); default all.
+            dropped; the joint upper bound stays only if ``"joint"`` is listed); default all.
         common: overrides of the study defaults (``seeds``, ``tasks``, ``dataset``, ``size``,
             ``budget_bytes``, ...).
     """
@@ -81,7 +81,8 @@ def rq3_configs(quick: bool = False, arms: list[str] | None = None,
     out = {}
     for name in names:
         merged = {**settings, **ARMS[name]}
-        if strategies is not None:
+        if strategies is not None:  # "joint" in the list keeps the upper bound
+            merged["joint"] = bool(merged.get("joint")) and "joint" in strategies
             merged["strategies"] = [s for s in merged["strategies"] if s in strategies]
             if not merged["strategies"]:
                 continue

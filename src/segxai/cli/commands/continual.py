@@ -31,6 +31,13 @@ def _strategies(text: str) -> list[str]:
     return items
 
 
+def _strategies_or_joint(text: str) -> list[str]:
+    """:func:`_strategies`, also accepting ``joint`` (with --study: keep the upper bound)."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    rest = ",".join(s for s in items if s != "joint")
+    return [*(_strategies(rest) if rest else []), *(["joint"] if "joint" in items else [])]
+
+
 def _seeds(text: str) -> str:
     if not all(part.strip().isdigit() for part in text.split(",")):
         raise argparse.ArgumentTypeError(f"expected a count >= 1 like 3 or a list of seeds >= 0 "
@@ -72,7 +79,7 @@ def register(subparsers: Any) -> None:
             ".csv and plots; re-running with the same --out resumes."),
     )
     add_common(p)  # --out defaults to segxai-continual (segxai-continual-quick with --quick)
-    p.add_argument("--strategies", type=_strategies, default=None,
+    p.add_argument("--strategies", type=_strategies_or_joint, default=None,
                    help="comma-separated strategies or 'all' (default: all)")
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="number of seeds starting at --seed, or a comma list (default 3; "
@@ -161,6 +168,8 @@ def run(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
     if args.strategies is not None:
+        if "joint" in args.strategies and args.study is None:
+            raise SegxaiError("--strategies: 'joint' is a study arm; use --joint without --study")
         overrides["strategies"] = args.strategies
     if args.method:
         (overrides["explainer"],) = resolve_methods(args.method, choices=registered_explainers(),
