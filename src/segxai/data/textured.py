@@ -14,13 +14,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segxai.core.errors import SegxaiError
 from segxai.data.dataset import SegDataset
 from segxai.data.synthetic import (
     _GRID,
     SHAPES_CLASSES,
     _background,
-    _check_int,
+    _check_scene,
     _coords,
     _draw_layout,
     _shape_masks,
@@ -70,14 +69,8 @@ def make_textured_shapes(n: int, size: int = 128, seed: int = 0, *, min_objects:
         >>> tuple(ds.images.shape), int(ds.masks.max()) <= 16
         ((2, 3, 32, 32), True)
     """
-    n = _check_int(n, "n", 1)
-    size = _check_int(size, "size", 32)
-    min_objects = _check_int(min_objects, "min_objects", 1)
-    max_objects = _check_int(max_objects, "max_objects", min_objects)
-    if max_objects > _GRID * _GRID:
-        raise SegxaiError(f"max_objects: expected at most {_GRID * _GRID}, got {max_objects}")
-    if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
-        raise SegxaiError(f"noise: expected a number in [0, 1], got {noise!r}")
+    n, size, min_objects, max_objects = _check_scene(n, size, 32, min_objects, max_objects,
+                                                     noise)
     rng = np.random.default_rng([int(seed), 7])
     layout = _draw_layout(rng, n, np.arange(1, len(TEXTURED_CLASSES)), min_objects,
                           max_objects)
