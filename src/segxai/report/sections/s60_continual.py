@@ -16,11 +16,12 @@ ORDER = 60
 TITLE = "RQ3: compressed replay"
 
 FULL_COMMAND = "segxai continual --study rq3 --workers 2"
-DEMO_STRATEGIES = ["none", "full", "saliency-box", "gt-box"]
+DEMO_STRATEGIES = ["none", "full", "saliency-box"]
 
 
 def _demo_configs(quick: bool):
-    """The study's --quick pipeline (arm r4, four strategies, two seeds); tests: 16 px."""
+    """The study's --quick pipeline (arm r4: none, full, saliency-box; two seeds); tests:
+    16 px."""
     from segxai.continual.study import rq3_configs
 
     if quick:
@@ -81,8 +82,8 @@ def _pct(iv: Any) -> str:
 
 
 def build(ctx: DemoContext) -> Section:
-    """Run the RQ3 study's quick pipeline (arm r4: none, full, saliency-box, gt-box; two
-    seeds) and show its table and paired differences with 95 % intervals."""
+    """Run the RQ3 study's quick pipeline (arm r4: none, full, saliency-box; two seeds) and
+    show its table and paired differences with 95 % intervals."""
     import json
 
     from segxai.continual.experiment import load_results, plot_results
@@ -109,8 +110,9 @@ def build(ctx: DemoContext) -> Section:
         "evenly over the seen classes; replayed masks know which classes they label "
         "(background may be any class learned later). <code>saliency-box</code> (CIM) keeps "
         f"the box around Seg-Grad-CAM (default layer) above τ = {config.tau} at full resolution "
-        f"and the rest at 1/√{config.r:g} per side, costing a + (1 − a)/r exemplars; "
-        "<code>gt-box</code> is the control that boxes the ground-truth mask instead.</p>",
+        f"and the rest at 1/√{config.r:g} per side, costing a + (1 − a)/r exemplars. The "
+        "controls (downsampled copies, a random box, the ground-truth box) are in the "
+        "study.</p>",
         f"<p>This is the study's <code>--quick</code> pipeline ({len(config.seeds)} seeds, "
         f"{config.size}×{config.size} pixels, {config.epochs} epoch(s) per task): intervals "
         "over two seeds are wide and the numbers are indicative only. Weak-base seeds "
