@@ -23,7 +23,7 @@ if kill_at >= 0:
         if len(seen) == kill_at:
             os.kill(os.getpid(), signal.SIGKILL)
     RunStore.on_row = on_row
-configs = rq3_configs(True, ["r4", "r16"], ["none", "full", "saliency-box", "gt-box"],
+configs = rq3_configs(True, ["r4", "r16"], ["none", "full", "saliency-box", "gt-box", "joint"],
                       seeds=[0, 1], size=16, n_train=40, n_val=12, epochs=1, base_epochs=1,
                       base_target=None, budget_bytes=12000)
 run_rq3(configs, sys.argv[2], progress=False)
