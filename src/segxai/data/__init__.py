@@ -26,6 +26,7 @@ from segxai.data.synthetic import (
     make_context_bias,
     make_shapes,
 )
+from segxai.data.textured import TEXTURED_CLASSES, make_textured_shapes
 
 __all__ = [
     "BRAIN_CLASSES",
@@ -33,6 +34,7 @@ __all__ = [
     "NUCLEI_CLASSES",
     "CUE_COLOURS",
     "SHAPES_CLASSES",
+    "TEXTURED_CLASSES",
     "ContextBiasDataset",
     "IncrementalTask",
     "SegDataset",
@@ -45,6 +47,7 @@ __all__ = [
     "make_class_order",
     "make_context_bias",
     "make_shapes",
+    "make_textured_shapes",
     "parse_tasks",
     "shapes_incremental",
 ]
