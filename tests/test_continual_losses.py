@@ -109,3 +109,24 @@ def test_memory_known_defaults_to_the_exemplar_class():
     assert mem.known_classes(ex) == [1, 2]
     _, _, bg = mem.replay([0, 1, 2], 3)
     assert bg[0].tolist() == [True, False, False]  # everything seen is known: plain labels
+
+
+def test_train_task_with_unbiased_ce_and_partial_replay_runs():
+    from segxai.continual.learner import train_task
+
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 5, 1)
+    x = torch.rand(12, 3, 8, 8)
+    y = torch.zeros(12, 8, 8, dtype=torch.long)
+    y[:, 2:5, 2:5] = 4
+    mem_x, mem_y = torch.rand(3, 3, 8, 8), torch.zeros(3, 8, 8, dtype=torch.long)
+    mem_y[:, 1:3, 1:3] = 2
+    # memory without bg rows, current images with MiB's unbiased cross-entropy
+    losses = train_task(model, x, y, [0, 1, 2, 3, 4], memory_images=mem_x, memory_masks=mem_y,
+                        unbiased_ce=True, old_seen=[0, 1, 2, 3], new_classes=[4], epochs=2,
+                        batch_size=4, seed=1)
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+    bg = bg_sets(3, 5, [1, 3, 4])  # replayed task-2 exemplars: 1, 3, 4 unknown
+    losses = train_task(model, x, y, [0, 1, 2, 3, 4], memory_images=mem_x, memory_masks=mem_y,
+                        memory_bg=bg, epochs=1, batch_size=4, seed=1)
+    assert all(math.isfinite(v) for v in losses)

@@ -122,8 +122,10 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         extras[BG_SET] = bg_sets(len(images), k, old)
     if n_mem:
         assert memory_images is not None and memory_masks is not None
-        hook = ReplayMix(memory_images, memory_masks, n_mem,
-                         memory_bg if BG_SET in extras else None)
+        mem_bg = None
+        if BG_SET in extras:
+            mem_bg = memory_bg if memory_bg is not None else bg_sets(len(memory_images), k, [])
+        hook = ReplayMix(memory_images, memory_masks, n_mem, mem_bg)
     result = fit(model, TrainData(images, masks, extras, ignore_index=IGNORE), config, terms=terms,
                  batch_hook=hook, device=device, progress=progress, desc=desc)
     return result.losses
