@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from segxai.continual.cim import outside_low_pixels
 from segxai.continual.compress import (
     compress,
     exemplar_nbytes,
@@ -103,7 +104,11 @@ def test_saliency_box_bytes_formula():
     ex = compress(image, mask, "saliency-box", task=0, cls=1, saliency=sal, r=4.0, tau=0.6)
     hl, wl = low_size(H, W, 4.0)
     assert (hl, wl) == (8, 8)
-    assert exemplar_nbytes(ex) == 4 * 4 * 8 + 4 * hl * wl + 12
+    # CIM's cost a + (1 - a)/r: the low pixels under the box (rows 1-2, cols 2-5 of the
+    # 8 x 8 copy) are not stored; meta = task, cls, box, low size (8 uint16)
+    assert exemplar_nbytes(ex) == 4 * 4 * 8 + 4 * (hl * wl - 2 * 4) + 16
+    a = 32 / (H * W)
+    assert exemplar_nbytes(ex) - 16 == 4 * H * W * (a + (1 - a) / 4)
 
 
 def test_saliency_box_whole_image_equals_full():
@@ -246,9 +251,11 @@ def test_saliency_box_never_costs_more_than_full_plus_coordinates():
         box = compress(image, mask, "saliency-box", task=0, cls=1, saliency=sal, r=4.0, tau=0.3)
         assert exemplar_nbytes(box) <= 4 * H * W + 12
     sal = np.zeros((H, W))
-    sal[1:15, 1:15] = 1.0  # a = 0.77: box + low copy would exceed the whole example
+    sal[1:15, 1:15] = 1.0  # a = 0.77: CIM's cost a + (1 - a)/r is still below one exemplar
     box = compress(image, mask, "saliency-box", task=0, cls=1, saliency=sal, r=4.0)
-    assert exemplar_nbytes(box) == 4 * H * W + 12
+    keep = outside_low_pixels((H, W), (8, 8), (1, 15, 1, 15))
+    assert int(keep.sum()) == 64 - 6 * 6  # low rows/cols 1-6 lie wholly inside the box
+    assert exemplar_nbytes(box) == 4 * 14 * 14 + 4 * 28 + 16 < 4 * H * W + 12
     img, msk = reconstruct(box, "saliency-box", (H, W))
-    np.testing.assert_array_equal(img, image)
-    np.testing.assert_array_equal(msk, mask)
+    np.testing.assert_array_equal(img[:, 1:15, 1:15], image[:, 1:15, 1:15])
+    np.testing.assert_array_equal(msk[1:15, 1:15], mask[1:15, 1:15])

@@ -75,7 +75,7 @@ def test_killed_run_resumes_to_identical_results(tmp_path):
     # a different configuration in the same directory is refused
     cfg = json.loads((clean / "config.json").read_text())
     assert ContinualConfig.from_dict(cfg).size == 16
-    other = _run(clean, args=[*ARGS[:-2], "--budget-bytes", "999"])
+    other = _run(clean, args=[*ARGS[:-2], "--budget-bytes", "9999"])
     assert other.returncode == 2 and "other settings" in other.stderr
     assert "budget_bytes" in other.stderr
 

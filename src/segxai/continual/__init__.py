@@ -12,7 +12,9 @@ Example:
     [[1, 2], [3], [4]]
 """
 
+from segxai.continual.cim import box_exemplar, box_of_mask, outside_low_pixels, random_box
 from segxai.continual.compress import (
+    BOX_STRATEGIES,
     COMPRESSED_STRATEGIES,
     STRATEGIES,
     compress,
@@ -43,8 +45,10 @@ from segxai.continual.losses import (
     ReplayMix,
     SeenClassLoss,
     UnbiasedDistillation,
+    bg_sets,
     mib_init,
     seen_loss,
+    unbiased_cross_entropy,
 )
 from segxai.continual.memory import ReplayMemory
 from segxai.continual.metrics import confusion_matrix, iou_per_class, task_metrics
@@ -56,8 +60,12 @@ from segxai.continual.scenario import (
     task_masks,
     validate_tasks,
 )
+from segxai.continual.selection import class_features, herding_order, probability_maps
+from segxai.continual.study import ARMS, format_rq3, load_rq3, rq3_analysis, rq3_configs, run_rq3
 
 __all__ = [
+    "ARMS",
+    "BOX_STRATEGIES",
     "COLUMNS",
     "COMPRESSED_STRATEGIES",
     "STRATEGIES",
@@ -66,22 +74,35 @@ __all__ = [
     "ReplayMix",
     "SeenClassLoss",
     "UnbiasedDistillation",
+    "bg_sets",
+    "box_exemplar",
+    "box_of_mask",
     "build_memory",
+    "class_features",
     "compress",
     "confusion_matrix",
     "eval_masks",
     "evaluate_ious",
     "exemplar_nbytes",
+    "format_rq3",
+    "herding_order",
     "iou_per_class",
     "load_results",
+    "load_rq3",
     "masked_logits",
     "mib_init",
     "nearest_resize",
+    "outside_low_pixels",
     "parse_tasks",
     "plot_results",
+    "probability_maps",
     "quick_config",
+    "random_box",
     "reconstruct",
+    "rq3_analysis",
+    "rq3_configs",
     "run_experiment",
+    "run_rq3",
     "saliency_box",
     "saliency_maps",
     "saliency_patch",
@@ -92,6 +113,7 @@ __all__ = [
     "task_masks",
     "task_metrics",
     "train_task",
+    "unbiased_cross_entropy",
     "unbiased_distillation",
     "validate_tasks",
 ]

@@ -14,11 +14,14 @@ Strategies (research notes part B):
   saliency (stride 1) at full resolution, plus its top-left corner; replayed on a zero canvas
   whose label is ``255`` (ignore) outside the patch.
 * ``saliency-box`` (CIM-like, Luo et al. CVPR 2023): the tight box around the pixels whose
-  min-max-normalised saliency exceeds ``τ`` at full resolution, plus the whole example at
-  ``1/√r`` per side (nearest); replay pastes the box back onto the nearest-upsampled rest.
-  The low-resolution copy is stored whole (simpler than storing only its part outside the
-  box), so an exemplar costs ``(a + 1/r)`` full exemplars instead of CIM's ``a + (1 − a)/r``;
-  when that would reach 1 the box is widened to the whole image (stored once, no low copy).
+  min-max-normalised saliency exceeds ``τ`` at full resolution, plus the rest of the example
+  at ``1/√r`` per side (nearest; only the low pixels visible outside the box are stored), so
+  an exemplar costs CIM's ``a + (1 − a)/r`` full exemplars (:mod:`segxai.continual.cim`);
+  replay pastes the box back onto the nearest-upsampled rest. When that would reach 1 the
+  box is widened to the whole image (stored once, no low copy).
+* Controls with the same storage: ``prob-box`` (box from the model's class-probability map
+  instead of the CAM), ``gt-box`` (tight box of the class in the ground truth) and
+  ``random-box`` (the saliency box's size at a random place).
 
 Masks are only ever resampled by nearest neighbour, so they never hold interpolated class ids.
 Every exemplar also stores ``meta`` (``uint16``: task, class, then the coordinates), which is
@@ -27,17 +30,20 @@ counted in its bytes.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
+from segxai.continual.cim import box_exemplar, box_of_mask, random_box, reconstruct_box
+from segxai.continual.resample import low_size, nearest_resize
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.postprocess import minmax
 
 __all__ = [
-    "STRATEGIES",
+    "BOX_STRATEGIES",
     "COMPRESSED_STRATEGIES",
+    "SALIENCY_STRATEGIES",
+    "STRATEGIES",
     "compress",
     "exemplar_nbytes",
     "low_size",
@@ -48,53 +54,19 @@ __all__ = [
     "patch_size_for",
 ]
 
-STRATEGIES = ("none", "full", "downsample", "saliency-patch", "saliency-box")
-COMPRESSED_STRATEGIES = ("full", "downsample", "saliency-patch", "saliency-box")
+STRATEGIES = ("none", "full", "downsample", "saliency-patch", "saliency-box", "prob-box",
+              "random-box", "gt-box")
+COMPRESSED_STRATEGIES = STRATEGIES[1:]
+BOX_STRATEGIES = ("saliency-box", "prob-box", "random-box", "gt-box")
+SALIENCY_STRATEGIES = ("saliency-patch", "saliency-box", "prob-box", "random-box")
+"""Strategies that need a saliency map (``prob-box``: the class-probability map;
+``random-box``: the saliency box's size)."""
 IGNORE = 255
-
-
-def low_size(h: int, w: int, r: float) -> tuple[int, int]:
-    """Size of an ``h × w`` array stored at ``1/√r`` per side (at least 1 pixel).
-
-    Args:
-        h: height.
-        w: width.
-        r: area compression ratio (``r >= 1``); each side shrinks by ``√r``.
-
-    Returns:
-        ``(h_low, w_low)`` with ``h_low = max(1, round(h / √r))``.
-    """
-    if not isinstance(r, (int, float)) or isinstance(r, bool) or not r >= 1:
-        raise SegxaiError(f"r: expected a number >= 1, got {r!r}")
-    s = math.sqrt(float(r))
-    return max(1, int(round(h / s))), max(1, int(round(w / s)))
 
 
 def patch_size_for(h: int, w: int, r: float) -> tuple[int, int]:
     """Default EPR patch size: the same area fraction ``1/r`` as ``downsample`` keeps."""
     return low_size(h, w, r)
-
-
-def nearest_resize(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of the last two axes (works for images and label masks).
-
-    Output pixel ``i`` samples input pixel ``floor((i + 0.5) · H_in / H_out)``, i.e. the
-    input pixel whose area contains the output pixel's centre; values are copied, never mixed.
-
-    Args:
-        arr: ``(..., H, W)`` array of any dtype.
-        size: ``(H_out, W_out)``.
-
-    Returns:
-        ``(..., H_out, W_out)`` array of the same dtype.
-    """
-    h_in, w_in = arr.shape[-2:]
-    h_out, w_out = int(size[0]), int(size[1])
-    if h_out < 1 or w_out < 1:
-        raise SegxaiError(f"size: expected positive sizes, got {size!r}")
-    rows = np.minimum(((np.arange(h_out) + 0.5) * h_in / h_out).astype(np.int64), h_in - 1)
-    cols = np.minimum(((np.arange(w_out) + 0.5) * w_in / w_out).astype(np.int64), w_in - 1)
-    return arr[..., rows[:, None], cols[None, :]]
 
 
 def _minmax(sal: np.ndarray) -> np.ndarray:
@@ -169,7 +141,8 @@ def _check_example(image: np.ndarray, mask: np.ndarray) -> tuple[int, int]:
 
 def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, cls: int,
              saliency: np.ndarray | None = None, r: float = 4.0, tau: float = 0.6,
-             patch: tuple[int, int] | None = None) -> dict[str, np.ndarray]:
+             patch: tuple[int, int] | None = None,
+             rng: np.random.Generator | None = None) -> dict[str, np.ndarray]:
     """Compress one example into the arrays a memory stores.
 
     Args:
@@ -182,6 +155,7 @@ def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, c
         r: area compression ratio of ``downsample`` and of the area outside the box.
         tau: box threshold of ``saliency-box``.
         patch: ``(p_h, p_w)`` of ``saliency-patch`` (default :func:`patch_size_for`).
+        rng: places the ``random-box`` (default: seeded by ``task`` and ``cls``).
 
     Returns:
         ``{"image": ..., "mask": ..., "meta": uint16 [task, cls, coords...]}`` plus, for
@@ -192,7 +166,7 @@ def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, c
         raise SegxaiError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
     if not (0 <= int(task) < 65536 and 0 <= int(cls) < 65536):
         raise ValueError(f"task/cls: expected values in [0, 65535], got {task}, {cls}")
-    if strategy in ("saliency-patch", "saliency-box"):
+    if strategy in SALIENCY_STRATEGIES:
         if saliency is None or saliency.shape != (h, w):
             raise SegxaiError(f"saliency: strategy {strategy!r} needs an ({h}, {w}) map")
     if strategy == "full":
@@ -203,32 +177,20 @@ def compress(image: np.ndarray, mask: np.ndarray, strategy: str, *, task: int, c
         return {"image": np.ascontiguousarray(nearest_resize(image, size)),
                 "mask": np.ascontiguousarray(nearest_resize(mask, size)),
                 "meta": np.array([task, cls], dtype=np.uint16)}
-    assert saliency is not None  # the two saliency strategies checked it above
+    if strategy == "gt-box":
+        return box_exemplar(image, mask, box_of_mask(mask, cls), task=task, cls=cls, r=r)
+    assert saliency is not None  # the saliency strategies checked it above
     if strategy == "saliency-patch":
         ph, pw = patch if patch is not None else patch_size_for(h, w, r)
         u, v = saliency_patch(saliency, (ph, pw))
         return {"image": image[:, u:u + ph, v:v + pw].copy(),
                 "mask": mask[u:u + ph, v:v + pw].copy(),
                 "meta": np.array([task, cls, u, v], dtype=np.uint16)}
-    # saliency-box
-    y0, y1, x0, x1 = saliency_box(saliency, tau)
-    size = low_size(h, w, r)
-    # a box so large that box + low copy would outweigh the whole example: keep it whole
-    if (y1 - y0) * (x1 - x0) + size[0] * size[1] >= h * w:
-        y0, y1, x0, x1 = 0, h, 0, w
-    whole_box = (y0, y1, x0, x1) == (0, h, 0, w)
-    if size == (h, w):  # r = 1: the "low" copy is already lossless; no box needed
-        y0 = y1 = x0 = x1 = 0
-        whole_box = False
-    if whole_box:  # nothing outside the box: no low-resolution copy needed
-        low_image = np.zeros((3, 0, 0), dtype=np.uint8)
-        low_mask = np.zeros((0, 0), dtype=np.uint8)
-    else:
-        low_image = np.ascontiguousarray(nearest_resize(image, size))
-        low_mask = np.ascontiguousarray(nearest_resize(mask, size))
-    return {"image": image[:, y0:y1, x0:x1].copy(), "mask": mask[y0:y1, x0:x1].copy(),
-            "low_image": low_image, "low_mask": low_mask,
-            "meta": np.array([task, cls, y0, y1, x0, x1], dtype=np.uint16)}
+    box = saliency_box(saliency, tau)
+    if strategy == "random-box":
+        box = random_box(box, (h, w), rng if rng is not None
+                         else np.random.default_rng([int(task), int(cls)]))
+    return box_exemplar(image, mask, box, task=task, cls=cls, r=r)
 
 
 def exemplar_nbytes(arrays: dict[str, np.ndarray]) -> int:
@@ -262,17 +224,8 @@ def reconstruct(arrays: dict[str, np.ndarray], strategy: str,
         image[:, u:u + ph, v:v + pw] = arrays["image"]
         mask[u:u + ph, v:v + pw] = arrays["mask"]
         return image, mask
-    if strategy == "saliency-box":
-        y0, y1, x0, x1 = (int(v) for v in meta[2:6])
-        if arrays["low_mask"].size == 0:
-            image = np.zeros((arrays["image"].shape[0], h, w), dtype=np.uint8)
-            mask = np.full((h, w), IGNORE, dtype=np.uint8)
-        else:
-            image = nearest_resize(arrays["low_image"], (h, w))
-            mask = nearest_resize(arrays["low_mask"], (h, w))
-        image[:, y0:y1, x0:x1] = arrays["image"]
-        mask[y0:y1, x0:x1] = arrays["mask"]
-        return image, mask
+    if strategy in BOX_STRATEGIES:
+        return reconstruct_box(arrays, (h, w), IGNORE)
     raise SegxaiError(f"strategy: expected one of {COMPRESSED_STRATEGIES}, got {strategy!r}")
 
 

@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm.auto import tqdm
 
 from segxai.continual.config import FULL_EXEMPLAR_BYTES_64, ContinualConfig, quick_config
@@ -29,6 +28,7 @@ from segxai.continual.plots import plot_results
 from segxai.continual.runs import open_store, run_seed
 from segxai.continual.summary import (
     COLUMNS,
+    base_report,
     load_results,
     summarise,
     write_results,
@@ -47,10 +47,12 @@ __all__ = [
 ]
 
 
-def _run_seed_worker(config: dict[str, Any], seed: int, out: str, device: str) -> None:
-    torch.set_num_threads(1)
+def _seed_task(shared: tuple[dict[str, Any], str, str], seed: int) -> int:
+    """One seed in an executor's worker (``shared`` = config dict, out, device)."""
+    config, out, device = shared
     cfg = ContinualConfig.from_dict(config)
     run_seed(cfg, seed, open_store(cfg, out), device, False, None)
+    return seed
 
 
 def run_experiment(config: ContinualConfig, out: str | Path, *, device: str = "cpu",
@@ -76,16 +78,11 @@ def run_experiment(config: ContinualConfig, out: str | Path, *, device: str = "c
     bar.update(sum(1 for r in load_results(store.root, config) if r["task"] > 0))
     start = time.perf_counter()
     if workers > 1 and len(config.seeds) > 1:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor, as_completed
+        from segxai.core.executor import make_executor
 
-        ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, len(config.seeds)),
-                                 mp_context=ctx) as pool:
-            futures = [pool.submit(_run_seed_worker, config.to_dict(), seed, str(store.root),
-                                   device) for seed in config.seeds]
-            for fut in as_completed(futures):
-                fut.result()
+        shared = (config.to_dict(), str(store.root), device)
+        with make_executor(min(workers, len(config.seeds))) as pool:
+            for _ in pool.imap(_seed_task, shared, list(config.seeds)):
                 bar.n = sum(1 for r in load_results(store.root, config) if r["task"] > 0)
                 bar.refresh()
     else:
@@ -96,12 +93,14 @@ def run_experiment(config: ContinualConfig, out: str | Path, *, device: str = "c
     summary = summarise(rows, config)
     summary["wall_seconds_this_call"] = time.perf_counter() - start
     summary["workers"] = workers
-    summary["base_seconds"] = {
-        f"seed{seed}": store.read_json(f"base/seed{seed}/base.json")["seconds"]
-        for seed in config.seeds}
+    base = base_report(store.root, config)
+    summary["base"] = base
+    summary["excluded_seeds"] = base["excluded_seeds"]
+    summary["base_seconds"] = {f"seed{seed}": v["seconds"] for seed, v in base["seeds"].items()}
     summary["run_seconds"] = {
         f"{s}/seed{seed}": store.read_json(f"runs/{s}/seed{seed}/state.json")["seconds"]
-        for s in config.strategies for seed in config.seeds}
+        for s in config.strategies for seed in config.seeds
+        if seed not in base["excluded_seeds"]}
     store.write_json("summary.json", summary)
     write_summary_csv(store, summary)
     plot_results(rows, config, store.root)

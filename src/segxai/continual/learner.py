@@ -18,20 +18,21 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from segxai.continual.compress import compress
 from segxai.continual.losses import (
+    BG_SET,
     IGNORE,
     MASK_VALUE,
     ReplayMix,
     SeenClassLoss,
     UnbiasedDistillation,
+    bg_sets,
     masked_logits,
     mib_init,
     seen_loss,
     unbiased_distillation,
 )
-from segxai.continual.memory import ReplayMemory
 from segxai.continual.metrics import confusion_matrix, iou_per_class
+from segxai.continual.selection import build_memory
 from segxai.core.errors import SegxaiError
 from segxai.models.loop import TrainData, fit
 from segxai.models.losses import LossTerm
@@ -53,6 +54,7 @@ __all__ = [
 
 def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[int], *,
                memory_images: Tensor | None = None, memory_masks: Tensor | None = None,
+               memory_bg: Tensor | None = None, unbiased_ce: bool = False,
                epochs: int = 10, batch_size: int = 16, ratio: float = 0.5, lr: float = 1e-3,
                seed: int = 0, old_model: nn.Module | None = None, old_seen: Sequence[int] = (),
                new_classes: Sequence[int] = (), distill: float = 0.0, dice: bool = True,
@@ -75,6 +77,10 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         seen: classes not masked in the logits (background + all seen).
         memory_images: ``(M, 3, H, W)`` float replay images, or None.
         memory_masks: ``(M, H, W)`` long replay labels.
+        memory_bg: ``(M, K)`` bool: classes each replayed background pixel may stand for
+            (:meth:`~segxai.continual.memory.ReplayMemory.replay`); None = background only.
+        unbiased_ce: MiB's unbiased cross-entropy on the current images (their background
+            may be any old class, ``old_seen``).
         epochs: passes over the task's images.
         batch_size: images per step.
         ratio: fraction of each batch from memory, in ``[0, 1)``.
@@ -108,10 +114,19 @@ def train_task(model: nn.Module, images: Tensor, masks: Tensor, seen: Sequence[i
         terms.append(UnbiasedDistillation(old_model, list(old_seen), list(new_classes),
                                           weight=distill))
     hook = None
+    k = int(memory_bg.shape[1]) if memory_bg is not None else max([*seen, *old_seen]) + 1
+    partial_memory = memory_bg is not None and bool((memory_bg.sum(1) > 1).any())
+    extras: dict[str, Tensor] = {}
+    if unbiased_ce or (n_mem and partial_memory):
+        old = [c for c in old_seen if c != 0] if unbiased_ce else []
+        extras[BG_SET] = bg_sets(len(images), k, old)
     if n_mem:
         assert memory_images is not None and memory_masks is not None
-        hook = ReplayMix(memory_images, memory_masks, n_mem)
-    result = fit(model, TrainData(images, masks, ignore_index=IGNORE), config, terms=terms,
+        mem_bg = None
+        if BG_SET in extras:
+            mem_bg = memory_bg if memory_bg is not None else bg_sets(len(memory_images), k, [])
+        hook = ReplayMix(memory_images, memory_masks, n_mem, mem_bg)
+    result = fit(model, TrainData(images, masks, extras, ignore_index=IGNORE), config, terms=terms,
                  batch_hook=hook, device=device, progress=progress, desc=desc)
     return result.losses
 
@@ -174,91 +189,3 @@ def saliency_maps(model: nn.Module, images: Tensor, masks: Tensor, *, explainer:
         out[rows.numpy()] = np.maximum(out[rows.numpy()], maps)
     return out
 
-
-def _to_uint8(images: Tensor) -> np.ndarray:
-    return (images.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
-def build_memory(memory: ReplayMemory, model: nn.Module, images: Tensor, masks: Tensor, *,
-                 task: int, new_classes: Sequence[int], seen: Sequence[int], seed: int,
-                 explainer: str = "seg-grad-cam", r: float = 4.0, tau: float = 0.6,
-                 patch: tuple[int, int] | None = None, pseudo_threshold: float | None = 0.7,
-                 saliency_on: str = "selected", device: str = "cpu",
-                 chunk: int = 16) -> dict[str, Any]:
-    """Fill the memory with exemplars of the task's new classes (class-balanced, random order).
-
-    The memory's classes become ``seen`` minus background (old lists shrink to the new
-    share). For each new class, the task images containing it are visited in a seeded random
-    order (an image is used for one class only); each is compressed and added while it fits
-    the class's share (the first that does not fit ends the class, as in CIM). The stored
-    mask is the task's label map; with ``pseudo_threshold``, its background pixels where the
-    model (after the task) predicts an *older* class with probability >= the threshold take
-    that class (SSUL-style pseudo-labels), so that replayed masks keep old classes.
-
-    Args:
-        memory: the memory to update (in place).
-        model: the model after training on the task.
-        images: ``(N, 3, H, W)`` float images of the task.
-        masks: ``(N, H, W)`` their (background-shifted) labels.
-        task: task index (stored in each exemplar's meta).
-        new_classes: the task's classes.
-        seen: background + every class seen so far.
-        seed: seeds the selection order.
-        explainer: saliency method for the two saliency strategies.
-        r: compression ratio.
-        tau: box threshold.
-        patch: EPR patch size (default: ``1/r`` of the area).
-        pseudo_threshold: confidence for old-class pseudo-labels (None = off).
-        saliency_on: ``"selected"`` (the class the exemplar is stored for, as CIM uses the
-            true class) or ``"present"`` (maximum over every foreground class in the stored
-            mask, pseudo-labelled old classes included).
-        device: torch device.
-        chunk: images explained per call.
-
-    Returns:
-        Statistics: ``{"saliency_calls": int, "candidates": int}``.
-    """
-    if saliency_on not in ("selected", "present"):
-        raise SegxaiError(f"saliency_on: expected 'selected' or 'present', got {saliency_on!r}")
-    memory.set_classes([c for c in seen if c != 0])
-    stats = {"saliency_calls": 0, "candidates": 0}
-    if memory.strategy == "none":
-        return stats
-    old = [c for c in seen if c != 0 and c not in set(new_classes)]
-    rng = np.random.default_rng([int(seed), int(task), 17])
-    used: set[int] = set()
-    needs_saliency = memory.strategy in ("saliency-patch", "saliency-box")
-    for c in new_classes:
-        order = [int(i) for i in rng.permutation((masks == c).flatten(1).any(1).nonzero()
-                                                 .flatten().numpy()) if int(i) not in used]
-        done = False
-        for s in range(0, len(order), chunk):
-            if done:
-                break
-            idx = torch.tensor(order[s:s + chunk], dtype=torch.long)
-            x, y = images[idx], masks[idx].clone()
-            if pseudo_threshold is not None and old:
-                with torch.no_grad():
-                    probs = masked_logits(model.to(device).eval()(x.to(device)), seen)
-                    probs = probs.softmax(1).cpu()
-                conf, arg = probs.max(1)
-                relabel = (y == 0) & torch.isin(arg, torch.tensor(old)) & (conf >= pseudo_threshold)
-                y[relabel] = arg[relabel]
-            sal = None
-            if needs_saliency:
-                sal = saliency_maps(model, x, y, explainer=explainer, device=device,
-                                    classes=[c] if saliency_on == "selected" else None)
-                stats["saliency_calls"] += 1
-            img8, msk8 = _to_uint8(x), y.clamp(0, 255).to(torch.uint8).numpy()
-            for k, i in enumerate(idx.tolist()):
-                stats["candidates"] += 1
-                ex = compress(img8[k], msk8[k], memory.strategy, task=task, cls=c,
-                              saliency=None if sal is None else sal[k], r=r, tau=tau,
-                              patch=patch)
-                if not memory.add(c, ex):
-                    done = True
-                    break
-                used.add(i)
-    if memory.nbytes > memory.budget_bytes:  # cannot happen: add() checks every exemplar
-        raise RuntimeError(f"memory: {memory.nbytes} bytes exceed the budget")
-    return stats

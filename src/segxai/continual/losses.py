@@ -7,9 +7,18 @@ prediction. This is equivalent to a head that grows by one output per new class 
 outputs receive no gradient from the cross-entropy and never win the argmax).
 
 MiB: the new classes' head rows are initialised from the background row with bias
-``b_bg − log(N_new + 1)``, and the unbiased distillation term is
-``−mean_pixels Σ_{c ∈ old} q_c log p̃_c`` with ``q`` the old model's softmax over the classes it
-knew, ``p̃_bg = Σ_{c ∈ {bg} ∪ new} p_c`` and ``p̃_c = p_c`` otherwise.
+``b_bg − log(N_new + 1)``; the unbiased distillation term is
+``−mean_pixels (1/|O|) Σ_{c ∈ O} q_c log p̃_c`` with ``O`` the old classes (background
+included), ``q`` the old model's softmax over ``O``, ``p̃_bg = Σ_{c ∈ {bg} ∪ new} p_c`` and
+``p̃_c = p_c`` otherwise; the unbiased cross-entropy scores a background label with
+``log Σ_{c ∈ B} p_c`` where ``B`` is the set of classes a background pixel may stand for
+(MiB: background and the old classes).
+
+Partial labels (:func:`unbiased_cross_entropy`): every image carries ``bg_set``, the classes
+its background label may stand for. Current images: ``{0}`` (plain) or ``{0} ∪ old`` (MiB).
+A replayed exemplar stored in task ``s`` knows only task ``s``'s classes (and any pseudo
+label written into it), so its background may be any other seen class: ``{0} ∪ (seen − known)``.
+A replayed exemplar therefore never teaches a later-learned class as background.
 """
 
 from __future__ import annotations
@@ -25,11 +34,14 @@ from torch import Tensor, nn
 from segxai.core.errors import SegxaiError
 from segxai.models.losses import Batch, StepContext, segmentation_loss
 
-__all__ = ["IGNORE", "MASK_VALUE", "ReplayMix", "SeenClassLoss", "UnbiasedDistillation",
-           "masked_logits", "mib_init", "seen_loss", "unbiased_distillation"]
+__all__ = ["BG_SET", "IGNORE", "MASK_VALUE", "ReplayMix", "SeenClassLoss",
+           "UnbiasedDistillation", "bg_sets", "masked_logits", "mib_init", "seen_loss",
+           "unbiased_cross_entropy", "unbiased_distillation"]
 
 MASK_VALUE = -1.0e4
 IGNORE = 255
+BG_SET = "bg_set"
+"""Key of the per-image ``(N, K)`` bool extra: classes a background label may stand for."""
 
 
 def masked_logits(logits: Tensor, seen: Sequence[int]) -> Tensor:
@@ -57,9 +69,53 @@ def seen_loss(logits: Tensor, target: Tensor, seen: Sequence[int], *,
                              IGNORE, classes=list(seen))
 
 
+def bg_sets(n: int, num_classes: int, classes: Sequence[int]) -> Tensor:
+    """``(n, num_classes)`` bool rows marking ``{0} ∪ classes`` (one row per image)."""
+    row = torch.zeros(num_classes, dtype=torch.bool)
+    row[[0, *(int(c) for c in classes)]] = True
+    return row.unsqueeze(0).repeat(n, 1)
+
+
+def unbiased_cross_entropy(logits: Tensor, target: Tensor, seen: Sequence[int],
+                           bg_set: Tensor, ignore_index: int = IGNORE) -> Tensor:
+    """Cross-entropy over the seen classes where a background label (0) is a partial label.
+
+    ``log p(label) = z_label − lse(z_seen)`` for a foreground label and
+    ``lse(z_{B_i ∩ seen}) − lse(z_seen)`` for background, ``B_i = bg_set[i]`` (MiB's unbiased
+    cross-entropy when ``B = {0} ∪ old``; plain masked cross-entropy when ``B = {0}``). Mean of
+    ``−log p`` over the pixels that are not ``ignore_index``.
+
+    Args:
+        logits: ``(N, K, H, W)`` raw logits.
+        target: ``(N, H, W)`` labels.
+        seen: classes not masked.
+        bg_set: ``(N, K)`` bool: the classes a background pixel of image ``i`` may be
+            (background itself is always included).
+        ignore_index: label to skip.
+
+    Returns:
+        Scalar loss.
+    """
+    z = masked_logits(logits, seen)
+    logz = torch.logsumexp(z, dim=1)
+    allowed = torch.zeros(bg_set.shape[0], z.shape[1], dtype=torch.bool, device=z.device)
+    width = min(int(bg_set.shape[1]), z.shape[1])
+    allowed[:, :width] = bg_set[:, :width].to(device=z.device, dtype=torch.bool)
+    allowed[:, 0] = True
+    log_bg = torch.logsumexp(z.masked_fill(~allowed[:, :, None, None], MASK_VALUE), dim=1)
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target)).clamp(0, z.shape[1] - 1)
+    z_label = z.gather(1, safe.unsqueeze(1)).squeeze(1)
+    log_p = torch.where(safe == 0, log_bg, z_label) - logz
+    if not bool(valid.any()):
+        return logits.sum() * 0.0
+    return -log_p[valid].mean()
+
+
 def unbiased_distillation(new_logits: Tensor, old_logits: Tensor, old_seen: Sequence[int],
                           new_classes: Sequence[int], ignore: Tensor | None = None) -> Tensor:
-    """MiB unbiased knowledge distillation (mean over pixels).
+    """MiB unbiased knowledge distillation: ``−(1/|O|) Σ_{c∈O} q_c log p̃_c``, mean over
+    pixels (``O`` = ``old_seen``, background included, as MiB's code divides by it).
 
     Args:
         new_logits: ``(N, K, H, W)`` current model logits (unmasked).
@@ -78,7 +134,7 @@ def unbiased_distillation(new_logits: Tensor, old_logits: Tensor, old_seen: Sequ
     fg = [c for c in old_seen if c != 0]
     log_bg = torch.logsumexp(new_logits[:, [0, *new_classes]], dim=1, keepdim=True) - logz
     log_p = torch.cat([log_bg, new_logits[:, fg] - logz], dim=1)
-    per_pixel = -(q * log_p).sum(1)
+    per_pixel = -(q * log_p).sum(1) / len(old_seen)
     if ignore is not None:
         per_pixel = per_pixel[~ignore]
     return per_pixel.mean() if per_pixel.numel() else new_logits.sum() * 0.0
@@ -111,7 +167,13 @@ def mib_init(model: nn.Module, new_classes: Sequence[int], num_classes: int) -> 
 
 @dataclass
 class SeenClassLoss:
-    """Loss term: :func:`seen_loss` (cross-entropy and Dice over the seen classes only)."""
+    """Loss term: :func:`seen_loss` (cross-entropy and Dice over the seen classes only).
+
+    When the batch carries :data:`BG_SET` rows that allow more than background for some
+    image, the cross-entropy is :func:`unbiased_cross_entropy` and the Dice term skips those
+    images' background pixels (their class is not known); otherwise it is :func:`seen_loss`
+    exactly.
+    """
 
     seen: list[int]
     dice: bool = True
@@ -120,7 +182,22 @@ class SeenClassLoss:
 
     def __call__(self, batch: Batch, logits: Tensor, context: StepContext) -> Tensor:
         assert batch.masks is not None
-        return seen_loss(logits, batch.masks, self.seen, dice=self.dice)
+        bg = batch.extras.get(BG_SET)
+        if bg is None:
+            return seen_loss(logits, batch.masks, self.seen, dice=self.dice)
+        keep = torch.zeros(bg.shape[1], dtype=torch.bool, device=bg.device)
+        keep[[c for c in self.seen if c < bg.shape[1]]] = True
+        partial = ((bg & keep).sum(1) > 1).to(batch.masks.device)  # background is ambiguous
+        if not bool(partial.any()):
+            return seen_loss(logits, batch.masks, self.seen, dice=self.dice)
+        ce = unbiased_cross_entropy(logits, batch.masks, self.seen, bg)
+        if not self.dice:
+            return ce
+        sure = batch.masks.masked_fill(partial[:, None, None] & (batch.masks == 0), IGNORE)
+        if not bool((sure != IGNORE).any()):
+            return ce
+        return ce + (seen_loss(logits, sure, self.seen, dice=True)
+                     - seen_loss(logits, sure, self.seen, dice=False))
 
     def describe(self) -> dict[str, Any]:
         return {"seen": list(self.seen), "dice": self.dice, "weight": self.weight}
@@ -149,14 +226,20 @@ class UnbiasedDistillation:
 @dataclass
 class ReplayMix:
     """Batch hook: append ``n`` memory samples drawn uniformly with replacement from the
-    epoch's generator to every minibatch (SSUL-M-style replay)."""
+    epoch's generator to every minibatch (SSUL-M-style replay). ``bg_set`` (``(M, K)`` bool,
+    optional) travels with the memory samples as the :data:`BG_SET` extra; the batch's own
+    rows must then be there too."""
 
     images: Tensor
     masks: Tensor
     n: int
+    bg_set: Tensor | None = None
 
     def __call__(self, batch: Batch, g: torch.Generator) -> Batch:
         j = torch.randint(len(self.images), (self.n,), generator=g)
         assert batch.masks is not None
+        extras = dict(batch.extras)
+        if self.bg_set is not None:
+            extras[BG_SET] = torch.cat([extras[BG_SET], self.bg_set[j]])
         return Batch(torch.cat([batch.images, self.images[j]]),
-                     torch.cat([batch.masks, self.masks[j]]), batch.extras, batch.ignore_index)
+                     torch.cat([batch.masks, self.masks[j]]), extras, batch.ignore_index)

@@ -8,6 +8,11 @@ selection order until the next exemplar does not fit; when more classes arrive, 
 keeps the longest prefix of its list that fits its smaller share. The total can therefore
 never exceed the budget.
 
+The memory also records which classes the masks of each task know (``known``: task → the
+classes its label maps label, the task's own classes): at replay, a stored mask's background
+pixels are "unknown" for every seen class its task did not know (:meth:`ReplayMemory.replay`),
+so an exemplar never teaches a class learned later as background.
+
 The memory is saved as ``memory.npz`` (arrays only, loaded with ``allow_pickle=False``) plus a
 ``memory.json`` index.
 """
@@ -17,7 +22,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -69,6 +74,7 @@ class ReplayMemory:
         self.params = dict(params or {})
         self.classes: list[int] = []
         self.items: dict[int, list[dict[str, np.ndarray]]] = {}
+        self.known: dict[int, list[int]] = {}
 
     # ------------------------------------------------------------------ accounting
     @property
@@ -132,6 +138,15 @@ class ReplayMemory:
         self.items[cls].append(arrays)
         return True
 
+    def set_known(self, task: int, classes: list[int]) -> None:
+        """Record the foreground classes that task ``task``'s stored masks label."""
+        self.known[int(task)] = sorted({int(c) for c in classes if int(c) != 0})
+
+    def known_classes(self, arrays: dict[str, np.ndarray]) -> list[int]:
+        """Classes the exemplar's mask knows: its task's (:meth:`set_known`), else its class."""
+        task, cls = int(arrays["meta"][0]), int(arrays["meta"][1])
+        return self.known.get(task, [cls])
+
     # ------------------------------------------------------------------ replay
     def exemplars(self) -> list[tuple[int, dict[str, np.ndarray]]]:
         """``(class, arrays)`` for every exemplar, classes in increasing order."""
@@ -148,6 +163,41 @@ class ReplayMemory:
         if not pairs:
             return np.zeros((0, 3, h, w), np.uint8), np.zeros((0, h, w), np.uint8)
         return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    def replay(self, seen: list[int], num_classes: int,
+               labels: Literal["unbiased", "ignore", "stored"] = "unbiased",
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The exemplars rebuilt for replay in a task whose seen classes are ``seen``.
+
+        Args:
+            seen: background + every class seen so far (now).
+            num_classes: classes of the dataset (background included).
+            labels: ``"unbiased"``: masks as stored, and each exemplar's background may be
+                any seen class its mask does not know (``bg_set`` rows; the loss folds them
+                into background, MiB-style); ``"ignore"``: background pixels of an exemplar
+                that does not know every seen class become 255; ``"stored"``: the stored
+                masks as plain labels (background means background; the biased baseline).
+
+        Returns:
+            ``uint8`` images ``(N, 3, H, W)``, masks ``(N, H, W)`` and ``bg_set``
+            ``(N, num_classes)`` bool.
+        """
+        if labels not in ("unbiased", "ignore", "stored"):
+            raise SegxaiError(f"labels: expected 'unbiased', 'ignore' or 'stored', got {labels!r}")
+        images, masks = self.reconstructed()
+        bg = np.zeros((len(images), int(num_classes)), dtype=bool)
+        bg[:, 0] = True
+        if labels == "stored":
+            return images, masks, bg
+        for i, (_, ex) in enumerate(self.exemplars()):
+            unknown = [c for c in seen if c != 0 and c not in self.known_classes(ex)]
+            if not unknown:
+                continue
+            if labels == "ignore":
+                masks[i][masks[i] == 0] = 255
+            else:
+                bg[i, unknown] = True
+        return images, masks, bg
 
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | Path) -> None:
@@ -171,7 +221,8 @@ class ReplayMemory:
         atomic_write_bytes(directory / "memory.npz", buf.getvalue())
         meta = {"strategy": self.strategy, "budget_bytes": self.budget_bytes,
                 "size": list(self.size), "params": self.params, "classes": self.classes,
-                "items": index, "nbytes": self.nbytes, "exemplars": len(self)}
+                "items": index, "nbytes": self.nbytes, "exemplars": len(self),
+                "known": {str(t): v for t, v in sorted(self.known.items())}}
         atomic_write_json(directory / "memory.json", meta)
 
     @classmethod
@@ -182,6 +233,7 @@ class ReplayMemory:
         mem = cls(meta["strategy"], int(meta["budget_bytes"]), tuple(meta["size"]),
                   meta.get("params"))
         mem.classes = [int(c) for c in meta["classes"]]
+        mem.known = {int(t): [int(c) for c in v] for t, v in meta.get("known", {}).items()}
         with np.load(directory / "memory.npz", allow_pickle=False) as data:
             for c_str, entries in meta["items"].items():
                 c = int(c_str)

@@ -52,7 +52,8 @@ def plot_results(rows: list[dict[str, Any]], config: ContinualConfig,
         ax.set_ylabel("mIoU (%)")
         ax.set_title(title)
         ax.set_xticks(tasks)
-    axes[0].legend(fontsize=7)
+    if axes[0].get_legend_handles_labels()[0]:
+        axes[0].legend(fontsize=7)
     fig1.tight_layout()
     fig2, ax = plt.subplots(figsize=(4.6, 3.4))
     for strategy in config.strategies:

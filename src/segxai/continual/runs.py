@@ -36,7 +36,7 @@ from segxai.continual.scenario import eval_masks, seen_classes, task_indices, ta
 from segxai.continual.summary import write_results
 from segxai.core.runstore import RunStore
 
-__all__ = ["open_store", "run_seed"]
+__all__ = ["base_is_strong", "open_store", "run_seed"]
 
 
 def open_store(config: ContinualConfig, out: str | Path) -> RunStore:
@@ -65,9 +65,11 @@ def _make_model(config: ContinualConfig, seed: int) -> nn.Module:
 
 def _data(config: ContinualConfig, seed: int) -> tuple[Any, Any]:
     from segxai.data import make_shapes
+    from segxai.data.textured import make_textured_shapes
 
-    train = make_shapes(config.n_train, size=config.size, seed=10_000 + int(seed))
-    val = make_shapes(config.n_val, size=config.size, seed=99_991)
+    make = make_textured_shapes if config.dataset == "textured-shapes" else make_shapes
+    train = make(config.n_train, size=config.size, seed=10_000 + int(seed))
+    val = make(config.n_val, size=config.size, seed=99_991)
     return train, val
 
 
@@ -82,27 +84,78 @@ def _row(strategy: str, seed: int, t: int, metrics: dict[str, float],
             "exemplars": len(memory), "bytes": memory.nbytes}
 
 
+def base_is_strong(config: ContinualConfig, iou: np.ndarray) -> bool:
+    """Every base class reaches ``config.base_target`` validation IoU (True without one)."""
+    if config.base_target is None:
+        return True
+    values = np.array([iou[c] for c in config.tasks[0]], dtype=np.float64)
+    return bool(np.all(np.nan_to_num(values, nan=0.0) >= float(config.base_target)))
+
+
 def _base_task(config: ContinualConfig, seed: int, store: RunStore, train: Any, val: Any,
-               device: str, progress: bool) -> tuple[str, np.ndarray]:
-    """Train (or reload) the task-0 model of ``seed``; returns its file and IoUs."""
+               device: str, progress: bool) -> tuple[str, np.ndarray, bool]:
+    """Train (or reload) the task-0 model of ``seed``: rounds of ``base_epochs`` (a fresh
+    one-cycle schedule each) until every base class reaches ``base_target`` IoU on the
+    validation set or ``base_rounds`` rounds ran. Returns its file, IoUs and whether it is
+    strong (a weak seed is excluded by :func:`run_seed`)."""
     folder = f"base/seed{seed}"
     state = store.read_json(f"{folder}/base.json")
     if state is not None:
-        return f"{folder}/model.safetensors", _none_to_nan(state["iou"])
+        iou = _none_to_nan(state["iou"])
+        return f"{folder}/model.safetensors", iou, base_is_strong(config, iou)
     start = time.perf_counter()
     model = _make_model(config, seed)
     images, masks = _task_data(train, config, 0)
     seen = seen_classes(config.tasks, 0)
     epochs = config.base_epochs if config.base_epochs is not None else config.epochs
-    train_task(model, images, masks, seen, epochs=epochs, batch_size=config.batch_size,
-               ratio=config.ratio, lr=config.lr, seed=seed * 100, device=device,
-               progress=progress, desc=f"seed {seed} task 0")
-    iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, 0), seen,
-                        config.model["num_classes"], device=device)
+    history = []
+    for round_ in range(config.base_rounds):
+        train_task(model, images, masks, seen, epochs=epochs, batch_size=config.batch_size,
+                   ratio=config.ratio, lr=config.lr, seed=seed * 100 + 1000 * round_,
+                   device=device, progress=progress, desc=f"seed {seed} task 0")
+        iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, 0), seen,
+                            config.model["num_classes"], device=device)
+        history.append(_nan_to_none(iou.tolist()))
+        if base_is_strong(config, iou):
+            break
+    strong = base_is_strong(config, iou)
     store.write_tensors(f"{folder}/model.safetensors", model.state_dict())
-    store.write_json(f"{folder}/base.json", {"iou": _nan_to_none(iou.tolist()),
-                                             "seconds": time.perf_counter() - start})
-    return f"{folder}/model.safetensors", iou
+    store.write_json(f"{folder}/base.json", {
+        "iou": _nan_to_none(iou.tolist()), "rounds": len(history), "history": history,
+        "strong": strong, "target": config.base_target,
+        "seconds": time.perf_counter() - start})
+    return f"{folder}/model.safetensors", iou, strong
+
+
+def _joint(config: ContinualConfig, seed: int, store: RunStore, train: Any, val: Any,
+           device: str, progress: bool) -> None:
+    """The upper bound: one model trained on every task's labels at once (as many epochs as
+    task 0 gets in its first round plus every incremental task), evaluated like the last
+    task; its row has strategy ``"joint"``."""
+    folder = f"joint/seed{seed}"
+    if store.read_json(f"{folder}/state.json") is not None:
+        return
+    start = time.perf_counter()
+    last = len(config.tasks) - 1
+    model = _make_model(config, seed)
+    idx = torch.isin(train.masks.flatten(1), torch.tensor(
+        [c for task in config.tasks for c in task])).any(1).nonzero().flatten()
+    seen = seen_classes(config.tasks, last)
+    base_epochs = config.base_epochs if config.base_epochs is not None else config.epochs
+    train_task(model, train.images[idx], eval_masks(train.masks[idx], config.tasks, last), seen,
+               epochs=base_epochs + last * config.epochs, batch_size=config.batch_size,
+               ratio=config.ratio, lr=config.lr, seed=seed * 100 + 99, device=device,
+               progress=progress, desc=f"seed {seed} joint")
+    iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, last), seen,
+                        config.model["num_classes"], device=device)
+    metrics = task_metrics([iou] * (last + 1), config.tasks)
+    metrics["forgetting"] = math.nan
+    row = {"strategy": "joint", "seed": seed, "task": last, **metrics, "exemplars": 0,
+           "bytes": 0}
+    store.write_json(f"{folder}/state.json", {
+        "iou": _nan_to_none(iou.tolist()), "rows": [{k: _nan_to_none(v) for k, v in
+                                                     row.items()}],
+        "seconds": time.perf_counter() - start})
 
 
 def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunStore,
@@ -142,10 +195,11 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
                 old_model.load_state_dict(model.state_dict())
                 old_model.eval()
                 mib_init(model, config.tasks[t], num_classes)
-            mem_img, mem_msk = memory.reconstructed()
+            mem_img, mem_msk, mem_bg = memory.replay(seen, num_classes, config.replay_labels)
             train_task(model, images, masks, seen,
                        memory_images=torch.from_numpy(mem_img).float() / 255.0,
                        memory_masks=torch.from_numpy(mem_msk).long(),
+                       memory_bg=torch.from_numpy(mem_bg), unbiased_ce=config.unbiased_ce,
                        epochs=config.epochs, batch_size=config.batch_size, ratio=config.ratio,
                        lr=config.lr, seed=seed * 100 + t, old_model=old_model,
                        old_seen=old_seen, new_classes=config.tasks[t], distill=config.distill,
@@ -155,7 +209,8 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
         build_memory(memory, model, images, masks, task=t, new_classes=config.tasks[t],
                      seen=seen, seed=seed, explainer=config.explainer, r=config.r,
                      tau=config.tau, patch=patch, pseudo_threshold=config.pseudo_threshold,
-                     saliency_on=config.saliency_on, device=device)
+                     saliency_on=config.saliency_on, selection=config.selection,
+                     device=device)
         ious.append(iou)
         rows.append(_row(strategy, seed, t, task_metrics(ious, config.tasks), memory))
         seconds += time.perf_counter() - start
@@ -177,9 +232,17 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
 
 def run_seed(config: ContinualConfig, seed: int, store: RunStore, device: str, progress: bool,
              bar: Any) -> None:
-    """The base task of ``seed``, then every strategy (each resumes where it stopped)."""
+    """The base task of ``seed``, then every strategy (each resumes where it stopped) and
+    the joint upper bound; a seed whose base is not strong runs no strategy (it is listed
+    in the summary's ``excluded_seeds``)."""
     train, val = _data(config, seed)
-    base_model, base_iou = _base_task(config, seed, store, train, val, device, progress)
+    base_model, base_iou, strong = _base_task(config, seed, store, train, val, device, progress)
+    if not strong:
+        if bar is not None:
+            bar.update(len(config.strategies) * (len(config.tasks) - 1))
+        return
+    if config.joint:
+        _joint(config, seed, store, train, val, device, progress)
     for strategy in config.strategies:
         _run_strategy(config, strategy, seed, store, train, val, base_model, base_iou, device,
                       progress, bar)

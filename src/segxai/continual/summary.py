@@ -13,7 +13,7 @@ import numpy as np
 from segxai.continual.config import ContinualConfig
 from segxai.core.runstore import RunStore
 
-__all__ = ["COLUMNS", "load_results", "mean_std", "summarise", "write_results",
+__all__ = ["COLUMNS", "base_report", "load_results", "mean_std", "summarise", "write_results",
            "write_summary_csv"]
 
 COLUMNS = ("strategy", "seed", "task", "miou_old", "miou_new", "miou_all", "forgetting",
@@ -38,7 +38,28 @@ def load_results(out: str | Path, config: ContinualConfig) -> list[dict[str, Any
             path = out / "runs" / strategy / f"seed{seed}" / "state.json"
             if path.exists():
                 rows.extend(json.loads(path.read_text())["rows"])
+    if config.joint:  # the upper bound: one row per seed, strategy "joint"
+        for seed in config.seeds:
+            path = out / "joint" / f"seed{seed}" / "state.json"
+            if path.exists():
+                rows.extend(json.loads(path.read_text())["rows"])
     return rows
+
+
+def base_report(out: str | Path, config: ContinualConfig) -> dict[str, Any]:
+    """Per seed: the task-0 IoUs, rounds and whether the base is strong; and the seeds
+    excluded because it is not (``base_target``)."""
+    out = Path(out)
+    seeds: dict[str, Any] = {}
+    for seed in config.seeds:
+        path = out / "base" / f"seed{seed}" / "base.json"
+        if path.exists():
+            state = json.loads(path.read_text())
+            seeds[str(seed)] = {"iou": state["iou"], "rounds": state.get("rounds", 1),
+                                "strong": state.get("strong", True),
+                                "seconds": state["seconds"]}
+    excluded = [int(s) for s, v in seeds.items() if not v["strong"]]
+    return {"target": config.base_target, "seeds": seeds, "excluded_seeds": excluded}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -53,7 +74,7 @@ def summarise(rows: list[dict[str, Any]], config: ContinualConfig) -> dict[str, 
     the mean over tasks of the all-class mIoU ("avg")."""
     last = len(config.tasks) - 1
     table = []
-    for strategy in config.strategies:
+    for strategy in [*config.strategies, *(["joint"] if config.joint else [])]:
         mine = [r for r in rows if r["strategy"] == strategy]
         final = [r for r in mine if r["task"] == last]
         entry: dict[str, Any] = {"strategy": strategy, "seeds": len(final)}

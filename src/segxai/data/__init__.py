@@ -29,6 +29,7 @@ from segxai.data.synthetic import (
     make_context_bias,
     make_shapes,
 )
+from segxai.data.textured import TEXTURED_CLASSES, make_textured_shapes
 
 __all__ = [
     "BRAIN_CLASSES",
@@ -37,6 +38,7 @@ __all__ = [
     "PHOTOGRAPHS",
     "CUE_COLOURS",
     "SHAPES_CLASSES",
+    "TEXTURED_CLASSES",
     "ContextBiasDataset",
     "IncrementalTask",
     "Photographs",
@@ -51,6 +53,7 @@ __all__ = [
     "make_class_order",
     "make_context_bias",
     "make_shapes",
+    "make_textured_shapes",
     "parse_tasks",
     "shapes_incremental",
 ]

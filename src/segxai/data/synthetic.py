@@ -72,6 +72,20 @@ def _check_radius(radius: object) -> tuple[float, float]:
     return lo, hi
 
 
+def _check_scene(n: object, size: object, min_size: int, min_objects: object,
+                 max_objects: object, noise: object) -> tuple[int, int, int, int]:
+    """The common arguments of the scene generators, checked: ``(n, size, min, max)``."""
+    n = _check_int(n, "n", 1)
+    size = _check_int(size, "size", min_size)
+    min_objects = _check_int(min_objects, "min_objects", 1)
+    max_objects = _check_int(max_objects, "max_objects", min_objects)
+    if max_objects > _GRID * _GRID:
+        raise SegxaiError(f"max_objects: expected at most {_GRID * _GRID}, got {max_objects}")
+    if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
+        raise SegxaiError(f"noise: expected a number in [0, 1], got {noise!r}")
+    return n, size, min_objects, max_objects
+
+
 def _class_ids(classes: Sequence[str | int] | None) -> np.ndarray:
     if classes is None:
         return np.arange(1, len(SHAPES_CLASSES))
@@ -272,14 +286,8 @@ def make_shapes(n: int, size: int = 64, seed: int = 0, *, min_objects: int = 1,
         >>> tuple(ds.images.shape), ds.masks.dtype, int(ds.masks.max()) <= 4
         ((4, 3, 32, 32), torch.int64, True)
     """
-    n = _check_int(n, "n", 1)
-    size = _check_int(size, "size", 16)
-    min_objects = _check_int(min_objects, "min_objects", 1)
-    max_objects = _check_int(max_objects, "max_objects", min_objects)
-    if max_objects > _GRID * _GRID:
-        raise SegxaiError(f"max_objects: expected at most {_GRID * _GRID}, got {max_objects}")
-    if not isinstance(noise, (int, float)) or not 0 <= noise <= 1:
-        raise SegxaiError(f"noise: expected a number in [0, 1], got {noise!r}")
+    n, size, min_objects, max_objects = _check_scene(n, size, 16, min_objects, max_objects,
+                                                     noise)
     ids = _class_ids(classes)
     radius = _check_radius(radius)
     rng = np.random.default_rng([int(seed), 1])

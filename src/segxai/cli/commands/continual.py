@@ -31,6 +31,13 @@ def _strategies(text: str) -> list[str]:
     return items
 
 
+def _strategies_or_joint(text: str) -> list[str]:
+    """:func:`_strategies`, also accepting ``joint`` (with --study: keep the upper bound)."""
+    items = [s.strip() for s in text.split(",") if s.strip()]
+    rest = ",".join(s for s in items if s != "joint")
+    return [*(_strategies(rest) if rest else []), *(["joint"] if "joint" in items else [])]
+
+
 def _seeds(text: str) -> str:
     if not all(part.strip().isdigit() for part in text.split(",")):
         raise argparse.ArgumentTypeError(f"expected a count >= 1 like 3 or a list of seeds >= 0 "
@@ -72,7 +79,7 @@ def register(subparsers: Any) -> None:
             ".csv and plots; re-running with the same --out resumes."),
     )
     add_common(p)  # --out defaults to segxai-continual (segxai-continual-quick with --quick)
-    p.add_argument("--strategies", type=_strategies, default=None,
+    p.add_argument("--strategies", type=_strategies_or_joint, default=None,
                    help="comma-separated strategies or 'all' (default: all)")
     p.add_argument("--seeds", type=_seeds, default=None,
                    help="number of seeds starting at --seed, or a comma list (default 3; "
@@ -92,7 +99,7 @@ def register(subparsers: Any) -> None:
                        one=True, old_single="--explainer")
     p.add_argument("--ratio", type=Range(float, 0, 1, high_open=True), default=None,
                    help=f"fraction of each batch replayed from memory ({default('ratio')})")
-    p.add_argument("--tau", type=Range(float, 0, 1, high_open=True), default=None,
+    p.add_argument("--tau", type=Range(float, 0, 1, low_open=True, high_open=True), default=None,
                    help=f"saliency-box threshold ({default('tau')})")
     p.add_argument("--r", type=Range(float, 1), default=None,
                    help="compression ratio: downsample / outside the box / patch area "
@@ -108,6 +115,38 @@ def register(subparsers: Any) -> None:
                    help=f"training images per seed ({default('n_train')})")
     p.add_argument("--size", type=Range(int, 16), default=None,
                    help=f"image side in pixels ({default('size')})")
+    p.add_argument("--study", choices=("rq3",), default=None,
+                   help="run a whole study: rq3 = every strategy and control at r = 4 and 16, "
+                        "random and herding selection, 10 paired seeds, strong base enforced, "
+                        "intervals (--quick: 2 seeds, 32 px); --strategies and --r are set by "
+                        "the study")
+    p.add_argument("--arms", default=None,
+                   help="with --study rq3: comma-separated arms to run (r4, r16, r4-herding; "
+                        "default all); --strategies then keeps only those strategies in each "
+                        "arm")
+    p.add_argument("--lr", type=Range(float, 0, low_open=True), default=None,
+                   help="peak Adam learning rate (default 0.003)")
+    p.add_argument("--batch-size", type=Range(int, 1), default=None,
+                   help="images per step, replay included (default 16)")
+    p.add_argument("--dataset", choices=("shapes", "textured-shapes"), default=None,
+                   help="shapes (4 classes, default) or textured-shapes (16: shape x fill)")
+    p.add_argument("--selection", choices=("random", "herding"), default=None,
+                   help="exemplar selection (default random)")
+    p.add_argument("--replay-labels", choices=("unbiased", "ignore", "stored"), default=None,
+                   help="background of a replayed mask for classes learned after it was stored:"
+                        " may be any of them (unbiased, default), ignored, or background "
+                        "(stored, the biased baseline)")
+    p.add_argument("--unbiased-ce", action="store_true", default=None,
+                   help="MiB unbiased cross-entropy on the current images (with --distill 10: "
+                        "MiB)")
+    p.add_argument("--base-target", type=Range(float, 0, 1, low_open=True), default=None,
+                   help="task 0 trains until every base class has this validation IoU "
+                        "(rounds of --base-epochs, at most --base-rounds); weaker seeds are "
+                        "excluded and reported (default off; rq3: 0.7)")
+    p.add_argument("--base-rounds", type=Range(int, 1), default=None,
+                   help="most rounds of task-0 training (default 1; rq3: 4)")
+    p.add_argument("--joint", action="store_true", default=None,
+                   help="also train on all labels at once (the upper bound)")
     p.add_argument("--workers", type=Range(int, 1), default=1,
                    help="processes running seeds in parallel (results do not depend on it; "
                         "default %(default)s)")
@@ -116,6 +155,7 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``segxai continual``."""
+    from segxai.continual.config import class_names
     from segxai.continual.experiment import (
         ContinualConfig,
         load_results,
@@ -124,33 +164,57 @@ def run(args: argparse.Namespace) -> int:
         summarise,
     )
     from segxai.continual.scenario import parse_tasks
-    from segxai.data import SHAPES_CLASSES
+    from segxai.continual.study import format_rq3, rq3_configs, run_rq3
 
     overrides: dict[str, Any] = {}
     if args.strategies is not None:
+        if "joint" in args.strategies and args.study is None:
+            raise SegxaiError("--strategies: 'joint' is a study arm; use --joint without --study")
         overrides["strategies"] = args.strategies
     if args.method:
         (overrides["explainer"],) = resolve_methods(args.method, choices=registered_explainers(),
                                                     default=[], one=True)
     for name in ("epochs", "base_epochs", "ratio", "tau", "r", "patch", "distill", "n_train",
-                 "size", "saliency_on"):
+                 "size", "saliency_on", "dataset", "selection", "replay_labels", "unbiased_ce",
+                 "base_target", "base_rounds", "joint", "lr", "batch_size"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
     if args.budget_bytes is not None:
         overrides["budget_bytes"] = args.budget_bytes
-    with options_named("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs",
-                       "ratio", "tau", "r", "patch", "saliency_on", "distill", "n_train", "size",
-                       explainer="--method"):
+    names = ("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs", "ratio",
+             "tau", "r", "patch", "saliency_on", "distill", "n_train", "size", "dataset",
+             "selection", "replay_labels", "unbiased_ce", "base_target", "base_rounds", "joint",
+             "lr", "batch_size", "arms")
+    with options_named(*names, explainer="--method"):
         if args.tasks is not None:
-            overrides["tasks"] = user_input(parse_tasks, args.tasks, len(SHAPES_CLASSES))
-        overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
-        config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
+            n_classes = len(class_names(args.dataset or "shapes"))
+            overrides["tasks"] = user_input(parse_tasks, args.tasks, n_classes)
+        if args.study is not None:
+            for fixed in ("r", "joint"):
+                if fixed in overrides:
+                    raise SegxaiError(f"--{fixed}: expected no value with --study (the study "
+                                      "sets it)")
+            keep = overrides.pop("strategies", None)
+            overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 2 if args.quick else 10)
+            arms = None if args.arms is None else [a.strip() for a in args.arms.split(",")]
+            configs = user_input(rq3_configs, args.quick, arms, keep, **overrides)
+        else:
+            overrides["seeds"] = resolve_seeds(args.seeds, args.seed, 1 if args.quick else 3)
+            config = user_input(quick_config if args.quick else ContinualConfig, **overrides)
     out = Path(args.out) if args.out is not None else DEFAULT_OUT
+    if args.study is not None and args.out is None:
+        out = out.with_name(f"{out.name}-{args.study}")
     if args.quick and args.out is None:
         out = out.with_name(out.name + "-quick")
     if args.workers < 1:
         raise SegxaiError(f"--workers: expected an integer >= 1, got {args.workers}")
+    if args.study is not None:
+        analysis = run_rq3(configs, out, workers=args.workers, device=args.device,
+                           progress=not args.quiet)
+        print(format_rq3(analysis))
+        print(f"results: {out / 'rq3.json'}, {out / 'rq3_seeds.csv'}, {out / 'rq3_pairs.csv'}")
+        return 0
     run_experiment(config, out, device=args.device, progress=not args.quiet,
                    workers=args.workers)
 

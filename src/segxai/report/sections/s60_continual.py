@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 import shutil
 from typing import Any
 
@@ -16,20 +15,19 @@ from segxai.report.html import Section, figure_to_html, table_html
 ORDER = 60
 TITLE = "RQ3: compressed replay"
 
-FULL_COMMAND = "segxai continual --out segxai-continual --workers 2"
+FULL_COMMAND = "segxai continual --study rq3 --workers 2"
+DEMO_STRATEGIES = ["none", "full", "saliency-box"]
 
 
-def _demo_config(quick: bool):
-    from segxai.continual.experiment import ContinualConfig, quick_config
+def _demo_configs(quick: bool):
+    """The study's --quick pipeline (arm r4: none, full, saliency-box; two seeds); tests:
+    16 px."""
+    from segxai.continual.study import rq3_configs
 
     if quick:
-        # about 10 s on one core: 16-pixel images, one epoch per task
-        return quick_config(strategies=["full", "saliency-box"], epochs=1, base_epochs=2,
-                            n_train=48, n_val=24, size=16,
-                            budget_bytes=20 * (4 * 16 * 16 + 4))
-    # about a minute on two idle cores: 64-pixel images, reduced epochs, one seed
-    return ContinualConfig(strategies=["full", "saliency-box"], seeds=[0], epochs=3,
-                           base_epochs=8, n_train=200, n_val=60)
+        return rq3_configs(True, ["r4"], DEMO_STRATEGIES, size=16, n_train=40, n_val=12,
+                           epochs=1, base_epochs=1, base_target=None, budget_bytes=12000)
+    return rq3_configs(True, ["r4"], DEMO_STRATEGIES)
 
 
 def _exemplar_figure(ctx: DemoContext) -> str:
@@ -59,8 +57,9 @@ def _exemplar_figure(ctx: DemoContext) -> str:
     axes[1, 0].imshow(msk8, vmin=0, vmax=len(ctx.class_names) - 1, cmap="tab10",
                       interpolation="nearest")
     axes[1, 0].set_title("ground truth", fontsize=8)
-    for col, strategy in enumerate(("full", "downsample", "saliency-patch", "saliency-box"), 1):
-        ex = compress(img8, msk8, strategy, task=0, cls=1, saliency=sal)
+    for col, strategy in enumerate(("full", "downsample", "gt-box", "saliency-box"), 1):
+        cls = int(next(c for c in np.unique(msk8) if 0 < c < 255))
+        ex = compress(img8, msk8, strategy, task=0, cls=cls, saliency=sal)
         rec_img, rec_msk = reconstruct(ex, strategy, size)
         axes[0, col].imshow(rec_img.transpose(1, 2, 0), interpolation="nearest")
         axes[0, col].set_title(f"{strategy}: {exemplar_nbytes(ex)} B", fontsize=8)
@@ -76,69 +75,69 @@ def _exemplar_figure(ctx: DemoContext) -> str:
                           save_to=ctx.figures_dir / "continual_exemplars.png")
 
 
-def _fmt(v: Any, scale: float = 100.0) -> str:
-    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+def _pct(iv: Any) -> str:
+    if iv is None:
         return "-"
-    return f"{scale * float(v):.1f}"
+    return f"{100 * iv['estimate']:.1f} [{100 * iv['lo']:.1f}, {100 * iv['hi']:.1f}]"
 
 
 def build(ctx: DemoContext) -> Section:
-    """Run a reduced continual experiment (2 strategies × 1 seed) and show its results."""
-    from segxai.continual.experiment import (
-        load_results,
-        plot_results,
-        run_experiment,
-        summarise,
-    )
+    """Run the RQ3 study's quick pipeline (arm r4: none, full, saliency-box; two seeds) and
+    show its table and paired differences with 95 % intervals."""
+    import json
 
-    config = _demo_config(ctx.quick)
+    from segxai.continual.experiment import load_results, plot_results
+    from segxai.continual.study import run_rq3
+
+    configs = _demo_configs(ctx.quick)
+    config = configs["r4"]
     out = ctx.out_dir / ("continual-quick" if ctx.quick else "continual")
-    cfg_path = out / "config.json"
-    if cfg_path.exists():
-        import json
-
-        if json.loads(cfg_path.read_text()) != json.loads(json.dumps(config.to_dict())):
-            shutil.rmtree(out)  # a stale run of another configuration
-    run_experiment(config, out, device=ctx.device, progress=ctx.progress)
-    rows = load_results(out, config)
-    summary = summarise(rows, config)
+    saved = out / "arms.json"
+    wanted = json.loads(json.dumps({n: c.to_dict() for n, c in configs.items()}))
+    if saved.exists() and json.loads(saved.read_text()) != wanted:
+        shutil.rmtree(out)  # a stale run of another configuration
+    out.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(wanted))
+    analysis = run_rq3(configs, out, device=ctx.device, progress=ctx.progress)
+    names = ctx.class_names
     parts = [
         "<p>Class-incremental segmentation on <code>shapes</code> (overlapped protocol: in "
-        "each task only the current classes are labelled, old and future ones are "
-        "background). Tasks: "
-        + html.escape(" → ".join("{" + ", ".join(ctx.class_names[c] if c < len(
-            ctx.class_names) else str(c) for c in task) + "}" for task in config.tasks))
-        + f". The replay memory has a real budget of {config.budget_bytes:,} bytes "
-        "(the stored uint8 arrays and coordinates themselves), split evenly over the seen "
-        "classes. <code>full</code> stores whole exemplars; <code>saliency-box</code> (CIM-like) "
-        f"keeps the box around Seg-Grad-CAM saliency above τ = {config.tau} at full resolution "
-        f"and the rest at 1/√{config.r:g} per side.</p>",
-        f"<p>This is a reduced live run ({len(config.strategies)} strategies × "
-        f"{len(config.seeds)} seed, {config.size}×{config.size} pixels, {config.epochs} "
-        "epoch(s) per task); the numbers are indicative only. The full experiment (all five "
-        "strategies, three seeds) is <code>" + html.escape(FULL_COMMAND) + "</code>; its "
-        "measured results and analysis are in <code>docs/continual.md</code>.</p>",
+        "each task only the current classes are labelled). Tasks: "
+        + html.escape(" → ".join("{" + ", ".join(names[c] if c < len(names) else str(c)
+                                                 for c in task) + "}"
+                                 for task in config.tasks))
+        + f". The replay memory has a real budget of {config.budget_bytes:,} bytes, split "
+        "evenly over the seen classes; replayed masks know which classes they label "
+        "(background may be any class learned later). <code>saliency-box</code> (CIM) keeps "
+        f"the box around Seg-Grad-CAM (default layer) above τ = {config.tau} at full resolution "
+        f"and the rest at 1/√{config.r:g} per side, costing a + (1 − a)/r exemplars. The "
+        "controls (downsampled copies, a random box, the ground-truth box) are in the "
+        "study.</p>",
+        f"<p>This is the study's <code>--quick</code> pipeline ({len(config.seeds)} seeds, "
+        f"{config.size}×{config.size} pixels, {config.epochs} epoch(s) per task): intervals "
+        "over two seeds are wide and the numbers are indicative only. Weak-base seeds "
+        f"excluded: {analysis['excluded_seeds'] or 'none'}. The study is <code>"
+        + html.escape(FULL_COMMAND) + "</code>; the measured results are in "
+        "<code>docs/continual.md</code>.</p>",
     ]
-    table = []
-    for e in summary["table"]:
-        table.append({"strategy": e["strategy"],
-                      "exemplars (last task)": f"{e['exemplars_replayed']:.0f}",
-                      "bytes (last task)": f"{e['bytes_replayed']:.0f}",
-                      "old mIoU %": _fmt(e["miou_old"]), "new mIoU %": _fmt(e["miou_new"]),
-                      "all mIoU %": _fmt(e["miou_all"]),
-                      "forgetting %": _fmt(e["forgetting"])})
-    parts.append(table_html(table, caption=f"after the last task (task {summary['final_task']});"
-                                           " exemplars and bytes = the memory replayed in it"))
-    per_task = [{"strategy": r["strategy"], "task": r["task"], "old %": _fmt(r["miou_old"]),
-                 "new %": _fmt(r["miou_new"]), "all %": _fmt(r["miou_all"]),
-                 "exemplars": r["exemplars"], "bytes": r["bytes"]} for r in rows]
-    parts.append(table_html(per_task, caption="after each task (results.csv)"))
+    table = [{"strategy": e["strategy"], "seeds": e["seeds"],
+              "exemplars replayed": "-" if e["exemplars_replayed"] is None
+              else f"{e['exemplars_replayed']:.0f}",
+              "old mIoU % [95% CI]": _pct(e["miou_old"]),
+              "new mIoU % [95% CI]": _pct(e["miou_new"]),
+              "all mIoU % [95% CI]": _pct(e["miou_all"])} for e in analysis["table"]]
+    parts.append(table_html(table, caption="after the last task (mean over seeds, bootstrap "
+                                           "95 % interval)"))
+    pairs = [{"comparison": f"{p['a']} − {p['b']}", "metric": p["metric"], "seeds": p["seeds"],
+              "difference (points) [95% CI]": "-" if p["difference"] is None else
+              _pct(p["difference"]["difference"])} for p in analysis["pairs"]]
+    parts.append(table_html(pairs, caption="paired differences over seeds"))
+    rows = load_results(out / "r4", config)
     figs = plot_results(rows, config)
     parts.append(figure_to_html(figs[0], "mIoU after each task (all seen classes; old classes)",
                                 save_to=ctx.figures_dir / "continual_miou.png"))
-    parts.append(figure_to_html(figs[1], "exemplars stored vs bytes used",
-                                save_to=ctx.figures_dir / "continual_exemplars_bytes.png"))
     parts.append(_exemplar_figure(ctx))
-    data = {"config": config.to_dict(), "summary": summary["table"], "results_dir": str(out),
+    data = {"arms": analysis["arms"], "table": analysis["table"], "pairs": analysis["pairs"],
+            "excluded_seeds": analysis["excluded_seeds"], "results_dir": str(out),
             "full_command": FULL_COMMAND}
     return Section(TITLE, "\n".join(p for p in parts if p), data, ORDER)
