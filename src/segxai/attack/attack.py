@@ -159,6 +159,7 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
     lo = (x_px - eps).clamp(0.0, 1.0)
     hi = (x_px + eps).clamp(0.0, 1.0)
     u = x_px.clone().requires_grad_(True)
+    drift = torch.zeros(n, dtype=x_px.dtype, device=x_px.device)  # max L∞ over the iterates
     opt = torch.optim.Adam([u], lr=cfg.lr)
     hist: dict[str, list[float]] = {"loss": [], "explanation": [], "output": [], "input": [],
                                     "beta": [], "smooth_target_pearson": [],
@@ -210,6 +211,7 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
             u.grad = None
             with torch.no_grad():
                 u.copy_(torch.maximum(torch.minimum(u, hi), lo))
+                drift = torch.maximum(drift, (u - x_px).abs().flatten(1).amax(1))
             loss_value = float(loss.detach())
             hist["loss"].append(loss_value)
             hist["explanation"].append(float(l_e.detach().sum()))
@@ -240,4 +242,5 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
         adversarial_map=ev["adversarial_map"], pred_original=ev["pred_original"],
         pred_adversarial=ev["pred_adversarial"], metrics=ev["metrics"], history=hist,
         seconds=seconds, method=exp.name, params=dict(exp.params), config=cfg,
-        kept_iteration=kept, softplus_modules=n_smoothed)
+        kept_iteration=kept, softplus_modules=n_smoothed,
+        max_drift=[float(v) for v in drift.cpu()])

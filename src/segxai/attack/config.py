@@ -190,6 +190,9 @@ class AttackResult:
         config: the :class:`AttackConfig` used.
         kept_iteration: per image, the (1-based) iteration of the kept iterate.
         softplus_modules: how many ReLU/ReLU6 modules were smoothed.
+        max_drift: per image, the largest L∞ distance (pixel units) of any iterate from the
+            clean image: a run with a ball of radius ε ≥ this value takes exactly the same
+            steps (its projection never acts).
     """
 
     x_adv: Tensor
@@ -206,6 +209,7 @@ class AttackResult:
     config: AttackConfig
     kept_iteration: list[int] = field(default_factory=list)
     softplus_modules: int = 0
+    max_drift: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])
