@@ -147,7 +147,7 @@ class AttackConfig:
         return float(low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * frac)))
 
     @classmethod
-    def preset(cls, name: Literal["dombrowski"], **overrides: Any) -> AttackConfig:
+    def preset(cls, name: str, **overrides: Any) -> AttackConfig:
         """The settings of a paper (see :data:`PRESETS`), with ``overrides`` (e.g. an
         ``epsilon`` for a sweep).
 

@@ -61,6 +61,10 @@ class ManipulationConfig:
         batch_size: images per step (cycled through the training images).
         topk: fraction of the clean map forming the top-k region.
         confidence: clean pixels below this probability are left out of the CE term.
+        train_without_relu: fool the map before the CAM's final ReLU (``relu=False``) while
+            training. With the ReLU, pixels where the map is 0 — the whole frame of the
+            location target, at first — pass no gradient, and the fooling term cannot start;
+            the evaluation always uses the explainer with its ReLU.
     """
 
     kind: Literal["location", "topk"] = "location"
@@ -72,6 +76,7 @@ class ManipulationConfig:
     batch_size: int = 8
     topk: float = 0.1
     confidence: float = 0.0
+    train_without_relu: bool = True
 
     def validate(self) -> ManipulationConfig:
         check_choice(self.kind, "kind", ("location", "topk"))
@@ -164,6 +169,8 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
     targets = choose_target(original, images)
     exp = make_explainer(cfg.explainer, cfg.explainer_params)
     clean = exp(original, images, targets)
+    if cfg.train_without_relu and "relu" in exp.params:
+        exp = make_explainer(cfg.explainer, {**cfg.explainer_params, "relu": False})
     exp = exp.with_layers(clean.layers)
     clean_maps = minmax(clean.maps.detach())
     with torch.no_grad():

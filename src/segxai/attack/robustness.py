@@ -52,7 +52,7 @@ __all__ = ["MapConfig", "eps_key", "robustness_map", "summarize_map"]
 KIND = "attack-map"
 ROWS = "rows"
 METRICS = ("success", "target_pearson", "target_ssim", "target_mse", "pixel_agreement",
-           "clean_target_pearson", "linf")
+           "clean_target_pearson", "moved", "linf")
 
 
 def eps_key(eps: float | None) -> str:
