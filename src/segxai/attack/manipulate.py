@@ -9,12 +9,15 @@ paper's passive fooling):
 * ``ŷ0`` = the clean model's arg-max (segxai's version of "keep the accuracy": the labels are
   the model's own predictions, pixels whose clean confidence is below ``confidence`` ignored);
 * ``ĥ`` = the explainer's map of the target (class and ROI fixed from the clean prediction),
-  min-max normalised per image, kept differentiable w.r.t. θ
+  kept differentiable w.r.t. θ
   (``differentiable_wrt="params"``: double backpropagation);
-* location fooling: ``L_F = mean (m − ĥ)²`` with ``m`` = 1 on a frame of width ⌊H/7⌋ (and
-  ⌊W/7⌋) around the image, 0 inside (the paper's mask, at the map's resolution);
-* top-k fooling: ``L_F = mean_{K} ĥ²`` over ``K`` = the top ``topk`` fraction (10 %) of the
-  clean min-max map.
+* location fooling: the paper's target ``m`` = 1 on a frame of width ⌊H/7⌋ (and ⌊W/7⌋)
+  around the image, 0 inside; the paper's ``L_F = mean (m − ĥ)²`` on the min-max map passes
+  no gradient where the ReLU map is 0 (the whole frame, at first), so segxai fools the map
+  before its ReLU, scaled by its largest magnitude: ``mean_frame (1 − ĥ)² + mean_inside
+  ReLU(ĥ)²`` — after the ReLU the map is then the frame;
+* top-k fooling: ``L_F = mean_K ReLU(ĥ)²`` over ``K`` = the top ``topk`` fraction (10 %) of
+  the clean min-max map (the paper: ``mean_K ĥ²`` of the min-max map).
 
 :func:`evaluate_manipulation` compares the fooled model with the original on held-out
 images: pixel agreement and mIoU of the predictions, and for each explainer the Pearson
@@ -135,12 +138,19 @@ def topk_mask(maps: Tensor, fraction: float) -> Tensor:
 
 
 def _fooling_loss(kind: str, h: Tensor, clean: Tensor, topk: float) -> Tensor:
-    hn = minmax(h)
+    """Per-image fooling loss of maps ``h`` (before or after the CAM's ReLU), scaled by their
+    largest magnitude: location = ``mean_frame (1 − ĥ)² + mean_inside ReLU(ĥ)²`` (the frame
+    at the maximum, the inside at or below 0, so that the ReLU map is the frame); top-k =
+    ``mean_K ReLU(ĥ)²`` (the clean top-k region at or below 0)."""
+    hn = h / h.detach().abs().flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
+    pos = F.relu(hn) ** 2
     if kind == "location":
         m = frame_mask(hn.shape[0], hn.shape[1], hn.shape[2], device=hn.device)
-        return ((m - hn) ** 2).flatten(1).mean(1)
+        inside = 1.0 - m
+        return (((1.0 - hn) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+                + (pos * inside).flatten(1).sum(1) / inside.flatten(1).sum(1))
     region = topk_mask(clean, topk).to(hn)
-    return ((hn ** 2) * region).flatten(1).sum(1) / region.flatten(1).sum(1)
+    return (pos * region).flatten(1).sum(1) / region.flatten(1).sum(1)
 
 
 def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfig | None = None,

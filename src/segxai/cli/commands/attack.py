@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,9 @@ from segxai.core.runstore import RunStore
 QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
                       quick={"iterations": 60, "images": 2})
 # --study / --manipulate sizes (full: the study; quick: about a minute)
-STUDY_QUICK: dict[str, Any] = {"images": 4, "iterations": 20, "epsilons": "8,none",
-               "methods": ["gradient", "seg-grad-cam"], "steps": 30, "train_images": 16}
-STUDY_FULL: dict[str, Any] = {"images": 30, "epsilons": "2,4,8,16,32,none", "steps": 300,
-              "train_images": 64}
+# --study/--manipulate sizes (the map's settings: MapConfig() and quick_map_config())
+STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16}
+STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 300, "train_images": 64}
 DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "other-image", "epsilon": "8",
             "defence_beta": 3.0,
             # SmoothGrad is attacked with a fixed, small number of noise draws
@@ -76,13 +76,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default=None, choices=("dombrowski", "none"),
                    help="attack settings: dombrowski = 1,500 Adam steps, lr 2e-4 in "
                         "normalised units, valid-range clamp only (default: none for one "
-                        "attack, dombrowski for --study)")
+                        "attack and for --study --quick (30 steps of lr 2e-2), dombrowski "
+                        "for --study)")
     p.add_argument("--epsilons", default=None,
                    help="--study: comma-separated ε values in /255 units or none "
-                        f"(default {STUDY_FULL['epsilons']}; {STUDY_QUICK['epsilons']} with "
-                        "--quick)")
-    p.add_argument("--batch-size", type=Range(int, 1), default=16,
-                   help="--study: images attacked together (default %(default)s)")
+                        "(default 2,4,8,16,32,none; 8,none with --quick)")
+    p.add_argument("--batch-size", type=Range(int, 1), default=None,
+                   help="--study: images attacked together (default 16; 4 with --quick)")
     p.add_argument("--manipulate", default=None, choices=("location", "topk"),
                    help="model-manipulation control (Heo et al. 2019) instead of an input "
                         "attack")
@@ -129,29 +129,28 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from segxai.attack import AttackConfig, parse_epsilon
-    from segxai.attack.robustness import MapConfig
+    from segxai.attack.robustness import MapConfig, quick_map_config
 
     if args.manipulate is not None:
         return _run_manipulate(args, Path(args.out))
     with options_named("epsilon", "iterations", "lr", "images", "defence_beta", "preset"):
         eps = None if str(args.epsilon).lower() == "none" else \
             user_input(parse_epsilon, args.epsilon)
+        base = quick_map_config() if args.quick else MapConfig()
         if args.study:
-            size = STUDY_QUICK if args.quick else STUDY_FULL
-            args.images = args.images or size["images"]
+            args.images = args.images or (STUDY_QUICK if args.quick else STUDY_FULL)["images"]
         else:
             args.images = QUICK.get(args, "images")
-        settings: dict[str, Any] = {"epsilon": eps}
-        if not args.study or args.quick or args.iterations is not None:
-            settings["iterations"] = QUICK.get(args, "iterations")
-        if args.lr is not None:
-            settings["lr"] = args.lr
-        preset = args.preset or ("dombrowski" if args.study else "none")
+        # the study's attack settings given on the command line (over its preset)
+        overrides: dict[str, Any] = {k: v for k, v in (("iterations", args.iterations),
+                                                       ("lr", args.lr)) if v is not None}
+        settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations"),
+                                    **overrides}
+        preset = args.preset or "none"
         cfg = user_input(lambda: AttackConfig.preset(preset, **settings) if preset != "none"
                          else AttackConfig(**settings).validate())
     choices = differentiable_explainers()
-    study_default = [m for m in (STUDY_QUICK["methods"] if args.quick else MapConfig().methods)
-                     if m in choices]
+    study_default = [m for m in base.methods if m in choices]
     methods = resolve_methods(args.method, choices=choices, one=not args.study,
                               default=study_default if args.study else [DEFAULTS["method"]])
     params = {m: dict(DEFAULTS["params"].get(m, {})) for m in methods}
@@ -163,18 +162,16 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out)  # created by the run stores, once the model and images are loaded
     if args.study:
-        overrides = {k: v for k, v in settings.items() if k != "epsilon"}
-        with options_named("epsilons", "defence_beta", "preset"):
-            epsilons = _epsilons(args.epsilons or (STUDY_QUICK if args.quick
-                                                   else STUDY_FULL)["epsilons"])
+        with options_named("epsilons", "defence_beta", "preset", "batch_size"):
+            epsilons = _epsilons(args.epsilons) if args.epsilons else list(base.epsilons)
             defence = 8 / 255 if 8 / 255 in epsilons else epsilons[0]
-            map_cfg = MapConfig(
-                methods=tuple(methods), epsilons=tuple(epsilons),
-                preset=preset,  # type: ignore[arg-type]
-                attack_overrides=overrides, target_kind=args.target_kind,
-                batch_size=args.batch_size, defence_beta=args.defence_beta,
-                defence_epsilon=defence,
-                explainer_params={**MapConfig().explainer_params,
+            map_cfg = replace(
+                base, methods=tuple(methods), epsilons=tuple(epsilons),
+                preset=args.preset or base.preset,
+                attack_overrides={**base.attack_overrides, **overrides},
+                target_kind=args.target_kind, batch_size=args.batch_size or base.batch_size,
+                defence_beta=args.defence_beta, defence_epsilon=defence,
+                explainer_params={**base.explainer_params,
                                   **{m: p for m, p in params.items() if p}})
             map_cfg = user_input(map_cfg.validate)
         return _run_study(args, map_cfg, out)
