@@ -162,7 +162,8 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out)  # created by the run stores, once the model and images are loaded
     if args.study:
-        with options_named("epsilons", "defence_beta", "preset", "batch_size"):
+        with options_named("epsilons", "defence_beta", "preset", "batch_size",
+                           epsilon="--epsilons"):
             epsilons = _epsilons(args.epsilons) if args.epsilons else list(base.epsilons)
             defence = 8 / 255 if 8 / 255 in epsilons else epsilons[0]
             map_cfg = replace(
