@@ -73,9 +73,9 @@ class ManipulationConfig:
     kind: Literal["location", "topk"] = "location"
     explainer: str = "seg-grad-cam"
     explainer_params: dict[str, Any] = field(default_factory=dict)
-    steps: int = 300
-    lr: float = 1e-3
-    lam: float = 1.0
+    steps: int = 400
+    lr: float = 5e-4
+    lam: float = 0.2
     batch_size: int = 8
     topk: float = 0.1
     confidence: float = 0.0
