@@ -6,22 +6,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-import torch
-
+import test_bad_inputs_cli
 from segxai.cli import main
-from segxai.models import save_checkpoint
-from segxai.models.unet import UNet, UNetConfig
 
-
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    net = UNet(UNetConfig(depth=2, base_width=4, num_classes=3)).eval()
-    with torch.no_grad():  # a sharp head, so that some pixels are predicted as foreground
-        net.head.weight.mul_(200.0)
-    return save_checkpoint(net, tmp_path_factory.mktemp("m") / "ck",
-                           class_names=["background", "a", "b"])
+ckpt = test_bad_inputs_cli.ckpt  # the small saved checkpoint (a module-scoped fixture)
 
 
 def test_study_writes_table_figures_and_resumes(ckpt: Path, tmp_path: Path) -> None:
