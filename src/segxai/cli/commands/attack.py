@@ -53,7 +53,7 @@ from segxai.core.errors import SegxaiError
 from segxai.core.runstore import RunStore
 
 QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
-                      quick={"iterations": 60, "images": 2})
+                      quick={"iterations": 60, "images": 1})
 # --study / --manipulate sizes (full: the study; quick: about a minute)
 # --study/--manipulate sizes (the map's settings: MapConfig() and quick_map_config())
 STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16}
