@@ -1,7 +1,15 @@
-"""Explanation attacks on the built-in U-Net: target Pearson, pixel agreement, L∞ and seconds.
+"""Explanation attacks on the built-in U-Net: the cost of one attack step, and target
+Pearson, pixel agreement, L∞ and seconds of whole attacks.
 
 Run: ``OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_attack.py [--images 3]
 [--iterations 300] [--methods gradient smoothgrad seg-grad-cam] [--quick] [--out DIR]``
+
+``--step-cost`` (issue 15, goal < 4×): the median time of one attack step (the explanation
+built with ``create_graph=True`` on the Softplus network, the loss, its input gradient —
+the double backward — and the Adam update) divided by the median time of one forward and
+backward of the model (the input gradient of the summed logits) on the same batch, per
+method, for ``--batch-sizes``; the per-image cost of a step at each batch size shows what
+batching saves.
 
 Goal (issue 6): the gradient explanation moved to a shifted target with Pearson >= 0.8 at pixel
 agreement >= 99 % and ε = 8/255, in <= 60 s per image on 2 cores. One row per
@@ -14,15 +22,82 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
-from segxai.attack import AttackConfig, attack
-from segxai.attack.study import choose_target
+from segxai.attack import AttackConfig, attack, softplus_model
+from segxai.attack.evaluation import choose_target, make_explainer
+from segxai.attack.loss import attack_loss
+from segxai.attack.targets import shift_map
+from segxai.core.adapter import ModelAdapter, adapt
+from segxai.core.registry import Explainer
+from segxai.core.target import Target
 from segxai.data import make_shapes
 from segxai.models import load_checkpoint, load_or_train_builtin
+
+
+def _median_seconds(fn: Callable[[], object], reps: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _forward_backward(adapter: ModelAdapter, x: torch.Tensor) -> None:
+    u = x.clone().requires_grad_(True)
+    torch.autograd.grad(adapter(u).sum(), u)
+
+
+def _attack_step(adapter: ModelAdapter, exp: Explainer, u: torch.Tensor, x: torch.Tensor,
+                 targets: Target, h_t: torch.Tensor, probs: torch.Tensor,
+                 opt: torch.optim.Optimizer) -> None:
+    loss = attack_loss(adapter, exp, u, x, targets, h_t, probs, AttackConfig()).total.sum()
+    (g,) = torch.autograd.grad(loss, u)
+    u.grad = g
+    opt.step()
+    u.grad = None
+
+
+def step_cost(model: torch.nn.Module, images: torch.Tensor, methods: list[str],
+              batch_sizes: list[int], reps: int) -> list[dict[str, float | int | str]]:
+    """Seconds of one attack step and of one forward+backward, and their ratio."""
+    adapter = adapt(model)
+    rows: list[dict[str, float | int | str]] = []
+    for b in batch_sizes:
+        x = images[:b]
+        targets = choose_target(adapter, x)
+
+        with adapter.explaining(), adapter.frozen_parameters():
+            base = _median_seconds(partial(_forward_backward, adapter, x), reps)
+        for method in methods:
+            params = {"n_samples": 8} if method == "smoothgrad" else (
+                {"n_steps": 8} if method == "integrated-gradients" else {})
+            exp = make_explainer(method, params)
+            clean = exp(adapter, x, targets)
+            exp = exp.with_layers(clean.layers)
+            h_t = shift_map(clean.maps.detach())
+            probs = adapter.probabilities(adapter(x)).detach()
+            u = x.clone().requires_grad_(True)
+            opt = torch.optim.Adam([u], lr=1e-3)
+            step = partial(_attack_step, adapter, exp, u, x, targets, h_t, probs, opt)
+            with adapter.explaining(), adapter.frozen_parameters(), \
+                    softplus_model(model, 10.0):
+                sec = _median_seconds(step, reps)
+            rows.append({"method": method, "batch": b, "forward_backward_s": base,
+                         "step_s": sec, "ratio": sec / base, "step_s_per_image": sec / b})
+            print(f"{method:>20} batch {b:>3}: step {sec * 1000:8.1f} ms, forward+backward "
+                  f"{base * 1000:7.1f} ms, ratio {sec / base:5.2f}x, "
+                  f"{sec / b * 1000:6.1f} ms per image", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -43,6 +118,10 @@ def main() -> None:
                              "validation split)")
     parser.add_argument("--val-size", type=int, default=200,
                         help="size of the validation split the images come from")
+    parser.add_argument("--step-cost", action="store_true",
+                        help="measure one attack step against one forward+backward and exit")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -56,6 +135,15 @@ def main() -> None:
         images = built.val_data.images[:args.images]
         name = (f"built-in {'quick' if args.quick else 'full'} (val mIoU "
                 f"{built.val_miou:.3f})")
+    if args.step_cost:
+        pool = make_shapes(max(args.batch_sizes), size=64, seed=10_000).images \
+            if args.checkpoint is not None else built.val_data.images
+        costs = step_cost(model, pool, args.methods, args.batch_sizes, args.reps)
+        if args.out is not None:
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "bench_attack_step.json").write_text(json.dumps(
+                {"model": name, "threads": torch.get_num_threads(), "rows": costs}, indent=2))
+        return
     targets = choose_target(model, images)
     settings = {"iterations": args.iterations}
     if args.lr is not None:
@@ -65,7 +153,7 @@ def main() -> None:
     cfg = AttackConfig(**settings).validate()
     print(f"model: {name}, {args.images} images, torch threads {torch.get_num_threads()}, config "
           f"{cfg.to_dict()}")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for method in args.methods:
         params = {"n_samples": args.smoothgrad_samples} if method == "smoothgrad" else None
         for i in range(args.images):

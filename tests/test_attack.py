@@ -135,7 +135,7 @@ def test_errors_at_the_boundary() -> None:
         attack(net, x, t, "gradient", torch.rand(1, 4, 4), iterations=2)
     with pytest.raises(ValueError, match="target_map"):
         attack(net, x, t, "gradient", torch.zeros(1, 8, 8), iterations=2)
-    with pytest.raises(ValueError, match="other_maps"):
+    with pytest.raises(ValueError, match="target_image"):
         attack(net, x, t, "gradient", "other-image", iterations=2)
     with pytest.raises(ValueError, match="target_kind"):
         attack(net, x, t, "gradient", "spiral", iterations=2)

@@ -49,23 +49,19 @@ from segxai.attack.evaluation import (
     evaluate_maps,
     explain_with_logits,
     make_explainer,
+    other_image_map,
 )
+from segxai.attack.loss import attack_loss
 from segxai.attack.metrics import map_pearson, normalize_map, pixel_agreement
 from segxai.attack.softplus import SoftplusSwap, softplus_model
 from segxai.attack.targets import make_target_map
 from segxai.core.adapter import adapt
 from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.registry import Explainer
-from segxai.core.stats import pearson
 from segxai.core.target import Target, check_target
 
 __all__ = ["AttackConfig", "AttackResult", "attack", "evaluate_attack", "make_explainer",
            "parse_epsilon"]
-
-
-def _pearson(a: Tensor, b: Tensor) -> Tensor:
-    """Differentiable per-image Pearson correlation of ``(N, H, W)`` maps (0 if constant)."""
-    return torch.nan_to_num(pearson(a.flatten(1), b.flatten(1), dim=1), nan=0.0)
 
 
 def attack(model: Any, images: Tensor, target: Target, explainer: str | Explainer = "gradient",
@@ -73,6 +69,7 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
            explainer_params: dict[str, Any] | None = None,
            target_kwargs: dict[str, Any] | None = None, progress: bool = False,
            device: str | None = None, callback: Callable[[int, float], None] | None = None,
+           target_image: Tensor | None = None, target_image_target: Target | None = None,
            **settings: Any) -> AttackResult:
     """Move the explanation of ``target`` towards ``target_map`` while keeping the prediction.
 
@@ -86,7 +83,8 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
             ``"seg-grad-cam"``).
         target_map: ``(N, H, W)`` map (any non-negative scale; normalised to sum 1) or a kind,
             ``"shift"``, ``"mirror"`` or ``"box"``, built from the clean explanation (see
-            :mod:`segxai.attack.targets`; ``"other-image"`` needs the other map as a tensor).
+            :mod:`segxai.attack.targets`), or ``"other-image"`` with ``target_image``: the
+            same explainer's map of another image (Dombrowski et al.'s setting).
         config: an :class:`AttackConfig`; keyword ``settings`` override its fields
             (``epsilon=8/255, iterations=300, ...``).
         explainer_params: parameters for a named explainer.
@@ -95,12 +93,17 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
         progress: show a progress bar.
         device: move the model there first (``None``: keep it where it is).
         callback: called as ``callback(step, loss)`` after every step.
+        target_image: ``(N or 1, C, H, W)`` other images (model space, the size of
+            ``images``) whose explanation is the target (``target_map="other-image"``).
+        target_image_target: what to explain in ``target_image`` (default: per image its most
+            frequent predicted non-background class, see :func:`choose_target`).
 
     Returns:
         An :class:`AttackResult`.
 
     Raises:
-        ValueError: a non-differentiable explainer, ε <= 0, a target map of the wrong shape.
+        SegxaiError: a non-differentiable explainer, ε <= 0, a target map of the wrong shape,
+            a target image of another size (each names the argument).
         TypeError: the model is not an ``nn.Module``.
 
     Example:
@@ -117,10 +120,6 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
     t_start = time.perf_counter()
     cfg = AttackConfig(**{**(config.to_dict() if config is not None else {}), **settings}) \
         if settings or config is None else config
-    if isinstance(cfg.epsilon, bool) or not isinstance(cfg.epsilon, (int, float)) \
-            or not cfg.epsilon > 0:
-        raise SegxaiError(f"epsilon: expected a positive number in pixel units (e.g. 8/255), got "
-                         f"{cfg.epsilon!r}")
     cfg.validate()
     adapter = adapt(model) if device is None else adapt(model, device=device)
     module = adapter.module
@@ -141,7 +140,11 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
     m_clean, logits_clean, layers = evaluate_maps(adapter, exp, images, target,
                                                   cfg.defence_beta)
     exp = exp.with_layers(layers)
-    if isinstance(target_map, str):
+    if target_image is not None or (isinstance(target_map, str)
+                                     and target_map == "other-image"):
+        h_t = other_image_map(adapter, exp, images, target_image, target_image_target,
+                              cfg.defence_beta)
+    elif isinstance(target_map, str):
         h_t = make_target_map(target_map, m_clean.detach(), roi=target.roi,
                               **(target_kwargs or {})).to(images)
     else:
@@ -152,9 +155,11 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
     probs_clean = adapter.probabilities(logits_clean).detach()
 
     x_px = adapter.to_pixels(images).detach()
-    lo = (x_px - cfg.epsilon).clamp(0.0, 1.0)
-    hi = (x_px + cfg.epsilon).clamp(0.0, 1.0)
+    eps = 1.0 if cfg.epsilon is None else cfg.epsilon  # None: the valid range only
+    lo = (x_px - eps).clamp(0.0, 1.0)
+    hi = (x_px + eps).clamp(0.0, 1.0)
     u = x_px.clone().requires_grad_(True)
+    drift = torch.zeros(n, dtype=x_px.dtype, device=x_px.device)  # max L∞ over the iterates
     opt = torch.optim.Adam([u], lr=cfg.lr)
     hist: dict[str, list[float]] = {"loss": [], "explanation": [], "output": [], "input": [],
                                     "beta": [], "smooth_target_pearson": [],
@@ -197,24 +202,16 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
             swap.set_beta(beta)
             for group in opt.param_groups:
                 group["lr"] = cfg.learning_rate(step)
-            z = adapter.from_pixels(u)
-            maps, logits, _ = explain_with_logits(adapter, exp, z, target, create_graph=True)
-            hm = normalize_map(maps)
-            if cfg.explanation_loss == "mse":
-                l_e = (h * w) * ((hm - h_t) ** 2).flatten(1).sum(1)
-            else:
-                l_e = 1.0 - _pearson(hm, h_t)
-            l_o = ((adapter.probabilities(logits) - probs_clean) ** 2).sum(1).flatten(1).mean(1)
-            l_p = ((u - x_px) ** 2).flatten(1).mean(1)
-            per_image = (cfg.lambda_explanation * l_e + cfg.lambda_output * l_o
-                         + cfg.lambda_input * l_p)
-            loss = per_image.sum()
+            parts = attack_loss(adapter, exp, u, x_px, target, h_t, probs_clean, cfg)
+            l_e, l_o, l_p, hm = parts.explanation, parts.output, parts.input, parts.maps
+            loss = parts.total.sum()
             (grad,) = torch.autograd.grad(loss, u)
             u.grad = grad
             opt.step()
             u.grad = None
             with torch.no_grad():
                 u.copy_(torch.maximum(torch.minimum(u, hi), lo))
+                drift = torch.maximum(drift, (u - x_px).abs().flatten(1).amax(1))
             loss_value = float(loss.detach())
             hist["loss"].append(loss_value)
             hist["explanation"].append(float(l_e.detach().sum()))
@@ -245,4 +242,5 @@ def attack(model: Any, images: Tensor, target: Target, explainer: str | Explaine
         adversarial_map=ev["adversarial_map"], pred_original=ev["pred_original"],
         pred_adversarial=ev["pred_adversarial"], metrics=ev["metrics"], history=hist,
         seconds=seconds, method=exp.name, params=dict(exp.params), config=cfg,
-        kept_iteration=kept, softplus_modules=n_smoothed)
+        kept_iteration=kept, softplus_modules=n_smoothed,
+        max_drift=[float(v) for v in drift.cpu()])

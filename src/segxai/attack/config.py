@@ -11,7 +11,25 @@ from torch import Tensor
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.errors import SegxaiError
 
-__all__ = ["AttackConfig", "AttackResult", "parse_epsilon"]
+__all__ = ["PRESETS", "AttackConfig", "AttackResult", "parse_epsilon"]
+
+# Dombrowski et al. (NeurIPS 2019, reference code ``pankessel/adv_explanation_ref``):
+# Adam (PyTorch defaults), lr 2e-4 in ImageNet-normalised units for 1,500 iterations, loss
+# 1e11·MSE(h, h_t) + 1e6·MSE(softmax), β 10 → 100 geometric, after every step a clamp to the
+# valid pixel range only (no ε-ball). Translated to segxai's units:
+# * lr: 2e-4 normalised units = 2e-4 · 0.226 (mean ImageNet std) ≈ 4.52e-5 in pixel units, so
+#   a pixel can drift at most 1,500 · 4.52e-5 ≈ 17/255 (the "effective drift" of the paper);
+# * λ_e: their MSE of sum-1 maps at 224² is 1/(224²)² of segxai's MSE of mean-1 maps, so
+#   1e11 → 1e11 / 224⁴ ≈ 39.7 (the same weight at every resolution);
+# * λ_o: 1e6 on the mean over all softmax entries (``output_reduction="mean"``);
+# * no input term (λ_p = 0).
+PRESETS: dict[str, dict[str, Any]] = {
+    "dombrowski": {"epsilon": None, "iterations": 1500, "lr": 2e-4 * 0.226,
+                   "lr_schedule": "constant", "lambda_explanation": 1e11 / 224 ** 4,
+                   "explanation_loss": "mse", "lambda_output": 1e6,
+                   "output_reduction": "mean", "lambda_input": 0.0, "beta_start": 10.0,
+                   "beta_end": 100.0, "select": "best", "eval_every": 100},
+}
 
 
 def parse_epsilon(value: float | str) -> float:
@@ -40,7 +58,8 @@ class AttackConfig:
     """Settings of :func:`attack` (serialisable with :meth:`to_dict`).
 
     Attributes:
-        epsilon: L∞ radius in pixel units ``[0, 1]`` (8/255 by default).
+        epsilon: L∞ radius in pixel units ``[0, 1]`` (8/255 by default); ``None``: no ball,
+            only the valid range ``[0, 1]`` (Dombrowski et al.).
         iterations: Adam steps.
         lr: Adam learning rate in pixel units.
         lr_schedule: ``"cosine"`` (decay from ``lr`` to ``lr/20`` over the iterations) or
@@ -49,6 +68,8 @@ class AttackConfig:
         explanation_loss: ``"mse"`` (the paper's ‖h − h_t‖², as MSE of mean-1 maps) or
             ``"pearson"`` (``1 − r(h, h_t)``, the success criterion itself).
         lambda_output: weight λ_o of the output term (per-pixel squared softmax change).
+        output_reduction: ``"sum"`` (over classes, then mean over pixels) or ``"mean"`` (over
+            classes and pixels: the paper's MSE of the softmax outputs).
         lambda_input: weight λ_p of the input term (mean squared pixel change).
         beta_start: initial Softplus β.
         beta_end: final Softplus β (geometric growth).
@@ -60,13 +81,14 @@ class AttackConfig:
             (β-smoothing defence, adaptive attacker); ``None`` = the plain ReLU explanation.
     """
 
-    epsilon: float = 8 / 255
+    epsilon: float | None = 8 / 255
     iterations: int = 300
     lr: float = 2e-2
     lr_schedule: Literal["cosine", "constant"] = "cosine"
     lambda_explanation: float = 1.0
     explanation_loss: Literal["mse", "pearson"] = "mse"
     lambda_output: float = 100.0
+    output_reduction: Literal["sum", "mean"] = "sum"
     lambda_input: float = 1.0
     beta_start: float = 10.0
     beta_end: float = 100.0
@@ -78,10 +100,11 @@ class AttackConfig:
 
     def validate(self) -> AttackConfig:
         """Check every field; return ``self``."""
-        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float)) \
-                or not math.isfinite(self.epsilon) or self.epsilon <= 0:
-            raise SegxaiError(f"epsilon: expected a positive number in pixel units, got "
-                             f"{self.epsilon!r}")
+        if self.epsilon is not None and (
+                isinstance(self.epsilon, bool) or not isinstance(self.epsilon, (int, float))
+                or not math.isfinite(self.epsilon) or self.epsilon <= 0):
+            raise SegxaiError(f"epsilon: expected a positive number in pixel units (or None: "
+                              f"the valid range only), got {self.epsilon!r}")
         check_positive_int(self.iterations, "iterations")
         check_positive_int(self.eval_every, "eval_every")
         check_fraction(self.lr, "lr", low=0.0, high=1.0, low_open=True)
@@ -100,6 +123,7 @@ class AttackConfig:
         check_choice(self.select, "select", ("best", "last"))
         check_choice(self.lr_schedule, "lr_schedule", ("cosine", "constant"))
         check_choice(self.explanation_loss, "explanation_loss", ("mse", "pearson"))
+        check_choice(self.output_reduction, "output_reduction", ("sum", "mean"))
         check_fraction(self.min_agreement, "min_agreement")
         check_fraction(self.success_pearson, "success_pearson", low=-1.0, high=1.0)
         return self
@@ -121,6 +145,17 @@ class AttackConfig:
         low = self.lr / 20
         frac = step / (self.iterations - 1)
         return float(low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * frac)))
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> AttackConfig:
+        """The settings of a paper (see :data:`PRESETS`), with ``overrides`` (e.g. an
+        ``epsilon`` for a sweep).
+
+        Raises:
+            SegxaiError: an unknown preset or setting.
+        """
+        check_choice(name, "preset", tuple(PRESETS))
+        return cls.from_dict({**PRESETS[name], **overrides})
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -155,6 +190,9 @@ class AttackResult:
         config: the :class:`AttackConfig` used.
         kept_iteration: per image, the (1-based) iteration of the kept iterate.
         softplus_modules: how many ReLU/ReLU6 modules were smoothed.
+        max_drift: per image, the largest L∞ distance (pixel units) of any iterate from the
+            clean image: a run with a ball of radius ε ≥ this value takes exactly the same
+            steps (its projection never acts).
     """
 
     x_adv: Tensor
@@ -171,6 +209,7 @@ class AttackResult:
     config: AttackConfig
     kept_iteration: list[int] = field(default_factory=list)
     softplus_modules: int = 0
+    max_drift: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.x_adv.shape[0])

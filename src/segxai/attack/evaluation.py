@@ -26,7 +26,54 @@ from segxai.core.errors import SegxaiError, SegxaiTypeError
 from segxai.core.registry import Explainer, get_explainer
 from segxai.core.target import Target, check_target
 
-__all__ = ["evaluate_attack", "explain_with_logits", "make_explainer"]
+__all__ = ["choose_target", "evaluate_attack", "explain_with_logits", "make_explainer",
+           "other_image_map"]
+
+
+def choose_target(model: Any, images: Tensor) -> Target:
+    """Per image: the most frequent predicted class other than 0 (background), or class 0 if
+    nothing else is predicted; ROI = its predicted pixels on the clean image."""
+    adapter = adapt(model)
+    images = adapter.check(images)
+    pred = adapter.predict(images)
+    k = adapter.num_classes(images)
+    classes = []
+    for p in pred:
+        counts = torch.bincount(p.flatten().cpu(), minlength=k)
+        fg = counts.clone()
+        fg[0] = 0
+        classes.append(int(fg.argmax()) if int(fg.sum()) > 0 else 0)
+    return Target.from_prediction(adapter, images, classes)
+
+
+def other_image_map(adapter: ModelAdapter, explainer: Explainer, images: Tensor,
+                    target_image: Tensor | None, target: Target | None,
+                    defence_beta: float | None) -> Tensor:
+    """The explainer's sum-1 maps of ``target_image`` (Dombrowski et al.'s target: another
+    image's explanation), one per image of ``images``.
+
+    Raises:
+        SegxaiError: no target image, or one of another size or count.
+    """
+    if target_image is None:
+        raise SegxaiError("target_image: the 'other-image' target needs the other image(s) "
+                          "(N or 1, C, H, W)")
+    if not isinstance(target_image, Tensor) or target_image.dim() != 4:
+        raise SegxaiError(f"target_image: expected a tensor (N, C, H, W), got "
+                          f"{getattr(target_image, 'shape', type(target_image).__name__)}")
+    n, c, h, w = images.shape
+    if tuple(target_image.shape[1:]) != (c, h, w):
+        raise SegxaiError(f"target_image: expected images of shape (C, H, W) = {(c, h, w)} "
+                          f"(the attacked images' size), got {tuple(target_image.shape[1:])}")
+    if target_image.shape[0] not in (1, n):
+        raise SegxaiError(f"target_image: expected 1 or {n} images, got "
+                          f"{target_image.shape[0]}")
+    other = adapter.check(target_image.to(images.device, images.dtype)).detach()
+    t = choose_target(adapter, other) if target is None else \
+        check_target(target).validate(other, adapter.known_num_classes)
+    maps, _, _ = evaluate_maps(adapter, explainer, other, t, defence_beta)
+    maps = normalize_map(maps.detach())
+    return maps.expand(n, h, w).clone() if maps.shape[0] == 1 else maps
 
 
 def make_explainer(explainer: str | Explainer, params: dict[str, Any] | None = None) -> Explainer:

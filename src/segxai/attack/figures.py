@@ -104,3 +104,48 @@ def plot_success_rates(rows: Sequence[dict[str, Any]], title: str = "") -> Any:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def plot_robustness_map(summary: Sequence[dict[str, Any]], metric: str = "target_pearson",
+                        part: str = "attack", title: str = "") -> Any:
+    """``metric`` (mean with its interval) against ε, one line per method.
+
+    Args:
+        summary: rows of :func:`~segxai.attack.robustness.summarize_map`.
+        metric: e.g. ``"target_pearson"`` or ``"success"``.
+        part: which rows (``"attack"``, ``"transfer"``, ...).
+        title: figure title.
+
+    Returns:
+        A matplotlib figure.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in summary if r["part"] == part and metric in r]
+
+    def order(eps: str) -> float:
+        return float("inf") if eps == "none" else float(eps.split("/")[0])
+
+    labels = sorted({r["eps"] for r in rows}, key=order)
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
+    for k, method in enumerate(sorted({r["method"] for r in rows})):
+        pts = sorted((r for r in rows if r["method"] == method), key=lambda r: order(r["eps"]))
+        xs = np.array([labels.index(r["eps"]) for r in pts], dtype=float) + 0.04 * k
+        ys = np.array([r[metric] for r in pts])
+        ci = [r.get(f"{metric}_ci") for r in pts]
+        lo = np.array([ys[i] - c[0] if c else 0.0 for i, c in enumerate(ci)])
+        hi = np.array([c[1] - ys[i] if c else 0.0 for i, c in enumerate(ci)])
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", ms=3, capsize=2, label=method)
+    ax.set_xticks(range(len(labels)), ["∞" if e == "none" else e for e in labels])
+    ax.set_xlabel("ε (L∞, pixel units; ∞ = valid range only)")
+    ax.set_ylabel(metric.replace("_", " "))
+    if metric in ("success", "pixel_agreement"):
+        ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -30,11 +30,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
 from segxai.attack.attack import AttackConfig, AttackResult, attack, evaluate_attack
+from segxai.attack.evaluation import choose_target
 from segxai.attack.targets import TARGET_KINDS, make_target_map
 from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.checks import check_choice
@@ -49,22 +49,6 @@ __all__ = ["StudyConfig", "StudyResult", "choose_target", "robustness_study",
 DEFAULT_TRANSFER = ("occlusion", "seg-ablation-cam")
 KIND = "attack-study"
 ROWS = "results"  # one row per finished (image, method)
-
-
-def choose_target(model: Any, images: Tensor) -> Target:
-    """Per image: the most frequent predicted class other than 0 (background), or class 0 if
-    nothing else is predicted; ROI = its predicted pixels on the clean image."""
-    adapter = adapt(model)
-    images = adapter.check(images)
-    pred = adapter.predict(images)
-    k = adapter.num_classes(images)
-    classes = []
-    for p in pred:
-        counts = torch.bincount(p.flatten().cpu(), minlength=k)
-        fg = counts.clone()
-        fg[0] = 0
-        classes.append(int(fg.argmax()) if int(fg.sum()) > 0 else 0)
-    return Target.from_prediction(adapter, images, classes)
 
 
 @dataclass

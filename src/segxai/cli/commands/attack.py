@@ -7,18 +7,27 @@ Two modes:
   target_pearson, original_pearson, pixel_agreement, linf, l2, psnr, seconds and more) and
   OUT/figures/attack_NNNN.png. Finished images are kept in OUT/attack.json and skipped
   when the command is rerun with the same settings.
-* --study: the robustness study (the differentiable explainers given by --method, default
-  all of them; the beta-smoothing defence; transfer to perturbation explainers); writes
-  OUT/study.json and OUT/figures/study_success.png, with per-image checkpoints in
-  OUT/study/.
+* --study: the robustness map (the differentiable explainers given by --method, default
+  all of them, at every --epsilons value, with --preset's attack, default dombrowski: 1,500
+  Adam steps, valid-range clamp; transfer to occlusion and Seg-Ablation-CAM; the
+  beta-smoothing and SmoothGrad defences against a non-adaptive and an adaptive attacker);
+  writes OUT/study.json (rows, and the summary with 95 % bootstrap intervals over images),
+  OUT/study.csv and OUT/figures/robustness_*.png; resumable from OUT/study/.
+* --manipulate location|topk: the model-manipulation control (Heo et al. 2019): fine-tune
+  the model so that Seg-Grad-CAM goes to a frame around the image (location) or leaves its
+  top-10 % region (topk) while the segmentation is kept; writes OUT/manipulation.json
+  (pixel agreement, mIoU, each explainer's map before and after, with intervals).
 
---epsilon is in /255 units when >= 1 (8 = 8/255), else a fraction of the pixel range (0.03).
+--epsilon is in /255 units when >= 1 (8 = 8/255), else a fraction of the pixel range (0.03);
+"none" = no ball, the valid range only. --target-kind other-image (default) takes the same
+explainer's map of the next image as the target (Dombrowski et al.).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +54,12 @@ from segxai.core.runstore import RunStore
 
 QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
                       quick={"iterations": 60, "images": 1})
-DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "shift", "epsilon": "8", "defence_beta": 3.0,
+# --study / --manipulate sizes (full: the issue's study; quick: about a minute)
+# --study/--manipulate sizes (the map's settings: MapConfig() and quick_map_config())
+STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16}
+STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 400, "train_images": 64}
+DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "other-image", "epsilon": "8",
+            "defence_beta": 3.0,
             # SmoothGrad is attacked with a fixed, small number of noise draws
             "params": {"smoothgrad": {"n_samples": 8}}}
 
@@ -59,6 +73,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_method_options(p, choices=differentiable_explainers(),
                        default=f"{DEFAULTS['method']}; with --study all of them; "
                                f"smoothgrad.n_samples={sg}")
+    p.add_argument("--preset", default=None, choices=("dombrowski", "none"),
+                   help="attack settings: dombrowski = 1,500 Adam steps, lr 2e-4 in "
+                        "normalised units, valid-range clamp only (default: none for one "
+                        "attack and for --study --quick (30 steps of lr 2e-2), dombrowski "
+                        "for --study)")
+    p.add_argument("--epsilons", default=None,
+                   help="--study: comma-separated ε values in /255 units or none "
+                        "(default 2,4,8,16,32,none; 8,none with --quick)")
+    p.add_argument("--batch-size", type=Range(int, 1), default=None,
+                   help="--study: images attacked together (default 16; 4 with --quick)")
+    p.add_argument("--manipulate", default=None, choices=("location", "topk"),
+                   help="model-manipulation control (Heo et al. 2019) instead of an input "
+                        "attack")
+    p.add_argument("--steps", type=Range(int, 1), default=None,
+                   help=f"--manipulate: Adam steps (default {STUDY_FULL['steps']}; "
+                        f"{STUDY_QUICK['steps']} with --quick)")
+    p.add_argument("--lam", type=Range(float, 0, low_open=True), default=0.2,
+                   help="--manipulate: weight of the fooling loss (default %(default)s)")
     p.add_argument("--target-kind", default=DEFAULTS["target_kind"],
                    choices=("shift", "mirror", "box", "other-image"),
                    help="where the explanation should go (default %(default)s)")
@@ -68,7 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--iterations", type=Range(int, 1), default=None,
                    help=f"Adam steps ({QUICK.help('iterations')})")
     p.add_argument("--lr", type=Range(float, 0, 1, low_open=True), default=None,
-                   help="Adam learning rate in pixel units (default: the attack's own)")
+                   help="Adam learning rate in pixel units (default: the attack's own); "
+                        "with --manipulate of the fine-tuning (default 5e-4)")
     p.add_argument("--images", type=Range(int, 1), default=None,
                    help=f"number of validation images ({QUICK.help('images')})")
     p.add_argument("--study", action="store_true",
@@ -97,19 +130,28 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from segxai.attack import AttackConfig, parse_epsilon
-    from segxai.attack.study import StudyConfig
+    from segxai.attack.robustness import MapConfig, quick_map_config
 
-    with options_named("epsilon", "iterations", "lr", "images", "defence_beta"):
-        eps = user_input(parse_epsilon, args.epsilon)
-        args.images = QUICK.get(args, "images")
-        if args.images < 1:
-            raise SegxaiError(f"--images: expected an integer >= 1, got {args.images}")
-        settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations")}
-        if args.lr is not None:
-            settings["lr"] = args.lr
-        cfg = user_input(lambda: AttackConfig(**settings).validate())
+    if args.manipulate is not None:
+        return _run_manipulate(args, Path(args.out))
+    with options_named("epsilon", "iterations", "lr", "images", "defence_beta", "preset"):
+        eps = None if str(args.epsilon).lower() == "none" else \
+            user_input(parse_epsilon, args.epsilon)
+        base = quick_map_config() if args.quick else MapConfig()
+        if args.study:
+            args.images = args.images or (STUDY_QUICK if args.quick else STUDY_FULL)["images"]
+        else:
+            args.images = QUICK.get(args, "images")
+        # the study's attack settings given on the command line (over its preset)
+        overrides: dict[str, Any] = {k: v for k, v in (("iterations", args.iterations),
+                                                       ("lr", args.lr)) if v is not None}
+        settings: dict[str, Any] = {"epsilon": eps, "iterations": QUICK.get(args, "iterations"),
+                                    **overrides}
+        preset = args.preset or "none"
+        cfg = user_input(lambda: AttackConfig.preset(preset, **settings) if preset != "none"
+                         else AttackConfig(**settings).validate())
     choices = differentiable_explainers()
-    study_default = [m for m in StudyConfig().methods if m in choices]
+    study_default = [m for m in base.methods if m in choices]
     methods = resolve_methods(args.method, choices=choices, one=not args.study,
                               default=study_default if args.study else [DEFAULTS["method"]])
     params = {m: dict(DEFAULTS["params"].get(m, {})) for m in methods}
@@ -121,36 +163,128 @@ def run(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     out = Path(args.out)  # created by the run stores, once the model and images are loaded
     if args.study:
-        study_cfg = StudyConfig(methods=tuple(methods), target_kind=args.target_kind, attack=cfg,
-                                defence_beta=args.defence_beta,
-                                explainer_params={m: p for m, p in params.items() if p})
-        with options_named("defence_beta"):
-            study_cfg = user_input(study_cfg.validate)
-        return _run_study(args, study_cfg, out)
+        with options_named("epsilons", "defence_beta", "preset", "batch_size",
+                           epsilon="--epsilons"):
+            epsilons = _epsilons(args.epsilons) if args.epsilons else list(base.epsilons)
+            defence = 8 / 255 if 8 / 255 in epsilons else epsilons[0]
+            map_cfg = replace(
+                base, methods=tuple(methods), epsilons=tuple(epsilons),
+                preset=args.preset or base.preset,
+                attack_overrides={**base.attack_overrides, **overrides},
+                target_kind=args.target_kind, batch_size=args.batch_size or base.batch_size,
+                defence_beta=args.defence_beta, defence_epsilon=defence,
+                explainer_params={**base.explainer_params,
+                                  **{m: p for m, p in params.items() if p}})
+            map_cfg = user_input(map_cfg.validate)
+        return _run_study(args, map_cfg, out)
     return _run_attack(args, methods[0], cfg, params[methods[0]], out)
 
 
+def _epsilons(text: str) -> list[float | None]:
+    from segxai.attack import parse_epsilon
+
+    out: list[float | None] = []
+    for item in text.split(","):
+        item = item.strip()
+        out.append(None if item.lower() == "none" else parse_epsilon(item))
+    if len(set(out)) != len(out):
+        raise SegxaiError(f"--epsilons: expected distinct values, got {text!r}")
+    return out
+
+
+def _interval(values: list[float]) -> tuple[float, float]:
+    from segxai.evaluate.intervals import bootstrap_mean
+
+    iv = bootstrap_mean(values, seed=0)
+    return iv.lo, iv.hi
+
+
 def _run_study(args: argparse.Namespace, cfg: Any, out: Path) -> int:
-    from segxai.attack.figures import plot_success_rates
-    from segxai.attack.study import robustness_study
+    from segxai.attack.figures import plot_robustness_map
+    from segxai.attack.robustness import robustness_map
     from segxai.report.html import save_figure
 
     model, images, _ = _load(args)
-    res = robustness_study(model, images[:args.images], cfg, checkpoint_dir=out / "study",
-                           progress=not args.quiet, device=args.device, seed=args.seed)
-    write_json(out / "study.json", {"config": res.config, "summary": res.summary,
-                                    "records": res.records})
-    save_figure(plot_success_rates(res.summary["attacked"], "attack success rate"),
-                out / "figures" / "study_success.png")
+    res = robustness_map(model, images[:args.images], cfg, checkpoint_dir=out / "study",
+                         progress=not args.quiet, device=args.device, seed=args.seed,
+                         interval=_interval)
+    write_json(out / "study.json", {"config": res["config"], "summary": res["summary"],
+                                    "rows": res["rows"], "seconds": res["seconds"]})
+    cols = ["part", "method", "eps", "images", "success", "success_ci", "target_pearson",
+            "target_pearson_ci", "target_ssim", "target_mse", "pixel_agreement", "linf",
+            "seconds"]
+    lines = [",".join(cols)] + [",".join(_cell(r.get(c)) for c in cols) for r in res["summary"]]
+    (out / "study.csv").write_text("\n".join(lines) + "\n")
+    for metric in ("target_pearson", "success", "target_ssim", "target_mse"):
+        save_figure(plot_robustness_map(res["summary"], metric, title=f"{metric} vs ε"),
+                    out / "figures" / f"robustness_{metric}.png")
+    save_figure(plot_robustness_map(res["summary"], "target_pearson", part="transfer",
+                                    title="transfer of the gradient attack"),
+                out / "figures" / "robustness_transfer.png")
     if not args.quiet:
-        for row in res.summary["attacked"]:
-            print(f"{row['method']:>14}: success {row['success_rate']:.2f}, defended "
-                  f"{row.get('defended_success_rate', float('nan')):.2f}, target r "
-                  f"{row['target_pearson']:.3f}, agreement {row['pixel_agreement']:.4f}")
-        for row in res.summary["transferred"]:
-            print(f"{row['method']:>14}: transferred from {row['from']}, moved "
-                  f"{row['moved']:+.3f} towards the target")
+        for r in res["summary"]:
+            ci = r.get("target_pearson_ci")
+            print(f"{r['part']:>22} {r['method']:>20} ε {r['eps']:>8}: success "
+                  f"{r['success']:.2f}, target r {r['target_pearson']:.3f}"
+                  + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
+                  + f", agreement {r['pixel_agreement']:.4f}")
     return 0
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, list):
+        return f"[{v[0]:.4g} {v[1]:.4g}]"
+    return "" if v is None else (f"{v:.6g}" if isinstance(v, float) else str(v))
+
+
+def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
+    from segxai.attack.manipulate import evaluate_manipulation, manipulate_model
+    from segxai.data import make_shapes
+
+    size = STUDY_QUICK if args.quick else STUDY_FULL
+    steps = args.steps or size["steps"]
+    n_eval = args.images or size["images"]
+    lr = args.lr if args.lr is not None else 5e-4
+    settings = {"kind": args.manipulate, "steps": steps, "lam": args.lam, "lr": lr,
+                "images": n_eval,
+                "train_images": size["train_images"], "seed": args.seed, "model": args.model}
+    loaded = load_cli_model(args, seed=args.seed)
+    RunStore(out, kind="attack-manipulate", settings=settings)
+    model = loaded.model.eval()
+    from segxai.core.adapter import adapt
+
+    adapter = adapt(model)
+    train = adapter.from_pixels(make_shapes(size["train_images"], size=64,
+                                            seed=20_000 + args.seed).images)
+    if loaded.builtin is not None:
+        images = loaded.builtin.val_data.images[:n_eval]
+        labels = loaded.builtin.val_data.masks[:n_eval]
+    else:
+        data = make_shapes(n_eval, size=64, seed=10_000 + args.seed)
+        images, labels = adapter.from_pixels(data.images), None
+    with options_named("lam", "steps"):
+        res = user_input(manipulate_model, model, train, kind=args.manipulate, steps=steps,
+                         lam=args.lam, lr=lr, seed=args.seed, progress=not args.quiet)
+    ev = evaluate_manipulation(model, res.model, images, res.config, labels=labels)
+    summary: dict[str, Any] = {}
+    for key in ("pixel_agreement", "miou_vs_clean", "miou_gt_clean", "miou_gt_fooled"):
+        if key in ev:
+            summary[key] = _mean_ci(ev[key])
+    for name, e in ev["explainers"].items():
+        summary[name] = {k: _mean_ci([float(v) for v in e[k]])
+                         for k in ("clean", "fooled", "original_pearson", "success")}
+    write_json(out / "manipulation.json", {"settings": settings, "config": res.config.to_dict(),
+                                           "summary": summary, "per_image": ev,
+                                           "history": res.history, "seconds": res.seconds})
+    if not args.quiet:
+        print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _mean_ci(values: list[float]) -> dict[str, Any]:
+    mean = sum(values) / len(values)
+    return {"mean": mean, "ci": list(_interval(values)) if len(values) >= 2 else None,
+            "n": len(values)}
 
 
 def _run_attack(args: argparse.Namespace, method: str, cfg: Any, params: dict[str, Any],

@@ -1,0 +1,285 @@
+"""Model manipulation (Heo, Joo, Moon, NeurIPS 2019): fine-tune the model so that it keeps
+its segmentation while its explanation goes elsewhere — the positive control for CAMs.
+
+Loss, per batch (parameters θ from a frozen copy θ0, BatchNorm in eval mode as in the
+paper's passive fooling):
+
+    CE(f_θ(x), ŷ0)  +  λ · L_F(ĥ_θ(x))
+
+* ``ŷ0`` = the clean model's arg-max (segxai's version of "keep the accuracy": the labels are
+  the model's own predictions, pixels whose clean confidence is below ``confidence`` ignored);
+* ``ĥ`` = the explainer's map of the target (class and ROI fixed from the clean prediction),
+  kept differentiable w.r.t. θ
+  (``differentiable_wrt="params"``: double backpropagation);
+* location fooling: the paper's target ``m`` = 1 on a frame of width ⌊H/7⌋ (and ⌊W/7⌋)
+  around the image, 0 inside; the paper's ``L_F = mean (m − ĥ)²`` on the min-max map passes
+  no gradient where the ReLU map is 0 (the whole frame, at first), so segxai fools the map
+  before its ReLU, scaled by its largest magnitude: ``mean_frame (1 − ĥ)² + mean_inside
+  ReLU(ĥ)²`` — after the ReLU the map is then the frame;
+* top-k fooling: ``L_F = mean_K ReLU(ĥ)²`` over ``K`` = the top ``topk`` fraction (10 %) of
+  the clean min-max map (the paper: ``mean_K ĥ²`` of the min-max map).
+
+:func:`evaluate_manipulation` compares the fooled model with the original on held-out
+images: pixel agreement and mIoU of the predictions, and for each explainer the Pearson
+correlation with the location mask (location) or the share of the map's mass left in the
+clean top-k region (top-k), clean and fooled — the fooled explainer and the transfer to
+the others.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from segxai.attack.evaluation import choose_target, make_explainer
+from segxai.attack.metrics import argmax_iou, map_pearson, pixel_agreement
+from segxai.core.adapter import adapt
+from segxai.core.checks import check_choice, check_fraction, check_positive_int
+from segxai.core.errors import SegxaiError, SegxaiTypeError
+
+__all__ = ["ManipulationConfig", "ManipulationResult", "evaluate_manipulation",
+           "frame_mask", "manipulate_model", "minmax", "topk_mask"]
+
+TRANSFER_DEFAULT = ("seg-grad-cam", "grad-cam++", "gradient", "integrated-gradients",
+                    "seg-ablation-cam")
+
+
+@dataclass
+class ManipulationConfig:
+    """Settings of :func:`manipulate_model`.
+
+    Attributes:
+        kind: ``"location"`` or ``"topk"`` fooling.
+        explainer: the fooled explainer (``differentiable = True``).
+        explainer_params: its parameters (its layer: the default CAM layer unless given).
+        steps: Adam steps (one batch each).
+        lr: Adam learning rate.
+        lam: weight λ of the fooling loss.
+        batch_size: images per step (cycled through the training images).
+        topk: fraction of the clean map forming the top-k region.
+        confidence: clean pixels below this probability are left out of the CE term.
+        train_without_relu: fool the map before the CAM's final ReLU (``relu=False``) while
+            training. With the ReLU, pixels where the map is 0 — the whole frame of the
+            location target, at first — pass no gradient, and the fooling term cannot start;
+            the evaluation always uses the explainer with its ReLU.
+    """
+
+    kind: Literal["location", "topk"] = "location"
+    explainer: str = "seg-grad-cam"
+    explainer_params: dict[str, Any] = field(default_factory=dict)
+    steps: int = 400
+    lr: float = 5e-4
+    lam: float = 0.2
+    batch_size: int = 8
+    topk: float = 0.1
+    confidence: float = 0.0
+    train_without_relu: bool = True
+
+    def validate(self) -> ManipulationConfig:
+        check_choice(self.kind, "kind", ("location", "topk"))
+        check_positive_int(self.steps, "steps")
+        check_positive_int(self.batch_size, "batch_size")
+        check_fraction(self.lr, "lr", low=0.0, high=1.0, low_open=True)
+        check_fraction(self.topk, "topk", low=0.0, high=1.0, low_open=True)
+        check_fraction(self.confidence, "confidence")
+        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) \
+                or not self.lam > 0:
+            raise SegxaiError(f"lam: expected a positive number, got {self.lam!r}")
+        if not make_explainer(self.explainer, self.explainer_params).differentiable:
+            raise SegxaiError(f"explainer: {self.explainer!r} is not differentiable "
+                              "(Explainer.differentiable is False), so it cannot be fooled by "
+                              "fine-tuning")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ManipulationResult:
+    """The fooled model (a copy; the original is untouched) and the training history."""
+
+    model: nn.Module
+    config: ManipulationConfig
+    history: dict[str, list[float]]
+    seconds: float
+
+
+def minmax(maps: Tensor) -> Tensor:
+    """Per-image min-max normalisation of ``(N, H, W)`` maps (differentiable)."""
+    flat = maps.flatten(1)
+    lo = flat.min(1).values.view(-1, 1, 1)
+    hi = flat.max(1).values.view(-1, 1, 1)
+    return (maps - lo) / (hi - lo + 1e-8)
+
+
+def frame_mask(n: int, h: int, w: int, device: torch.device | str = "cpu") -> Tensor:
+    """Heo et al.'s location target: 1 on a frame of width ⌊h/7⌋, ⌊w/7⌋, 0 inside."""
+    m = torch.ones(n, h, w, device=device)
+    bh, bw = max(1, h // 7), max(1, w // 7)
+    m[:, bh:h - bh, bw:w - bw] = 0.0
+    return m
+
+
+def topk_mask(maps: Tensor, fraction: float) -> Tensor:
+    """``(N, H, W)`` bool: the top ``fraction`` of each map's pixels."""
+    flat = maps.detach().flatten(1)
+    k = max(1, int(round(fraction * flat.shape[1])))
+    idx = flat.topk(k, dim=1).indices
+    out = torch.zeros_like(flat, dtype=torch.bool)
+    out.scatter_(1, idx, True)
+    return out.view_as(maps)
+
+
+def _fooling_loss(kind: str, h: Tensor, clean: Tensor, topk: float) -> Tensor:
+    """Per-image fooling loss of maps ``h`` (before or after the CAM's ReLU), scaled by their
+    largest magnitude: location = ``mean_frame (1 − ĥ)² + mean_inside ReLU(ĥ)²`` (the frame
+    at the maximum, the inside at or below 0, so that the ReLU map is the frame); top-k =
+    ``mean_K ReLU(ĥ)²`` (the clean top-k region at or below 0)."""
+    hn = h / h.detach().abs().flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
+    pos = F.relu(hn) ** 2
+    if kind == "location":
+        m = frame_mask(hn.shape[0], hn.shape[1], hn.shape[2], device=hn.device)
+        inside = 1.0 - m
+        return (((1.0 - hn) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+                + (pos * inside).flatten(1).sum(1) / inside.flatten(1).sum(1))
+    region = topk_mask(clean, topk).to(hn)
+    return (pos * region).flatten(1).sum(1) / region.flatten(1).sum(1)
+
+
+def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfig | None = None,
+                     *, seed: int = 0, progress: bool = False, **settings: Any
+                     ) -> ManipulationResult:
+    """Fine-tune a copy of ``model`` to fool its explanation (see the module docstring).
+
+    Args:
+        model: the segmentation network (not modified).
+        images: ``(N, C, H, W)`` training images in the model's input space.
+        config: a :class:`ManipulationConfig`; keyword ``settings`` override its fields.
+        seed: seed of the batch order.
+        progress: print the loss every 50 steps.
+
+    Returns:
+        A :class:`ManipulationResult` holding the fooled copy (in eval mode, parameters
+        frozen).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(model, nn.Module):
+        raise SegxaiTypeError(f"model: expected an nn.Module, got {type(model).__name__}")
+    cfg = ManipulationConfig(**{**(config.to_dict() if config else {}), **settings}).validate()
+    original = adapt(model.eval())
+    images = original.check(images).detach()
+    n = images.shape[0]
+    targets = choose_target(original, images)
+    exp = make_explainer(cfg.explainer, cfg.explainer_params)
+    clean = exp(original, images, targets)
+    if cfg.train_without_relu and "relu" in exp.params:
+        exp = make_explainer(cfg.explainer, {**cfg.explainer_params, "relu": False})
+    exp = exp.with_layers(clean.layers)
+    clean_maps = minmax(clean.maps.detach())
+    with torch.no_grad():
+        probs = original.probabilities(original(images))
+    labels = probs.argmax(1)
+    if cfg.confidence > 0:
+        labels = torch.where(probs.max(1).values >= cfg.confidence, labels, -100)
+    fooled = copy.deepcopy(model).eval()  # BatchNorm in eval mode, as in the paper
+    for p in fooled.parameters():
+        p.requires_grad_(True)
+    adapter = adapt(fooled)
+    opt = torch.optim.Adam([p for p in fooled.parameters()], lr=cfg.lr)
+    gen = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=gen)
+    hist: dict[str, list[float]] = {"loss": [], "ce": [], "fooling": []}
+    pos = 0
+    for step in range(cfg.steps):
+        if pos + cfg.batch_size > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + min(cfg.batch_size, n)]
+        pos += cfg.batch_size
+        x, t = images[idx], targets[idx]
+        e = exp(adapter, x, t, differentiable_wrt="params")
+        logits = e.logits if e.logits is not None and e.logits.requires_grad else adapter(x)
+        ce = F.cross_entropy(logits, labels[idx], ignore_index=-100)
+        lf = _fooling_loss(cfg.kind, e.maps, clean_maps[idx], cfg.topk).mean()
+        loss = ce + cfg.lam * lf
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        hist["loss"].append(float(loss.detach()))
+        hist["ce"].append(float(ce.detach()))
+        hist["fooling"].append(float(lf.detach()))
+        if progress and (step % 50 == 0 or step == cfg.steps - 1):
+            print(f"manipulate step {step}: CE {hist['ce'][-1]:.4f}, "
+                  f"L_F {hist['fooling'][-1]:.4f}", flush=True)
+    for p in fooled.parameters():
+        p.requires_grad_(False)
+    return ManipulationResult(fooled.eval(), cfg, hist, time.perf_counter() - t0)
+
+
+def evaluate_manipulation(original: nn.Module, fooled: nn.Module, images: Tensor,
+                          config: ManipulationConfig,
+                          explainers: tuple[str, ...] = TRANSFER_DEFAULT,
+                          explainer_params: dict[str, dict[str, Any]] | None = None,
+                          labels: Tensor | None = None,
+                          success_pearson: float = 0.8) -> dict[str, Any]:
+    """Per-image metrics of the fooled model against the original on ``images``.
+
+    Args:
+        original: the clean model.
+        fooled: the manipulated model.
+        images: held-out ``(N, C, H, W)`` images.
+        config: the manipulation's settings (kind, top-k fraction).
+        explainers: explainers to measure: the fooled one and the transfer to the others
+            (each at its default layer unless ``explainer_params`` says otherwise).
+        explainer_params: per-explainer parameters.
+        labels: ``(N, H, W)`` ground truth (adds the mIoU of both models against it).
+        success_pearson: location fooling counts as a success at this Pearson correlation
+            with the frame mask.
+
+    Returns:
+        ``{"images": N, "pixel_agreement": [...], "miou_vs_clean": [...],
+        ("miou_gt_clean", "miou_gt_fooled"), "explainers": {name: {"clean": [...],
+        "fooled": [...], "original_pearson": [...], "success": [...]}}}``; for location the
+        values are Pearson correlations with the frame mask, for top-k the share of the
+        min-max map's mass inside the clean top-k region.
+    """
+    a0, a1 = adapt(original.eval()), adapt(fooled.eval())
+    images = a0.check(images)
+    targets = choose_target(a0, images)
+    with torch.no_grad():
+        y0, y1 = a0.predict(images), a1.predict(images)
+    k = a0.num_classes(images)
+    out: dict[str, Any] = {
+        "images": int(images.shape[0]),
+        "pixel_agreement": [float(v) for v in pixel_agreement(y1, y0)],
+        "miou_vs_clean": [float(v) for v in argmax_iou(y1.cpu(), y0.cpu(), k)],
+        "explainers": {}}
+    if labels is not None:
+        out["miou_gt_clean"] = [float(v) for v in argmax_iou(y0.cpu(), labels.cpu(), k)]
+        out["miou_gt_fooled"] = [float(v) for v in argmax_iou(y1.cpu(), labels.cpu(), k)]
+    n, _, h, w = images.shape
+    mask = frame_mask(n, h, w).double()
+    for name in explainers:
+        params = (explainer_params or {}).get(name, {})
+        exp = make_explainer(name, params)
+        m0 = minmax(exp(a0, images, targets).maps.detach().double().cpu())
+        m1 = minmax(exp(a1, images, targets).maps.detach().double().cpu())
+        if config.kind == "location":
+            s0, s1 = map_pearson(m0, mask), map_pearson(m1, mask)
+            success = s1 >= success_pearson
+        else:
+            region = topk_mask(m0, config.topk).double()
+            s0 = (m0 * region).flatten(1).sum(1) / m0.flatten(1).sum(1).clamp_min(1e-12)
+            s1 = (m1 * region).flatten(1).sum(1) / m1.flatten(1).sum(1).clamp_min(1e-12)
+            success = s1 <= 0.5 * s0
+        out["explainers"][name] = {"clean": [float(v) for v in s0],
+                                   "fooled": [float(v) for v in s1],
+                                   "original_pearson": [float(v) for v in map_pearson(m1, m0)],
+                                   "success": [bool(v) for v in success]}
+    return out

@@ -1,0 +1,73 @@
+"""Model manipulation (Heo et al. 2019): the fooling loss falls, the original model is
+untouched, the evaluation compares the two models, bad settings are refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models_for_tests import calibrated
+from segxai.attack.manipulate import (
+    ManipulationConfig,
+    evaluate_manipulation,
+    frame_mask,
+    manipulate_model,
+    topk_mask,
+)
+from segxai.core.errors import SegxaiError
+from segxai.models.unet import UNet, UNetConfig
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    net = calibrated(UNet(UNetConfig(depth=2, base_width=4, num_classes=3)), size=32)
+    with torch.no_grad():  # logits that vary over the image, and some foreground
+        net.head.weight.mul_(20.0)
+        net.head.bias.copy_(torch.tensor([0.0, 0.02, -1.0]))
+    return net
+
+
+def test_masks() -> None:
+    m = frame_mask(1, 14, 21)
+    assert m[0, 0].all() and m[0, :, 0].all() and m[0, 2:12, 3:18].sum() == 0
+    assert m[0, 1, 5] == 1 and m[0, 5, 2] == 1  # width ⌊14/7⌋ = 2 rows, ⌊21/7⌋ = 3 columns
+    maps = torch.arange(20.0).view(1, 4, 5)
+    top = topk_mask(maps, 0.1)
+    assert int(top.sum()) == 2 and bool(top[0, 3, 4]) and bool(top[0, 3, 3])
+
+
+@pytest.mark.parametrize(("kind", "lr"), [("location", 5e-3), ("topk", 5e-4)])
+def test_fooling_loss_falls_and_the_original_is_untouched(kind: str, lr: float) -> None:
+    net = _net()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    res = manipulate_model(net, x, kind=kind, steps=40, lr=lr, lam=1.0, batch_size=4)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert res.model is not net and not any(p.requires_grad for p in res.model.parameters())
+    fool = res.history["fooling"]
+    assert len(fool) == 40 and min(fool[-5:]) < 0.8 * fool[0], fool
+    ev = evaluate_manipulation(net, res.model, x, res.config,
+                               explainers=("seg-grad-cam", "gradient"),
+                               labels=torch.zeros(4, 32, 32, dtype=torch.long))
+    assert ev["images"] == 4 and len(ev["pixel_agreement"]) == 4
+    assert all(0.0 <= a <= 1.0 for a in ev["pixel_agreement"])
+    assert set(ev["explainers"]) == {"seg-grad-cam", "gradient"}
+    assert {"miou_gt_clean", "miou_gt_fooled"} <= set(ev)
+    # the original against itself: nothing moved, every pixel agrees
+    same = evaluate_manipulation(net, net, x, res.config, explainers=("seg-grad-cam",))
+    assert same["pixel_agreement"] == [1.0] * 4
+    e = same["explainers"]["seg-grad-cam"]
+    assert e["clean"] == pytest.approx(e["fooled"])
+
+
+def test_bad_settings_are_refused() -> None:
+    net = _net()
+    x = torch.rand(2, 3, 16, 16)
+    with pytest.raises(SegxaiError, match="explainer: 'occlusion'"):
+        manipulate_model(net, x, explainer="occlusion", steps=1)
+    with pytest.raises(SegxaiError, match="kind"):
+        manipulate_model(net, x, kind="spiral", steps=1)
+    with pytest.raises(SegxaiError, match="lam"):
+        ManipulationConfig(lam=0).validate()
+    with pytest.raises(SegxaiError, match="steps"):
+        ManipulationConfig(steps=0).validate()
