@@ -101,6 +101,15 @@ def test_bad_models_are_refused() -> None:
 def test_cli_study_workers_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from segxai.cli import main
 
-    assert main(["evaluate", "--study", "rq1", "--quick", "--quiet", "--workers", "0",
+    with pytest.raises(SystemExit) as info:  # argparse refuses it before any work
+        main(["evaluate", "--study", "rq1", "--quick", "--quiet", "--workers", "0",
+              "--out", str(tmp_path)])
+    assert info.value.code == 2 and "--workers" in capsys.readouterr().err
+    # --images 1 cannot give an interval: refused before any model is trained
+    assert main(["evaluate", "--study", "rq1", "--quiet", "--images", "1",
                  "--out", str(tmp_path)]) == 2
-    assert "--workers" in capsys.readouterr().err
+    assert "images: expected at least 2 images" in capsys.readouterr().err
+    assert main(["evaluate", "--study", "rq1", "--quiet", "--method", "gradiant",
+                 "--out", str(tmp_path)]) == 2
+    assert "did you mean gradient" in capsys.readouterr().err
+    assert not (tmp_path / "rq1.json").exists()

@@ -188,7 +188,7 @@ def _cpu_seconds() -> float:
 class _Clock:
     """Wall and CPU seconds (this process and its workers) of one part of the study."""
 
-    def __init__(self, timings: dict[str, Any], key: str) -> None:
+    def __init__(self, timings: dict[str, float], key: str) -> None:
         self.timings, self.key = timings, key
 
     def __enter__(self) -> _Clock:
@@ -201,7 +201,8 @@ class _Clock:
 
 
 def _load(name: str, cfg: Rq1Config, device: str, progress: bool) -> _Model:
-    with _Clock(timings := {}, "load"):
+    timings: dict[str, float] = {}
+    with _Clock(timings, "load"):
         tm = trained_model(ModelSpec(cast(Family, name)), cfg.cache_dir, quick=cfg.quick,
                            device=device, progress=progress, seed=cfg.seed)
         data = tm.val_data
@@ -349,7 +350,8 @@ def run_rq1(out_dir: str | Path, config: Rq1Config | None = None, *, device: str
     t0 = time.perf_counter()
     result: dict[str, Any] = {"config": asdict(replace(cfg)), "models": [],
                               "complete": False}
-    with _Clock(timings := {}, "train"):
+    timings: dict[str, float] = {}
+    with _Clock(timings, "train"):
         result["train_seconds"] = train_all(
             _by_cost(cfg.models), executor, cache_dir=cfg.cache_dir, quick=cfg.quick,
             seed=cfg.seed, device=device)
