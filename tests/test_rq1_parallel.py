@@ -113,3 +113,18 @@ def test_cli_study_workers_bad_input(tmp_path: Path, capsys: pytest.CaptureFixtu
                  "--out", str(tmp_path)]) == 2
     assert "did you mean gradient" in capsys.readouterr().err
     assert not (tmp_path / "rq1.json").exists()
+
+
+def test_lraspp_pickles_to_workers() -> None:
+    """The LRASPP of the study is sent to --workers processes: it must pickle and return the
+    logits tensor after the round trip."""
+    import pickle
+
+    from segxai.evaluate.rq1_models import ModelSpec, build_model
+
+    torch.manual_seed(0)
+    net = build_model(ModelSpec("lraspp")).eval()
+    again = pickle.loads(pickle.dumps(net))
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(again(x), net(x)) and net(x).shape == (1, 5, 64, 64)

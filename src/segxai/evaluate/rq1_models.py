@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.segmentation.lraspp import LRASPP
 
 from segxai.core.checks import check_choice
 from segxai.data.dataset import SegDataset
@@ -52,18 +53,15 @@ class ModelSpec:
         return asdict(self)
 
 
-def _logits_only(net: nn.Module) -> nn.Module:
-    """``net`` (a torchvision segmentation model) changed in place to return its ``"out"``
-    logits as a tensor (the training loop's convention); its sub-modules keep torchvision's
-    names (``backbone``, ``classifier``), which the stage finder and the default layer read."""
-    base = type(net)
+class LRASPPLogits(LRASPP):
+    """torchvision's LRASPP returning its ``"out"`` logits as a tensor (the training loop's
+    convention); its sub-modules keep torchvision's names (``backbone``, ``classifier``),
+    which the stage finder and the default layer read. A module-level class, so that the
+    model pickles to ``--workers`` processes."""
 
-    def forward(self: nn.Module, x: Tensor) -> Tensor:
-        out: Tensor = base.forward(self, x)["out"]
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - torchvision's name
+        out: Tensor = super().forward(input)["out"]
         return out
-
-    net.__class__ = type(f"{base.__name__}Logits", (base,), {"forward": forward})
-    return net
 
 
 def build_model(spec: ModelSpec, quick: bool = False) -> nn.Module:
@@ -78,8 +76,10 @@ def build_model(spec: ModelSpec, quick: bool = False) -> nn.Module:
         return UNet(cfg)
     from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
-    return _logits_only(lraspp_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=spec.num_classes))
+    net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                    num_classes=spec.num_classes)
+    net.__class__ = LRASPPLogits
+    return net
 
 
 @dataclass
