@@ -128,3 +128,15 @@ def test_lraspp_pickles_to_workers() -> None:
     x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(again(x), net(x)) and net(x).shape == (1, 5, 64, 64)
+
+
+def test_sized_scales_the_parts_from_the_main_table() -> None:
+    full = Rq1Config()
+    assert (full.images, full.layer_images, full.substrate_images, full.bias_images) == \
+        (100, 10, 20, 50)
+    small = full.sized(30)
+    assert (small.images, small.layer_images, small.substrate_images, small.bias_images) == \
+        (30, 3, 6, 15)
+    assert full.sized(4).layer_images == 2  # never fewer than 2: every mean gets an interval
+    with pytest.raises(SegxaiError, match="images: expected at least 2 images"):
+        full.sized(1)
