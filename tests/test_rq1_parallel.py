@@ -133,10 +133,10 @@ def test_lraspp_pickles_to_workers() -> None:
 def test_sized_scales_the_parts_from_the_main_table() -> None:
     full = Rq1Config()
     assert (full.images, full.layer_images, full.substrate_images, full.bias_images) == \
-        (100, 10, 20, 50)
+        (100, 10, 10, 50)
     small = full.sized(30)
     assert (small.images, small.layer_images, small.substrate_images, small.bias_images) == \
-        (30, 3, 6, 15)
+        (30, 3, 3, 15)
     assert full.sized(4).layer_images == 2  # never fewer than 2: every mean gets an interval
     with pytest.raises(SegxaiError, match="images: expected at least 2 images"):
         full.sized(1)

@@ -92,7 +92,7 @@ class Rq1Config:
 
     images: int = 100
     layer_images: int = 10
-    substrate_images: int = 20
+    substrate_images: int = 10
     bias_images: int = 50
     steps: int = 10
     models: tuple[str, ...] = RQ1_MODELS
@@ -130,12 +130,12 @@ class Rq1Config:
 
     def sized(self, images: int) -> Rq1Config:
         """This config with ``images`` in the main table, ``images // 10`` (at least 2) in the
-        layer study, ``images // 5`` (at least 2) in the substrate comparison and
-        ``images // 2`` (at least 2) in the context-bias part (the full study: 100, 10, 20,
-        50)."""
+        layer study and the substrate comparison and ``images // 2`` (at least 2) in the
+        context-bias part (the full study: 100, 10, 10, 50)."""
         check_interval_images(images, "images")
-        return replace(self, images=images, layer_images=max(2, images // 10),
-                       substrate_images=max(2, images // 5), bias_images=max(2, images // 2))
+        small = max(2, images // 10)
+        return replace(self, images=images, layer_images=small, substrate_images=small,
+                       bias_images=max(2, images // 2))
 
     def eval_config(self, methods: tuple[str, ...] | list[str], **kw: Any) -> EvalConfig:
         return EvalConfig(methods=list(methods), steps=self.steps, seed=self.seed,

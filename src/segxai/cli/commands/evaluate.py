@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "U-Net, the U-Net without skips and LRASPP-MobileNetV3 on the built-in "
                         "data and writes OUT/rq1.md and OUT/rq1.json (resumable; models cached in "
                         "the user cache; --quick: 3 images, 8 steps, 4 methods; --images N: N "
-                        "images in the main table, N/10 in the layer study, N/5 in the "
+                        "images in the main table, N/10 in the layer study and the "
                         "substrate comparison, N/2 in the context-bias part; --steps and --method/--param "
                         "replace the study's steps and methods; --workers/--ray spread the "
                         "training and the pairs)")
