@@ -140,3 +140,24 @@ def test_sized_scales_the_parts_from_the_main_table() -> None:
     assert full.sized(4).layer_images == 2  # never fewer than 2: every mean gets an interval
     with pytest.raises(SegxaiError, match="images: expected at least 2 images"):
         full.sized(1)
+
+
+@pytest.mark.usefixtures("tiny_study")
+def test_an_interrupted_study_has_its_main_tables_written(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    def stop(*args: Any, **kwargs: Any) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(rq1, "_layers", stop)
+    with pytest.raises(KeyboardInterrupt):
+        run_rq1(tmp_path, TINY)
+    partial = json.loads((tmp_path / "rq1.json").read_text())
+    assert partial["complete"] is False and partial["models"][0]["images"] == 3
+    assert "layers" not in partial["models"][0]
+    text = (tmp_path / "rq1.md").read_text()
+    assert "Interrupted or still running" in text and "| seg-grad-cam |" in text
+    monkeypatch.undo()
+    monkeypatch.setattr(rq1, "trained_model", _tiny_model)
+    monkeypatch.setattr(rq1, "train_all", lambda names, *a, **k: {n: 0.0 for n in names})
+    monkeypatch.setattr(rq1, "_bias_part", lambda *a, **k: {"methods": {}})
+    assert run_rq1(tmp_path, TINY)["complete"] is True  # the same call resumes and finishes
