@@ -23,15 +23,18 @@ from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
+from torchvision.models.segmentation.lraspp import LRASPP
 
 from segxai.core.checks import check_choice
 from segxai.data.dataset import SegDataset
 
-__all__ = ["RQ1_MODELS", "ModelSpec", "TrainedModel", "build_model", "model_cache",
-           "trained_model"]
+__all__ = ["BIAS_MODELS", "RQ1_MODELS", "ModelSpec", "TrainedModel", "build_model",
+           "model_cache", "train_all", "trained_model"]
 
 Family = Literal["unet", "unet-noskip", "lraspp"]
 RQ1_MODELS: tuple[str, ...] = ("unet", "unet-noskip", "lraspp")
+#: The context-bias part's models (a U-Net on the biased split and a control without the cue).
+BIAS_MODELS: tuple[str, ...] = ("context-bias-biased", "context-bias-control")
 
 
 @dataclass(frozen=True)
@@ -50,18 +53,15 @@ class ModelSpec:
         return asdict(self)
 
 
-def _logits_only(net: nn.Module) -> nn.Module:
-    """``net`` (a torchvision segmentation model) changed in place to return its ``"out"``
-    logits as a tensor (the training loop's convention); its sub-modules keep torchvision's
-    names (``backbone``, ``classifier``), which the stage finder and the default layer read."""
-    base = type(net)
+class LRASPPLogits(LRASPP):
+    """torchvision's LRASPP returning its ``"out"`` logits as a tensor (the training loop's
+    convention); its sub-modules keep torchvision's names (``backbone``, ``classifier``),
+    which the stage finder and the default layer read. A module-level class, so that the
+    model pickles to ``--workers`` processes."""
 
-    def forward(self: nn.Module, x: Tensor) -> Tensor:
-        out: Tensor = base.forward(self, x)["out"]
+    def forward(self, input: Tensor) -> Tensor:  # noqa: A002 - torchvision's name
+        out: Tensor = super().forward(input)["out"]
         return out
-
-    net.__class__ = type(f"{base.__name__}Logits", (base,), {"forward": forward})
-    return net
 
 
 def build_model(spec: ModelSpec, quick: bool = False) -> nn.Module:
@@ -76,8 +76,10 @@ def build_model(spec: ModelSpec, quick: bool = False) -> nn.Module:
         return UNet(cfg)
     from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
-    return _logits_only(lraspp_mobilenet_v3_large(
-        weights=None, weights_backbone=None, num_classes=spec.num_classes))
+    net = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                    num_classes=spec.num_classes)
+    net.__class__ = LRASPPLogits
+    return net
 
 
 @dataclass
@@ -145,3 +147,77 @@ def trained_model(spec: ModelSpec, cache_dir: str | Path | None = None, *, quick
     seconds = 0.0 if result.resumed_from == result.epochs_run else float(result.seconds)
     return TrainedModel(spec.name, model, val, float(evaluate_miou(model, val, device=device)),
                         seconds)
+
+
+@dataclass(frozen=True)
+class _TrainJob:
+    """What every training task shares: cache, recipe, seed, device."""
+
+    cache_dir: str | None
+    quick: bool
+    seed: int
+    device: str
+
+
+def _train_task(job: _TrainJob, name: str) -> float:
+    """Train (or load) one model into the cache; the seconds it took."""
+    import time
+
+    t0 = time.perf_counter()
+    if name in BIAS_MODELS:
+        from segxai.evaluate.context_bias import train_bias_model
+
+        train_bias_model(model_cache(name, job.quick, job.seed, job.cache_dir), quick=job.quick,
+                         unbiased=name.endswith("control"), seed=job.seed, device=job.device)
+    else:
+        trained_model(ModelSpec(name), job.cache_dir, quick=job.quick,  # type: ignore[arg-type]
+                      device=job.device, seed=job.seed)
+    return time.perf_counter() - t0
+
+
+def _is_cached(name: str, job: _TrainJob) -> bool:
+    """Whether ``name`` finished training in the cache (then there is nothing to train)."""
+    import json
+
+    from segxai.models.builtin import builtin_recipe, cache_key, default_cache_dir
+
+    if name == "unet":
+        root = Path(job.cache_dir) if job.cache_dir is not None else default_cache_dir()
+        key = cache_key(builtin_recipe(quick=job.quick, seed=job.seed), job.quick, job.seed)
+        return (root / key / "model.safetensors").is_file()
+    state = model_cache(name, job.quick, job.seed, job.cache_dir) / "train_state.json"
+    try:
+        return bool(json.loads(state.read_text(encoding="utf-8")).get("completed"))
+    except (OSError, ValueError):
+        return False
+
+
+def train_all(names: tuple[str, ...] | list[str], executor: Any = None, *,
+              cache_dir: str | Path | None = None, quick: bool = False, seed: int = 0,
+              device: str = "cpu") -> dict[str, float]:
+    """Train (or load) every model of ``names`` into the cache, one task per model.
+
+    With an executor of several workers the models train at once, one per worker; each task
+    runs the same code with the same seed as in one process, so the cached models do not
+    depend on the executor (with one torch thread per worker, as ``make_executor`` sets).
+
+    Args:
+        names: models of :data:`RQ1_MODELS` and :data:`BIAS_MODELS`.
+        executor: a :class:`~segxai.core.executor.Executor` (default: this process).
+        cache_dir: the cache root.
+        quick: the quick recipes.
+        seed: seed of data and training.
+        device: torch device.
+
+    Returns:
+        ``{name: seconds}`` (0 for a model already in the cache, which is not loaded here).
+    """
+    from segxai.core.executor import InProcessExecutor
+
+    for name in names:
+        check_choice(name, "models", (*RQ1_MODELS, *BIAS_MODELS))
+    job = _TrainJob(None if cache_dir is None else str(cache_dir), quick, seed, str(device))
+    todo = [n for n in names if not _is_cached(n, job)]
+    ex = executor if executor is not None and todo else InProcessExecutor()
+    seconds = dict(zip(todo, ex.map(_train_task, job, todo)))
+    return {n: seconds.get(n, 0.0) for n in names}

@@ -89,6 +89,9 @@ def conclusions(result: dict[str, Any]) -> list[str]:
             lines.append(f"{part['model']} (val mIoU {part['val_miou']:.3f}): not evaluated, "
                          f"{part['skipped']}.")
             continue
+        if "main" not in part:  # an interrupted study: this model's parts are still to come
+            lines.append(f"{part['model']}: not finished yet.")
+            continue
         name, table = part["model"], part["main"]
         for metric in ("deletion_auc", "insertion_auc", "context_deletion_auc"):
             b = best_method(table, metric)
@@ -107,17 +110,17 @@ def conclusions(result: dict[str, Any]) -> list[str]:
             lines.append(f"{name}: not better than random on deletion or insertion AUC "
                          f"(paired interval includes 0 or is worse): "
                          f"{', '.join(sorted(set(worse)))}.")
-        v = default_layer_verdict(part)
-        if v["beats"]:
+        v = default_layer_verdict(part) if "layers" in part else None
+        if v is not None and v["beats"]:
             lines.append(f"{name}: Seg-Grad-CAM at the default layer {v['layer']} beats the "
                          f"random baseline on deletion ({format_row(v['deletion_auc'])[1]}) "
                          f"and insertion ({format_row(v['insertion_auc'])[1]}).")
-        else:
+        elif v is not None:
             good = v["layers_that_beat_random"]
             lines.append(f"{name}: Seg-Grad-CAM at the default layer {v['layer']} does NOT beat "
                          f"the random baseline on both deletion and insertion; layers where it "
                          f"does: {', '.join(good) if good else 'none'} (see the layer figure).")
-        agree = [a for a in part["substrates"]["agreement"] if "rho" in a]
+        agree = [a for a in part.get("substrates", {}).get("agreement", []) if "rho" in a]
         if agree:
             low = min(agree, key=lambda a: a["rho"])
             lines.append(f"{name}: the method ranking under {low['reference']} vs "
@@ -149,6 +152,9 @@ def rq1_markdown(result: dict[str, Any]) -> str:
     cfg = result["config"]
     out = io.StringIO()
     out.write("# RQ1: which explanation method (segxai evaluate --study rq1)\n\n")
+    if result.get("complete") is False:
+        out.write("**Interrupted or still running: only the finished parts are shown; run the "
+                  "same command again to resume.**\n\n")
     out.write(f"Steps {cfg['steps']}, seed {cfg['seed']}, {'quick' if cfg['quick'] else 'full'}"
               f" model recipe; wall time {result.get('seconds', 0):.0f} s. Every mean has a "
               "95 % bootstrap interval over images; Δ = per-image paired difference to the "
@@ -161,9 +167,13 @@ def rq1_markdown(result: dict[str, Any]) -> str:
             out.write(f"\n## {part['model']} (val mIoU {part['val_miou']:.3f})\n\n"
                       f"Not evaluated: {part['skipped']}.\n")
             continue
+        if "main" not in part:
+            continue
         out.write(f"\n## {part['model']} (val mIoU {part['val_miou']:.3f}, default layer "
                   f"`{part['default_layer']}`, {part['images']} images)\n\n")
         out.write(main_table_markdown(part["main"]))
+        if "layers" not in part:
+            continue
         lay = part["layers"]
         out.write(f"\n### Layers ({lay['images']} images; figure `{lay['figure']}`)\n\n")
         out.write("| method@layer | deletion AUC ↓ | Δ vs random | insertion AUC ↑ | Δ vs random "
@@ -177,6 +187,8 @@ def rq1_markdown(result: dict[str, Any]) -> str:
             cells += [_fmt(lookup(lay["table"], name, m)) for m in
                       ("context_deletion_auc", "pointing_game", "energy_pointing_game")]
             out.write(f"| {name} | " + " | ".join(cells) + " |\n")
+        if "substrates" not in part:
+            continue
         sub = part["substrates"]
         out.write(f"\n### Substrates ({sub['images']} images): ranking agreement with "
                   f"`{cfg['substrates'][0]}`\n\n| metric | substrate | Spearman ρ [95 % CI] |"

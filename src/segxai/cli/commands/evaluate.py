@@ -99,7 +99,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run a whole study: 'rq1' trains (once) the "
                         "U-Net, the U-Net without skips and LRASPP-MobileNetV3 on the built-in "
                         "data and writes OUT/rq1.md and OUT/rq1.json (resumable; models cached in "
-                        "the user cache; --quick: 3 images, 8 steps, 4 methods)")
+                        "the user cache; --quick: 3 images, 8 steps, 4 methods; --images N: N "
+                        "images in the main table, N/10 in the layer study and the "
+                        "substrate comparison, N/2 in the context-bias part; --steps and --method/--param "
+                        "replace the study's steps and methods; --workers/--ray spread the "
+                        "training and the pairs)")
     add_fanout_options(p)
     add_common(p, out_default="segxai-evaluate")
     p.set_defaults(func=run)
@@ -181,12 +185,29 @@ def _biased_model(args: argparse.Namespace, out: Path) -> torch.nn.Module:
 def _run_study(args: argparse.Namespace) -> int:
     """``--study rq1``: the whole RQ1 study into ``--out``."""
     import time
+    from dataclasses import replace
 
+    from segxai.evaluate import RANDOM_BASELINE
     from segxai.evaluate.rq1 import Rq1Config, run_rq1
 
     cfg = Rq1Config.quick_config(seed=args.seed) if args.quick else Rq1Config(seed=args.seed)
+    if args.images is not None:
+        cfg = cfg.sized(args.images)
+    if args.steps is not None:
+        cfg = replace(cfg, steps=args.steps)
+    if args.method:
+        methods = [m for m in resolve_methods(args.method, choices=registered_explainers(),
+                                              default=cfg.methods) if m != RANDOM_BASELINE]
+        params = {m: p for m, p in cfg.method_params.items() if m in methods}
+        for m, p in resolve_params(args.param, methods).items():
+            params[m] = {**params.get(m, {}), **p}
+        cfg = replace(cfg, methods=tuple(methods), method_params=params)
     t0 = time.perf_counter()
-    run_rq1(args.out, cfg, device=args.device, progress=not args.quiet)
+    executor = cli_executor(args)
+    try:
+        run_rq1(args.out, cfg, device=args.device, progress=not args.quiet, executor=executor)
+    finally:
+        executor.close()
     if not args.quiet:
         print((args.out / "rq1.md").read_text())
     print(f"segxai evaluate --study rq1: {time.perf_counter() - t0:.0f} s -> {args.out}/rq1.md")
