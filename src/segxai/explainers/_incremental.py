@@ -24,6 +24,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, fx
 
+from segxai.explainers._fast import fold_graph_batchnorm
 from segxai.explainers._patches import (
     PadCache,
     Patch,
@@ -77,13 +78,19 @@ class IncrementalError(RuntimeError):
     """The traced graph cannot run on a batch of windows (e.g. a hard-coded batch size)."""
 
 
-def trace(fn: Callable[[Tensor], Any], example: Tensor) -> fx.GraphModule:
-    """The ATen graph of ``fn`` on ``example`` (real tensors, no in-place operations)."""
+def trace(fn: Callable[[Tensor], Any], example: Tensor, *,
+          fold_bn: bool = False) -> fx.GraphModule:
+    """The ATen graph of ``fn`` on ``example`` (real tensors, no in-place operations); with
+    ``fold_bn``, eval-mode BatchNorms that follow a convolution are folded into it
+    (:func:`~segxai.explainers._fast.fold_graph_batchnorm`)."""
     from torch.func import functionalize
     from torch.fx.experimental.proxy_tensor import make_fx
 
     with torch.no_grad():
-        return make_fx(functionalize(fn, remove="mutations"))(example)
+        gm = make_fx(functionalize(fn, remove="mutations"))(example)
+    if fold_bn:
+        fold_graph_batchnorm(gm)
+    return gm
 
 
 class IncrementalRunner:
@@ -119,6 +126,11 @@ class IncrementalRunner:
         self.footprints: dict[str, tuple[int, int, int, int]] = {}
         self.full_from: str | None = None
         self.work = [0.0, 0.0]  # convolution multiply-adds done, and those of full passes
+
+    def reset(self) -> None:
+        """Forget the last image's activations and the statistics (a new call)."""
+        self.clean_env, self.cache = {}, {}
+        self.footprints, self.full_from, self.work = {}, None, [0.0, 0.0]
 
     # ------------------------------------------------------------------ clean pass
     def clean(self, x: Tensor) -> Any:
