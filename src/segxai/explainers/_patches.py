@@ -180,9 +180,8 @@ def region(clean: Tensor, patch: Patch | None, tops: list[int], lefts: list[int]
                 box(out, ro, co, nr, nc).copy_(box(data, pro, pco, nr, nc))
             else:
                 index = torch.tensor(idx, device=out.device)
-                sel = box(data.index_select(0, index), pro, pco, nr, nc)
-                for j, b in enumerate(idx):
-                    box(out[b], ro, co, nr, nc).copy_(sel[j])
+                box(out, ro, co, nr, nc).index_copy_(
+                    0, index, box(data, pro, pco, nr, nc).index_select(0, index))
     if replicate:
         for b, (t, le) in enumerate(zip(tops, lefts)):
             _replicate_border(out[b], t, le, h, w, rdim)
