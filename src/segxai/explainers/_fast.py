@@ -303,7 +303,7 @@ def fold_graph_batchnorm(gm: fx.GraphModule) -> int:
             w_new = (weight.double() * scale.view(-1, 1, 1, 1)).to(weight.dtype)
             w_new = w_new.contiguous(memory_format=fmt)
             b_new = b.to(weight.dtype)
-        names = []
+        names: list[str] = []
         for value in (w_new, b_new):
             name = f"_bn_folded_{folded}_{len(names)}"
             gm.register_buffer(name, value)
