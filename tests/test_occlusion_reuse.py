@@ -147,3 +147,36 @@ def test_graph_batchnorm_folding_equals_the_model(channels_last: bool) -> None:
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]), k
     assert trace(net, x, fold_bn=True).graph is not None
+
+
+class TwoPaths(nn.Module):
+    """A concatenation of inputs with different footprints (a local path, a coarse
+    up-sampled path and a constant map the windows do not change) feeding convolutions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.local = nn.Conv2d(3, 4, 3, padding=1)
+        self.coarse = nn.Conv2d(3, 4, 5, stride=4, padding=2)
+        self.const = nn.Parameter(torch.randn(1, 2, 24, 24))
+        self.mix = nn.Conv2d(10, 6, 3, stride=2, padding=2, dilation=2)
+        self.head = nn.Conv2d(6, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        up = nn.functional.interpolate(self.coarse(x), scale_factor=4, mode="bilinear",
+                                       align_corners=False)
+        y = torch.relu(self.mix(torch.cat([up, torch.relu(self.local(x)),
+                                           self.const.expand(x.shape[0], -1, -1, -1)], 1)))
+        return nn.functional.interpolate(self.head(y), size=x.shape[-2:], mode="nearest")
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_concatenation_convolved_by_parts_equals_full_recomputation(channels_last: bool) -> None:
+    torch.manual_seed(0)
+    net = TwoPaths().double().eval()
+    images = torch.rand(1, 3, 24, 24, dtype=torch.float64)
+    target = Target.from_box((3, 3, 20, 18), class_index=2, size=(24, 24))
+    kw = {"channels_last": channels_last, "window": 4, "stride": 3, "batch_size": 5}
+    inc = occlusion(incremental=True, **kw)(net, images, target)
+    full = occlusion(incremental=False, **kw)(net, images, target)
+    assert inc.extras["incremental"] is True and inc.extras["incremental_work"] < 1.0
+    assert rel_diff(inc.maps, full.maps) <= 1e-9

@@ -28,6 +28,7 @@ from segxai.explainers._fast import fold_graph_batchnorm
 from segxai.explainers._patches import (
     PadCache,
     Patch,
+    conv_by_parts,
     conv_footprint,
     crop_boxes,
     leaves,
@@ -263,6 +264,11 @@ class IncrementalRunner:
         self._record(n, mh, mw, rows[1], cols[1], w)
         if rows[1] == mh and cols[1] == mw:
             return self._saturated(n)
+        if x.parts is not None and not transposed and groups == 1:
+            out, work = conv_by_parts(self.clean_env[n], x.parts, w, rows[:2], cols[:2],
+                                      (k, s, p, d))
+            self.work[0] += work - rows[1] * cols[1] * w.numel()  # replaces the box's work
+            return Patch(out, rows[0], cols[0])
         reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], cache=self.cache)
         out = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), bool(transposed),
                                        [0, 0], groups)
@@ -390,5 +396,9 @@ class IncrementalRunner:
         out = fn(*map_tree(args, put), **map_tree(kwargs, put))
         if isinstance(out, (tuple, list)):
             return (Patch(out[0], rows[0], cols[0]), *out[1:])
-        return Patch(out, rows[0], cols[0])
+        parts = None
+        if n.target in CAT:
+            parts = [(v, int(v.data.shape[1] if isinstance(v, Patch) else v.shape[1]))
+                     for v in args[0]]
+        return Patch(out, rows[0], cols[0], parts=parts)
 

@@ -18,8 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["PadCache", "Patch", "conv_footprint", "crop_boxes", "leaves", "map_tree", "pair",
-           "region", "transposed_footprint", "uniform", "union_box"]
+__all__ = ["PadCache", "Patch", "add_boxes", "conv_by_parts", "conv_footprint", "crop_boxes",
+           "leaves", "map_tree", "pair", "region", "transposed_footprint", "uniform",
+           "union_box"]
 
 
 @dataclass
@@ -31,12 +32,15 @@ class Patch:
         tops: row of each box in the map.
         lefts: column of each box in the map.
         clean: the clean ``(1, C, H, W)`` activation (the values outside the boxes).
+        parts: for a channel concatenation, its inputs (patches, or clean tensors for inputs
+            the windows do not change) and their channel counts.
     """
 
     data: Tensor
     tops: list[int]
     lefts: list[int]
     clean: Tensor | None = field(default=None, repr=False)
+    parts: list[tuple[Any, int]] | None = field(default=None, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:
@@ -207,6 +211,76 @@ def _replicate_border(box: Tensor, top: int, left: int, h: int, w: int, rdim: in
         fill(cdim, 0, -left, -left)
     if left + ww > w:
         fill(cdim, w - left, left + ww - w, w - left - 1)
+
+
+def add_boxes(dst: Tensor, dst_tops: list[int], dst_lefts: list[int], src: Tensor,
+              src_tops: list[int], src_lefts: list[int]) -> None:
+    """``dst[b] += src[b]`` where window ``b``'s box of ``src`` overlaps its box of ``dst``
+    (both placed in map coordinates), in place; windows with the same relative offset are
+    added together."""
+    (dh, dw), (sh, sw), n = dst.shape[-2:], src.shape[-2:], len(dst_tops)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for b in range(n):
+        r0, r1 = max(dst_tops[b], src_tops[b]), min(dst_tops[b] + dh, src_tops[b] + sh)
+        c0, c1 = max(dst_lefts[b], src_lefts[b]), min(dst_lefts[b] + dw, src_lefts[b] + sw)
+        if r0 < r1 and c0 < c1:
+            key = (r0 - dst_tops[b], c0 - dst_lefts[b], r0 - src_tops[b], c0 - src_lefts[b],
+                   r1 - r0, c1 - c0)
+            groups.setdefault(key, []).append(b)
+    for (dr, dc, sr, sc, nr, nc), idx in groups.items():
+        target, part = dst[:, :, dr:dr + nr, dc:dc + nc], src[:, :, sr:sr + nr, sc:sc + nc]
+        if len(idx) == n:
+            target.add_(part)
+        else:
+            index = torch.tensor(idx, device=dst.device)
+            target.index_add_(0, index, part.index_select(0, index))
+
+
+def conv_by_parts(clean_out: Tensor, parts: list[tuple[Any, int]], weight: Tensor,
+                  rows: tuple[list[int], int], cols: tuple[list[int], int],
+                  geometry: tuple[tuple[int, int], ...]) -> tuple[Tensor, float]:
+    """A convolution (``groups=1``) of a channel concatenation on the windows' output boxes,
+    computed as the clean output plus, for each input of the concatenation that the windows
+    change, the convolution of its change (zero outside its patch) on that input's own
+    footprint. Exact by linearity; it saves the work of the inputs whose patches are smaller
+    than the concatenation's box (a U-Net skip connection next to the up-sampled path).
+
+    Args:
+        clean_out: the clean ``(1, O, M, N)`` output of the convolution.
+        parts: the concatenation's inputs and channel counts (:attr:`Patch.parts`).
+        weight: the ``(O, C, kh, kw)`` weight.
+        rows: the output boxes' first rows and height.
+        cols: the output boxes' first columns and width.
+        geometry: ``(kernel, stride, padding, dilation)``, each a pair.
+
+    Returns:
+        ``(B, O, h, w)`` output boxes, and the multiply-adds done relative to one output pixel
+        of the whole convolution (``Σ box area · weights``).
+    """
+    k, s, p, d = geometry
+    mh, mw = int(clean_out.shape[-2]), int(clean_out.shape[-1])
+    out = region(clean_out, None, rows[0], cols[0], rows[1], cols[1])
+    work, first = 0.0, 0
+    for value, channels in parts:
+        w = weight[:, first:first + channels]
+        first += channels
+        if not isinstance(value, Patch):
+            continue  # an input the windows do not change: no change to convolve
+        assert value.clean is not None
+        ph, pw = value.size
+        pr = conv_footprint(value.tops, ph, mh, k[0], s[0], p[0], d[0])
+        pc = conv_footprint(value.lefts, pw, mw, k[1], s[1], p[1], d[1])
+        change = value.data - region(value.clean, None, value.tops, value.lefts, ph, pw)
+        fmt = (torch.channels_last if change.is_contiguous(memory_format=torch.channels_last)
+               and not change.is_contiguous() else torch.contiguous_format)
+        grown = torch.zeros((change.shape[0], channels, pr[3], pc[3]), dtype=change.dtype,
+                            device=change.device).contiguous(memory_format=fmt)
+        add_boxes(grown, pr[2], pc[2], change, value.tops, value.lefts)
+        delta = torch.ops.aten.convolution.default(grown, w, None, list(s), [0, 0], list(d),
+                                                   False, [0, 0], 1)
+        add_boxes(out, rows[0], cols[0], delta, pr[0], pc[0])
+        work += pr[1] * pc[1] * w.numel()
+    return out, work
 
 
 def map_tree(value: Any, fn: Callable[[Any], Any]) -> Any:
