@@ -39,11 +39,15 @@ def test_both_memory_layouts_equal_full_recomputation_float64(channels_last: boo
     assert rel_diff(inc.maps, full.maps) <= 1e-9
 
 
-def test_second_call_reuses_the_trace_with_identical_maps() -> None:
+def _zoo_case() -> tuple[nn.Module, torch.Tensor, Target]:
     torch.manual_seed(0)
     net = calibrated(Zoo(), size=32)
-    images = torch.rand(1, 3, 32, 32)
-    target = Target.from_box((4, 6, 20, 26), class_index=1, size=(32, 32))
+    return net, torch.rand(1, 3, 32, 32), Target.from_box((4, 6, 20, 26), class_index=1,
+                                                          size=(32, 32))
+
+
+def test_second_call_reuses_the_trace_with_identical_maps() -> None:
+    net, images, target = _zoo_case()
     occ = occlusion(incremental=True)
     first, second = occ(net, images, target), occ(net, images, target)
     assert first.extras["incremental_traced"] is True
@@ -60,10 +64,7 @@ def test_second_call_reuses_the_trace_with_identical_maps() -> None:
 
 
 def test_changed_weights_model_or_size_rebuild_the_copy() -> None:
-    torch.manual_seed(0)
-    net = calibrated(Zoo(), size=32)
-    images = torch.rand(1, 3, 32, 32)
-    target = Target.from_box((4, 6, 20, 26), class_index=1, size=(32, 32))
+    net, images, target = _zoo_case()
     occ = occlusion(incremental=True)
     before = occ(net, images, target).maps
     with torch.no_grad():
