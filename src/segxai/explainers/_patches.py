@@ -129,6 +129,23 @@ def _padded(clean: Tensor, pads: tuple[int, int, int, int], value: float,
     return hit
 
 
+def _channels_last(t: Tensor) -> bool:
+    return t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) \
+        and not t.is_contiguous()
+
+
+def _spatial(t: Tensor, cl: bool) -> Tensor:
+    """The view whose last dimensions are ``(H, W, C)`` (channels-last) or ``(C, H, W)``:
+    copies between slices of channels-last maps are several times faster through the former
+    (its rows are contiguous)."""
+    return t.movedim(-3, -1) if cl else t
+
+
+def _box(t: Tensor, cl: bool, r: int, c: int, h: int, w: int) -> Tensor:
+    """Rows ``r:r+h`` and columns ``c:c+w`` of a :func:`_spatial` view."""
+    return t[..., r:r + h, c:c + w, :] if cl else t[..., r:r + h, c:c + w]
+
+
 def region(clean: Tensor, patch: Patch | None, tops: list[int], lefts: list[int], hh: int,
            ww: int, pad: float = 0.0, replicate: bool = False,
            cache: PadCache | None = None) -> Tensor:
@@ -156,13 +173,12 @@ def region(clean: Tensor, patch: Patch | None, tops: list[int], lefts: list[int]
     pt, pl = max(0, -min(tops)), max(0, -min(lefts))
     pb, pr = max(0, max(tops) + hh - h), max(0, max(lefts) + ww - w)
     base = _padded(clean, (pl, pr, pt, pb), pad, cache)[0]
-    cl = clean.is_contiguous(memory_format=torch.channels_last) and not clean.is_contiguous()
+    cl = _channels_last(clean)
     rdim = 0 if cl else 1  # the row dimension of one box (H×W×C or C×H×W view)
-    view = (lambda t: t.movedim(-3, -1)) if cl else (lambda t: t)
-    src = view(base)
+    src = _spatial(base, cl)
 
     def box(t: Tensor, r: int, c: int, bh: int, bw: int) -> Tensor:
-        return t[..., r:r + bh, c:c + bw, :] if cl else t[..., r:r + bh, c:c + bw]
+        return _box(t, cl, r, c, bh, bw)
 
     if len(set(tops)) == 1 and len(set(lefts)) == 1:
         one = box(src, tops[0] + pt, lefts[0] + pl, hh, ww)
@@ -170,22 +186,7 @@ def region(clean: Tensor, patch: Patch | None, tops: list[int], lefts: list[int]
     else:
         out = torch.stack([box(src, t + pt, le + pl, hh, ww) for t, le in zip(tops, lefts)])
     if patch is not None:
-        data = view(patch.data)
-        ph, pw = patch.size
-        groups: dict[tuple[int, ...], list[int]] = {}
-        for b, (t, le) in enumerate(zip(tops, lefts)):
-            r0, r1 = max(t, patch.tops[b]), min(t + hh, patch.tops[b] + ph)
-            c0, c1 = max(le, patch.lefts[b]), min(le + ww, patch.lefts[b] + pw)
-            if r0 < r1 and c0 < c1:
-                key = (r0 - t, c0 - le, r0 - patch.tops[b], c0 - patch.lefts[b], r1 - r0, c1 - c0)
-                groups.setdefault(key, []).append(b)
-        for (ro, co, pro, pco, nr, nc), idx in groups.items():
-            if len(idx) == len(tops):
-                box(out, ro, co, nr, nc).copy_(box(data, pro, pco, nr, nc))
-            else:
-                index = torch.tensor(idx, device=out.device)
-                box(out, ro, co, nr, nc).index_copy_(
-                    0, index, box(data, pro, pco, nr, nc).index_select(0, index))
+        _paste(out, tops, lefts, _spatial(patch.data, cl), patch.tops, patch.lefts, cl)
     if replicate:
         for b, (t, le) in enumerate(zip(tops, lefts)):
             _replicate_border(out[b], t, le, h, w, rdim)
@@ -213,12 +214,14 @@ def _replicate_border(box: Tensor, top: int, left: int, h: int, w: int, rdim: in
         fill(cdim, w - left, left + ww - w, w - left - 1)
 
 
-def add_boxes(dst: Tensor, dst_tops: list[int], dst_lefts: list[int], src: Tensor,
-              src_tops: list[int], src_lefts: list[int]) -> None:
-    """``dst[b] += src[b]`` where window ``b``'s box of ``src`` overlaps its box of ``dst``
-    (both placed in map coordinates), in place; windows with the same relative offset are
-    added together."""
-    (dh, dw), (sh, sw), n = dst.shape[-2:], src.shape[-2:], len(dst_tops)
+def _paste(dst: Tensor, dst_tops: list[int], dst_lefts: list[int], src: Tensor,
+           src_tops: list[int], src_lefts: list[int], cl: bool, add: bool = False) -> None:
+    """Copy (or add) window ``b``'s box of ``src`` into its box of ``dst`` where they overlap
+    (both :func:`_spatial` views of ``(B, ...)`` boxes placed in map coordinates), in place:
+    one operation for the windows that share the relative offset, one per window else."""
+    rdim = dst.dim() - (3 if cl else 2)
+    (dh, dw), (sh, sw) = dst.shape[rdim:rdim + 2], src.shape[rdim:rdim + 2]
+    n = len(dst_tops)
     groups: dict[tuple[int, ...], list[int]] = {}
     for b in range(n):
         r0, r1 = max(dst_tops[b], src_tops[b]), min(dst_tops[b] + dh, src_tops[b] + sh)
@@ -228,12 +231,22 @@ def add_boxes(dst: Tensor, dst_tops: list[int], dst_lefts: list[int], src: Tenso
                    r1 - r0, c1 - c0)
             groups.setdefault(key, []).append(b)
     for (dr, dc, sr, sc, nr, nc), idx in groups.items():
-        target, part = dst[:, :, dr:dr + nr, dc:dc + nc], src[:, :, sr:sr + nr, sc:sc + nc]
-        if len(idx) == n:
-            target.add_(part)
-        else:
-            index = torch.tensor(idx, device=dst.device)
-            target.index_add_(0, index, part.index_select(0, index))
+        pairs = ([(dst, src)] if len(idx) == n else [(dst[b], src[b]) for b in idx])
+        for d, s in pairs:
+            target, part = _box(d, cl, dr, dc, nr, nc), _box(s, cl, sr, sc, nr, nc)
+            if add:
+                target.add_(part)
+            else:
+                target.copy_(part)
+
+
+def add_boxes(dst: Tensor, dst_tops: list[int], dst_lefts: list[int], src: Tensor,
+              src_tops: list[int], src_lefts: list[int]) -> None:
+    """``dst[b] += src[b]`` where window ``b``'s box of ``src`` overlaps its box of ``dst``
+    (``(B, C, h, w)`` boxes placed in map coordinates), in place."""
+    cl = _channels_last(dst) and _channels_last(src)
+    _paste(_spatial(dst, cl), dst_tops, dst_lefts, _spatial(src, cl), src_tops, src_lefts, cl,
+           add=True)
 
 
 def conv_by_parts(clean_out: Tensor, parts: list[tuple[Any, int]], weight: Tensor,
@@ -271,10 +284,9 @@ def conv_by_parts(clean_out: Tensor, parts: list[tuple[Any, int]], weight: Tenso
         pr = conv_footprint(value.tops, ph, mh, k[0], s[0], p[0], d[0])
         pc = conv_footprint(value.lefts, pw, mw, k[1], s[1], p[1], d[1])
         change = value.data - region(value.clean, None, value.tops, value.lefts, ph, pw)
-        fmt = (torch.channels_last if change.is_contiguous(memory_format=torch.channels_last)
-               and not change.is_contiguous() else torch.contiguous_format)
-        grown = torch.zeros((change.shape[0], channels, pr[3], pc[3]), dtype=change.dtype,
-                            device=change.device).contiguous(memory_format=fmt)
+        fmt = torch.channels_last if _channels_last(change) else torch.contiguous_format
+        grown = torch.empty((change.shape[0], channels, pr[3], pc[3]), dtype=change.dtype,
+                            device=change.device, memory_format=fmt).zero_()
         add_boxes(grown, pr[2], pc[2], change, value.tops, value.lefts)
         delta = torch.ops.aten.convolution.default(grown, w, None, list(s), [0, 0], list(d),
                                                    False, [0, 0], 1)
