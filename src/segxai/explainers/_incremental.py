@@ -130,8 +130,8 @@ class IncrementalRunner:
 
     def reset(self) -> None:
         """Forget the last image's activations and the statistics (a new call)."""
-        self.clean_env, self.cache = {}, {}
-        self.footprints, self.full_from, self.work = {}, None, [0.0, 0.0]
+        self.clean_env, self.cache, self.footprints, self.full_from = {}, {}, {}, None
+        self.work = [0.0, 0.0]
 
     # ------------------------------------------------------------------ clean pass
     def clean(self, x: Tensor) -> Any:
@@ -396,9 +396,7 @@ class IncrementalRunner:
         out = fn(*map_tree(args, put), **map_tree(kwargs, put))
         if isinstance(out, (tuple, list)):
             return (Patch(out[0], rows[0], cols[0]), *out[1:])
-        parts = None
-        if n.target in CAT:
-            parts = [(v, int(v.data.shape[1] if isinstance(v, Patch) else v.shape[1]))
-                     for v in args[0]]
+        parts = [(v, int((v.data if isinstance(v, Patch) else v).shape[1])) for v in args[0]] \
+            if n.target in CAT else None
         return Patch(out, rows[0], cols[0], parts=parts)
 
