@@ -161,8 +161,26 @@ def footprint_summary(model: nn.Module, x: torch.Tensor, window: int, stride: in
             f"{runner.full_from}")
 
 
+def load_average() -> str:
+    """``uptime``'s load averages (1, 5, 15 min): the machine may be shared."""
+    try:
+        with open("/proc/loadavg") as fh:
+            return " ".join(fh.read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def ratio_spread(num: list[tuple[float, float]], den: list[tuple[float, float]],
+                 col: int) -> tuple[float, float, float]:
+    """Median, min and max over repetitions of ``num[r] / den[r]`` (wall: col 0, CPU: 1);
+    both were timed in the same repetition, back to back, so they saw the same load."""
+    ratios = sorted(a[col] / b[col] for a, b in zip(num, den, strict=True))
+    return statistics.median(ratios), ratios[0], ratios[-1]
+
+
 def incremental_rows(name: str, args: argparse.Namespace, reps: int) -> list[dict[str, Any]]:
-    """Occlusion ``incremental=True`` / full forwards vs Captum on one model."""
+    """Occlusion (``incremental=args.inc_mode``; one explainer reused across calls, and a new
+    one per call as ``segxai.explain`` does) and full forwards vs Captum on one model."""
     from captum.attr import Occlusion as CaptumOcclusion
 
     import segxai
@@ -173,9 +191,11 @@ def incremental_rows(name: str, args: argparse.Namespace, reps: int) -> list[dic
     model = calibrated(build(), side, args.device)
     x = torch.rand(1, 3, side, side, generator=torch.Generator().manual_seed(1)).to(args.device)
     target, cls, roi = pick_target(model, x)
-    win, st = args.inc_window, args.inc_stride
+    win, st, mode = args.inc_window, args.inc_stride, args.inc_mode
+    mode_arg: Any = {"auto": "auto", "true": True}[mode]
     print(f"{desc}: input {tuple(x.shape)}, class {cls} ({int(roi.sum())} ROI px), window "
-          f"{win}, stride {st}, device {args.device}", flush=True)
+          f"{win}, stride {st}, incremental={mode}, device {args.device}, load average "
+          f"{load_average()}", flush=True)
 
     def run_captum(ppe: int) -> np.ndarray:
         def fwd(inp: torch.Tensor) -> torch.Tensor:
@@ -187,22 +207,35 @@ def incremental_rows(name: str, args: argparse.Namespace, reps: int) -> list[dic
                 perturbations_per_eval=ppe)
         return attr[0, 0].cpu().numpy()
 
-    def run_ours(incremental: bool) -> np.ndarray:
-        e = segxai.explain(ModelAdapter(model), x, target, method="occlusion", window=win,
-                           stride=st, fill="black", batch_size=args.inc_batch,
-                           incremental=incremental)
-        assert e.extras["incremental"] == incremental, e.extras["incremental_note"]
+    settings = {"window": win, "stride": st, "fill": "black", "batch_size": args.inc_batch}
+    kept = segxai.get_explainer("occlusion")(incremental=mode_arg, **settings)
+    notes: dict[str, str] = {}
+
+    def run_ours(variant: str) -> np.ndarray:
+        if variant == "reused":
+            e = kept(ModelAdapter(model), x, target)
+        else:
+            inc = False if variant == "full" else mode_arg
+            e = segxai.explain(ModelAdapter(model), x, target, method="occlusion",
+                               incremental=inc, **settings)
+        notes[variant] = (f"incremental={e.extras['incremental']} "
+                          f"({e.extras['incremental_note']})")
         return e.maps[0].cpu().numpy()
 
-    fns = {"incremental": lambda: run_ours(True), "full": lambda: run_ours(False),
-           "captum ppe=1": lambda: run_captum(1), "captum ppe=16": lambda: run_captum(16)}
+    ours = {"segxai, explainer reused (trace kept)": "reused",
+            "segxai, new explainer per call": "new", "segxai full forwards": "full"}
+    fns: dict[str, Callable[[], Any]] = {k: (lambda v=v: run_ours(v)) for k, v in ours.items()}
+    fns["captum ppe=1"] = lambda: run_captum(1)
+    fns["captum ppe=16"] = lambda: run_captum(16)
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in fns}
     maps: dict[str, np.ndarray] = {}
     warm_up(model, x)
+    for fn in fns.values():  # one untimed call each: the reused explainer traces here
+        fn()
     rotated_reps(fns, reps, name, times, maps)
     med = {k: statistics.median(t[0] for t in v) for k, v in times.items()}
     cpu = {k: statistics.median(t[1] for t in v) for k, v in times.items()}
-    peer = min(("captum ppe=1", "captum ppe=16"), key=med.get)
+    peer = min(("captum ppe=1", "captum ppe=16"), key=cpu.__getitem__)
     rng = float(maps[peer].max() - maps[peer].min()) or 1.0
 
     def diff(a: str, b: str) -> float:
@@ -210,18 +243,21 @@ def incremental_rows(name: str, args: argparse.Namespace, reps: int) -> list[dic
 
     where = footprint_summary(model, x, win, st, args.inc_batch)
     rows = []
-    for ours in ("incremental", "full"):
-        rows.append({"method": f"segxai occlusion {ours} ({name} {side}²)", "ours_s": med[ours],
+    for k, variant in ours.items():
+        w_med, w_lo, w_hi = ratio_spread(times[peer], times[k], 0)
+        c_med, c_lo, c_hi = ratio_spread(times[peer], times[k], 1)
+        rows.append({"method": f"occlusion {name} {side}²: {k}", "ours_s": med[k],
                      "peer": f"captum Occlusion {peer[7:]}", "peer_s": med[peer],
-                     "speedup": med[peer] / med[ours], "ours_cpu_s": cpu[ours],
-                     "peer_cpu_s": cpu[peer], "cpu_speedup": cpu[peer] / cpu[ours],
-                     "agreement": f"max|Δ|/range = {diff(ours, peer):.1e}"})
-    rows.append({"method": f"segxai occlusion incremental ({name} {side}²)",
-                 "ours_s": med["incremental"], "peer": "segxai occlusion full forwards",
-                 "peer_s": med["full"], "speedup": med["full"] / med["incremental"],
-                 "ours_cpu_s": cpu["incremental"], "peer_cpu_s": cpu["full"],
-                 "cpu_speedup": cpu["full"] / cpu["incremental"],
-                 "agreement": f"max|Δ|/range = {diff('incremental', 'full'):.1e}; {where}"})
+                     "speedup": w_med, "ours_cpu_s": cpu[k], "peer_cpu_s": cpu[peer],
+                     "cpu_speedup": c_med, "speedup_range": [w_lo, w_hi],
+                     "cpu_speedup_range": [c_lo, c_hi], "reps": reps,
+                     "agreement": f"max|Δ|/range = {diff(k, peer):.1e}; {notes[variant]}"})
+    other = "captum ppe=16" if peer == "captum ppe=1" else "captum ppe=1"
+    rows.append({"method": f"(occlusion {name}: other Captum setting)", "ours_s": float("nan"),
+                 "peer": f"captum Occlusion {other[7:]}", "peer_s": med[other],
+                 "speedup": float("nan"), "ours_cpu_s": float("nan"), "peer_cpu_s": cpu[other],
+                 "cpu_speedup": float("nan"), "agreement": f"footprints: {where}"})
+    print(f"  load average after {name}: {load_average()}", flush=True)
     return rows
 
 
@@ -242,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inc-window", type=int, default=16)
     parser.add_argument("--inc-stride", type=int, default=8)
     parser.add_argument("--inc-batch", type=int, default=32, help="segxai batch_size")
+    parser.add_argument("--inc-mode", choices=("auto", "true"), default="auto",
+                        help="segxai occlusion's incremental setting in --incremental runs")
     args = parser.parse_args(argv)
 
     from captum.attr import Occlusion as CaptumOcclusion
@@ -421,14 +459,23 @@ def print_table(rows: list[dict[str, Any]], args: argparse.Namespace, size: int,
     print("| method | ours (s) | peer | peer (s) | speed-up | ours CPU (s) | peer CPU (s) "
           "| CPU speed-up | agreement |")
     print("|---|---|---|---|---|---|---|---|---|")
+
+    def spread(r: dict[str, Any], key: str) -> str:
+        lo_hi = r.get(f"{key}_range")
+        return f" [{lo_hi[0]:.2f}, {lo_hi[1]:.2f}]" if lo_hi else ""
+
     for r in rows:
         print(f"| {r['method']} | {r['ours_s']:.2f} | {r['peer']} | {r['peer_s']:.2f} | "
-              f"{r['speedup']:.2f}x | {r['ours_cpu_s']:.2f} | {r['peer_cpu_s']:.2f} | "
-              f"{r['cpu_speedup']:.2f}x | {r['agreement']} |")
+              f"{r['speedup']:.2f}x{spread(r, 'speedup')} | {r['ours_cpu_s']:.2f} | "
+              f"{r['peer_cpu_s']:.2f} | {r['cpu_speedup']:.2f}x{spread(r, 'cpu_speedup')} | "
+              f"{r['agreement']} |")
+    print(f"(speed-ups: median [min, max] over the repetitions of the per-repetition ratio; "
+          f"load average at the end {load_average()})")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump({"size": size, "reps": reps, "threads": args.threads,
-                       "device": args.device, "rows": rows}, fh, indent=2)
+                       "device": args.device, "load_average_end": load_average(),
+                       "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.images = 4
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         ckpt = _checkpoint(folder)
@@ -100,15 +101,22 @@ def main() -> None:
                 if tables.setdefault(w, table) != table:
                     raise SystemExit(f"bench_workers: results.csv of --workers {w} changed "
                                      "between repetitions")
-                print(f"--workers {w or '(none)'}: {wall:.1f} s wall, {cpu:.1f} s CPU",
-                      flush=True)
+                print(f"--workers {w or '(none)'}: {wall:.1f} s wall, {cpu:.1f} s CPU, "
+                      f"load average after {os.getloadavg()[0]:.1f}", flush=True)
     if tables[1] != tables[args.workers]:
         raise SystemExit(f"bench_workers: results.csv of --workers {args.workers} differs "
                          "from --workers 1")
     med = {w: statistics.median(v) for w, v in times.items()}
     cpu_med = {w: statistics.median(v) for w, v in cpus.items()}
-    print(f"cores: {os.cpu_count()}; load average: "
-          f"{', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    cores, load_end = os.cpu_count() or 1, os.getloadavg()
+    print(f"cores: {cores}; load average (1, 5, 15 min) at the start: "
+          f"{', '.join(f'{v:.1f}' for v in load_start)}; at the end: "
+          f"{', '.join(f'{v:.1f}' for v in load_end)}")
+    if max(load_start[0], load_end[0]) > 0.5:
+        print(f"note: other processes were running (1-minute load average up to "
+              f"{max(load_start[0], load_end[0]):.1f} on {cores} cores, of which this benchmark "
+              "adds at most its own workers): the workers did not have the cores to "
+              "themselves, so the speed-up below says little about an idle machine")
     print(f"images {args.images} x (occlusion, seg-ablation-cam), size {args.size}, "
           f"steps {args.steps}, {args.reps} run(s) each (medians)")
     print("| run | torch threads per process | wall s | CPU s | results.csv as --workers 1 |")

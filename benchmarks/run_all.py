@@ -109,6 +109,20 @@ def _parse_workers(out: str, _: Path) -> list[Row]:
                 walls["1"], "goal >= 1.7x; identical results.csv checked")]
 
 
+def _parse_smoothgrad(out: str, _: Path) -> list[Row]:
+    """SmoothGrad variants vs NoiseTunnel (median wall seconds; the note keeps the ratios'
+    median and range over the rounds)."""
+    rows = []
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 6 or not cells[0].startswith("segxai smoothgrad"):
+            continue
+        ours_s, peer_s = (float(c.split("/")[0]) for c in cells[1:3])
+        rows.append(Row("smoothgrad", cells[0], "captum NoiseTunnel", ours_s, peer_s,
+                        f"ratio wall {cells[3]}, CPU {cells[4]}"))
+    return rows
+
+
 # bench_memory: ours -> the peer measured beside it (growth of peak memory during the method)
 MEMORY_PAIRS = {"gradient": "captum Saliency", "smoothgrad n=8": "captum NoiseTunnel n=8",
                 "occlusion w64 s64 (incremental)": "captum Occlusion w64 s64 ppe=16"}
@@ -132,6 +146,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Parser]] = {
                           "gradient"], _parse_attack),
     "bench_workers": ([], ["--quick"], _parse_workers),
     "bench_memory": (["--json", "{json}"], ["--size", "128", "--json", "{json}"], _parse_memory),
+    "bench_smoothgrad": ([], ["--rounds", "1", "--size", "128", "--n", "2", "--batch", "2"],
+                         _parse_smoothgrad),
 }
 
 

@@ -69,3 +69,14 @@ def test_memory_benchmark_pairs_ours_with_the_peer(tmp_path: Path) -> None:
         {"method": "seg-grad-cam", "peak_mib": 800.0, "growth_mib": 50.0, "seconds": 1.0}]))
     (row,) = run_all._parse_memory("", path)
     assert row.benchmark == "memory" and row.ratio == pytest.approx(1.5)
+
+
+def test_smoothgrad_benchmark_rows_keep_the_ratio_ranges(tmp_path: Path) -> None:
+    out = ("| segxai variant | ours s (median wall / CPU) | NoiseTunnel s | ratio wall: median "
+           "[min, max] | ratio CPU: median [min, max] | agreement |\n|---|---|---|---|---|---|\n"
+           "| segxai smoothgrad | 2.73 / 0.94 | 3.90 / 1.30 | 1.38x [1.34, 1.76] | "
+           "1.38x [1.37, 1.41] | r=0.83 |\n")
+    (row,) = run_all._parse_smoothgrad(out, tmp_path / "unused.json")
+    assert (row.ours, row.peer, row.ours_s, row.peer_s) == ("segxai smoothgrad",
+                                                            "captum NoiseTunnel", 2.73, 3.90)
+    assert "CPU 1.38x [1.37, 1.41]" in row.note

@@ -80,6 +80,35 @@ def test_smoothgrad_equals_loop_over_noisy_copies() -> None:
     assert torch.allclose(other(model, x, t).maps, got, atol=1e-10)
 
 
+class ViewsInput(nn.Module):
+    """Calls ``view`` on its input: a channels-last input cannot be viewed this way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.view(x.shape[0], -1)
+        return self.conv(x) * flat.mean(1).view(-1, 1, 1, 1)
+
+
+def test_smoothgrad_channels_last_equals_contiguous_and_falls_back() -> None:
+    torch.manual_seed(0)
+    model = calibrated(TinySeg(), size=16)
+    x = torch.rand(2, 3, 16, 16)
+    t = segxai.Target.whole_image(1, size=(16, 16), n=2)
+    kw = {"n_samples": 4, "batch_size": 2, "seed": 1}
+    fast = segxai.explain(model, x, t, method="smoothgrad", **kw)
+    plain = segxai.explain(model, x, t, method="smoothgrad", channels_last=False, **kw)
+    assert fast.params["channels_last"] is True
+    scale = float(plain.maps.abs().max())
+    assert float((fast.maps - plain.maps).abs().max()) <= 1e-5 * scale
+    viewing = ViewsInput().eval()
+    got = segxai.explain(viewing, x, t, method="smoothgrad", **kw)
+    ref = segxai.explain(viewing, x, t, method="smoothgrad", channels_last=False, **kw)
+    torch.testing.assert_close(got.maps, ref.maps)
+
+
 def test_seg_grad_cam_closed_form_on_linear_head() -> None:
     torch.manual_seed(0)
     model = LinearHead(channels=4, classes=3).eval()

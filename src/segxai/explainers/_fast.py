@@ -17,18 +17,22 @@ map's range for BatchNorm folding and channels-last).
 from __future__ import annotations
 
 import copy
+import itertools
+import operator
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
 
 from segxai.core.adapter import ModelAdapter, _unwrap
 from segxai.core.errors import SegxaiError
 
-__all__ = ["SCORE_KINDS", "FastModel", "fold_batchnorm", "prepare", "score_batch"]
+__all__ = ["SCORE_KINDS", "FastModel", "ReusedCopy", "fold_batchnorm", "fold_graph_batchnorm",
+           "prepare", "score_batch"]
 
 SCORE_KINDS = ("logit_sum", "prob_mean", "iou")
 
@@ -178,6 +182,146 @@ def prepare(adapter: ModelAdapter, *, fold_bn: bool = False,
     if channels_last:
         clone = clone.to(memory_format=torch.channels_last)
     return FastModel(adapter, clone, True, folded, channels_last)
+
+
+def _fingerprint(module: nn.Module) -> tuple[tuple[int, int, int], ...]:
+    """Identity, storage and version of every parameter and buffer: changes when a tensor is
+    modified in place (optimiser steps, ``load_state_dict``), replaced or re-pointed."""
+    return tuple((id(t), t.data_ptr(), t._version)
+                 for t in itertools.chain(module.parameters(), module.buffers()))
+
+
+class ReusedCopy:
+    """The fast copy of the last model a caller explained, kept across calls.
+
+    Held by the caller (an explainer instance), never in a global cache: it keeps the folded /
+    channels-last copy of the last ``nn.Module`` (a weak reference to the user's module tells
+    whether the next call has the same one) and ``derived`` data computed from the copy (the
+    traced graph of incremental occlusion). Both are rebuilt when another module, other
+    options, or a parameter or buffer changed (replaced, or modified in place: the fingerprint
+    holds each tensor's identity, storage and version counter).
+    """
+
+    def __init__(self) -> None:
+        self._ref: weakref.ref[nn.Module] | None = None
+        self._key: Any = None
+        self._clone: nn.Module | None = None
+        self._folded = 0
+        self.derived: dict[str, Any] = {}
+        self.reused = False
+
+    def prepare(self, adapter: ModelAdapter, *, fold_bn: bool,
+                channels_last: bool) -> FastModel:
+        """:func:`prepare`, reusing the copy of the previous call when still valid (then
+        ``reused`` is True and ``derived`` is kept)."""
+        module = adapter.module
+        key = None if module is None else (fold_bn, channels_last, _fingerprint(module))
+        if (self._clone is not None and self._ref is not None and self._ref() is module
+                and key == self._key):
+            self.reused = True
+            return FastModel(adapter, self._clone, True, self._folded, channels_last)
+        self.release()
+        fm = prepare(adapter, fold_bn=fold_bn, channels_last=channels_last)
+        if fm.copied and module is not None:
+            self._ref, self._key, self._clone = weakref.ref(module), key, fm.module
+            self._folded = fm.folded
+        return fm
+
+    def release(self) -> None:
+        """Forget the copy and what was derived from it."""
+        self._ref, self._key, self._clone, self._folded = None, None, None, 0
+        self.derived, self.reused = {}, False
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # a pickled or copied explainer starts afresh (weak references do not pickle)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.release()
+
+
+def _only_user(node: fx.Node, user: fx.Node) -> bool:
+    return list(node.users) == [user]
+
+
+def fold_graph_batchnorm(gm: fx.GraphModule) -> int:
+    """Fold every eval-mode ``native_batch_norm`` whose input is a convolution used only by
+    it into that convolution, in the traced ATen graph ``gm`` (in place; the folded weights
+    are new constants of ``gm``, the model's own parameters are not modified).
+
+    This catches the pairs :func:`fold_batchnorm` cannot see (convolution and normalisation
+    as attributes of a custom module, e.g. torchvision's ResNet blocks). Unused nodes are
+    removed afterwards.
+
+    Returns:
+        The number of folded pairs.
+    """
+    ops = {getattr(torch.ops.aten, n).default for n in
+           ("native_batch_norm", "_native_batch_norm_legit_no_training")
+           if hasattr(torch.ops.aten, n)}
+    conv_op = torch.ops.aten.convolution.default
+
+    def const(n: Any) -> Tensor | None:
+        if n is None:
+            return None
+        if not isinstance(n, fx.Node) or n.op != "get_attr":
+            raise LookupError
+        obj: Any = gm
+        for part in str(n.target).split("."):
+            obj = getattr(obj, part)
+        if not isinstance(obj, Tensor):
+            raise LookupError
+        return obj
+
+    folded = 0
+    for bn in list(gm.graph.nodes):
+        if bn.op != "call_function" or bn.target not in ops:
+            continue
+        training = bn.target is torch.ops.aten.native_batch_norm.default and bool(bn.args[5])
+        conv = bn.args[0]
+        if training or not isinstance(conv, fx.Node) or conv.target is not conv_op \
+                or not _only_user(conv, bn) or conv.args[6]:  # transposed: not folded
+            continue
+        if any(u.target is not operator.getitem or (u.args[1] != 0 and u.users)
+               for u in bn.users):
+            continue
+        try:
+            weight, bias = const(conv.args[1]), const(conv.args[2])
+            gamma, beta, mean, var = (const(a) for a in bn.args[1:5])
+        except LookupError:
+            continue
+        if weight is None or mean is None or var is None:
+            continue
+        eps = float(bn.args[-1])
+        with torch.no_grad():
+            scale = torch.rsqrt(var.double() + eps)
+            if gamma is not None:
+                scale = scale * gamma.double()
+            b = (bias.double() if bias is not None else torch.zeros_like(scale)) - mean.double()
+            b = b * scale + (beta.double() if beta is not None else 0.0)
+            fmt = (torch.channels_last if weight.is_contiguous(memory_format=torch.channels_last)
+                   and not weight.is_contiguous() else torch.contiguous_format)
+            w_new = (weight.double() * scale.view(-1, 1, 1, 1)).to(weight.dtype)
+            w_new = w_new.contiguous(memory_format=fmt)
+            b_new = b.to(weight.dtype)
+        names: list[str] = []
+        for value in (w_new, b_new):
+            name = f"_bn_folded_{folded}_{len(names)}"
+            gm.register_buffer(name, value)
+            names.append(name)
+        with gm.graph.inserting_before(conv):
+            w_node, b_node = (gm.graph.get_attr(n) for n in names)
+        conv.args = (conv.args[0], w_node, b_node, *conv.args[3:])
+        for u in list(bn.users):
+            if u.args[1] == 0:
+                u.replace_all_uses_with(conv)
+            gm.graph.erase_node(u)
+        gm.graph.erase_node(bn)
+        folded += 1
+    if folded:
+        gm.graph.eliminate_dead_code()
+        gm.graph.lint()
+        gm.recompile()
+    return folded
 
 
 def _upsample(out: Tensor, size: tuple[int, int], mode: str) -> Tensor:

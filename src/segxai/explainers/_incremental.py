@@ -24,9 +24,11 @@ from typing import Any, cast
 import torch
 from torch import Tensor, fx
 
+from segxai.explainers._fast import fold_graph_batchnorm
 from segxai.explainers._patches import (
     PadCache,
     Patch,
+    conv_by_parts,
     conv_footprint,
     crop_boxes,
     leaves,
@@ -77,13 +79,19 @@ class IncrementalError(RuntimeError):
     """The traced graph cannot run on a batch of windows (e.g. a hard-coded batch size)."""
 
 
-def trace(fn: Callable[[Tensor], Any], example: Tensor) -> fx.GraphModule:
-    """The ATen graph of ``fn`` on ``example`` (real tensors, no in-place operations)."""
+def trace(fn: Callable[[Tensor], Any], example: Tensor, *,
+          fold_bn: bool = False) -> fx.GraphModule:
+    """The ATen graph of ``fn`` on ``example`` (real tensors, no in-place operations); with
+    ``fold_bn``, eval-mode BatchNorms that follow a convolution are folded into it
+    (:func:`~segxai.explainers._fast.fold_graph_batchnorm`)."""
     from torch.func import functionalize
     from torch.fx.experimental.proxy_tensor import make_fx
 
     with torch.no_grad():
-        return make_fx(functionalize(fn, remove="mutations"))(example)
+        gm = make_fx(functionalize(fn, remove="mutations"))(example)
+    if fold_bn:
+        fold_graph_batchnorm(gm)
+    return gm
 
 
 class IncrementalRunner:
@@ -119,6 +127,11 @@ class IncrementalRunner:
         self.footprints: dict[str, tuple[int, int, int, int]] = {}
         self.full_from: str | None = None
         self.work = [0.0, 0.0]  # convolution multiply-adds done, and those of full passes
+
+    def reset(self) -> None:
+        """Forget the last image's activations and the statistics (a new call)."""
+        self.clean_env, self.cache, self.footprints, self.full_from = {}, {}, {}, None
+        self.work = [0.0, 0.0]
 
     # ------------------------------------------------------------------ clean pass
     def clean(self, x: Tensor) -> Any:
@@ -251,6 +264,11 @@ class IncrementalRunner:
         self._record(n, mh, mw, rows[1], cols[1], w)
         if rows[1] == mh and cols[1] == mw:
             return self._saturated(n)
+        if x.parts is not None and not transposed and groups == 1:
+            out, work = conv_by_parts(self.clean_env[n], x.parts, w, rows[:2], cols[:2],
+                                      (k, s, p, d))
+            self.work[0] += work - rows[1] * cols[1] * w.numel()  # replaces the box's work
+            return Patch(out, rows[0], cols[0])
         reg = region(x.clean, x, rows[2], cols[2], rows[3], cols[3], cache=self.cache)
         out = aten.convolution.default(reg, w, bias, list(s), [0, 0], list(d), bool(transposed),
                                        [0, 0], groups)
@@ -378,5 +396,7 @@ class IncrementalRunner:
         out = fn(*map_tree(args, put), **map_tree(kwargs, put))
         if isinstance(out, (tuple, list)):
             return (Patch(out[0], rows[0], cols[0]), *out[1:])
-        return Patch(out, rows[0], cols[0])
+        parts = [(v, int((v.data if isinstance(v, Patch) else v).shape[1])) for v in args[0]] \
+            if n.target in CAT else None
+        return Patch(out, rows[0], cols[0], parts=parts)
 

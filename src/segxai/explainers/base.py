@@ -310,11 +310,16 @@ class PerturbationExplainer(Explainer):
         """The ``(maps, extras)`` of each target."""
         raise SegxaiTypeError(f"{type(self).__name__}: implement finish")
 
+    def fast_model(self, adapter: ModelAdapter) -> FastModel:
+        """The :class:`FastModel` of one call (a subclass may reuse its copy across calls)."""
+        return prepare(adapter, fold_bn=self.params["fold_bn"],
+                       channels_last=self.params["channels_last"])
+
     # ------------------------------------------------------------------ protocol
     def _explain_many(self, adapter: ModelAdapter, images: Tensor, targets: list[Target], *,
                       meter: CostMeter, create_graph: bool) -> list[RawMaps]:
         p = self.params
-        fm = prepare(adapter, fold_bn=p["fold_bn"], channels_last=p["channels_last"])
+        fm = self.fast_model(adapter)
         n, size = images.shape[0], (int(images.shape[-2]), int(images.shape[-1]))
         kinds = [self.score_kind(t) for t in targets]
         state = self.begin(fm, images, targets)

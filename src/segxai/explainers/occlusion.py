@@ -23,7 +23,7 @@ from segxai.core.errors import SegxaiError
 from segxai.core.ops import gaussian_blur
 from segxai.core.registry import make_generator, register_explainer
 from segxai.core.target import Target
-from segxai.explainers._fast import FastModel
+from segxai.explainers._fast import FastModel, ReusedCopy
 from segxai.explainers._incremental import IncrementalRunner, trace
 from segxai.explainers.base import ImageWork, PerturbationExplainer
 
@@ -197,6 +197,7 @@ class Occlusion(PerturbationExplainer):
             "incremental": incremental,
         }
         self.progress = bool(progress)
+        self._reuse = ReusedCopy()  # the fast copy and its trace, kept across calls
 
     # ------------------------------------------------------------------ helpers
     def _noise(self, shape: tuple[int, int, int]) -> Tensor:
@@ -219,6 +220,12 @@ class Occlusion(PerturbationExplainer):
     # ------------------------------------------------------------------ protocol
     def score_kind(self, target: Target) -> str:
         return target.score if self.params["score"] == "target" else self.params["score"]
+
+    def fast_model(self, adapter: ModelAdapter) -> FastModel:
+        """The fast copy of the previous call while the model is the same one with unchanged
+        parameters and buffers (then its trace is reused too), else a new one."""
+        return self._reuse.prepare(adapter, fold_bn=self.params["fold_bn"],
+                                   channels_last=self.params["channels_last"])
 
     def begin(self, fm: FastModel, images: Tensor, targets: list[Target]) -> dict[str, Any]:
         _, c, h, w = images.shape
@@ -253,18 +260,34 @@ class Occlusion(PerturbationExplainer):
     def _incremental(self, fm: FastModel, images: Tensor) -> dict[str, Any]:
         """Trace the model for incremental occlusion (``runner`` is ``None`` when off)."""
         mode = self.params["incremental"]
-        off = {"runner": None, "incremental": False, "checked": False}
+        off = {"runner": None, "incremental": False, "checked": False, "traced": False}
         if mode is False:
             return {**off, "incremental_note": "off"}
-        try:
-            runner = IncrementalRunner(trace(fm.call, fm.prepare_input(images[:1].detach())))
-        except Exception as exc:  # tracing arbitrary models fails in many ways
+        example = fm.prepare_input(images[:1].detach())
+        key = (tuple(example.shape), example.dtype, example.device, example.stride())
+        kept = self._reuse.derived if fm.copied else {}
+        if kept.get("key") != key:
+            kept.clear()
+            kept["key"], off["traced"] = key, True
+            try:
+                # the graph keeps the copy's BatchNorms (folding them in the graph changed
+                # FCN-ResNet50's output at 224² by 1.7e-4 of its maximum, above the 1e-4
+                # check below, and was not faster: docs/perturbation.md)
+                kept["runner"] = IncrementalRunner(trace(fm.call, example))
+            except Exception as exc:  # tracing arbitrary models fails in many ways
+                kept["runner"], kept["failed"] = None, f"the model could not be traced ({exc})"
+        if kept["runner"] is None:
             state = {**off, "incremental_note": ""}
-            self._stop(state, f"the model could not be traced ({exc})")
+            self._stop(state, kept["failed"])
             return state
+        runner: IncrementalRunner = kept["runner"]
+        runner.reset()
         if not runner.has_conv and mode == "auto":
             return {**off, "incremental_note": "no convolution"}
-        return {**off, "runner": runner, "incremental": True, "incremental_note": "on"}
+        if mode == "auto" and "auto_full" in kept:  # an earlier call found no gain
+            return {**off, "incremental_note": kept["auto_full"]}
+        return {**off, "runner": runner, "incremental": True, "incremental_note": "on",
+                "kept": kept}
 
     def _stop(self, state: dict[str, Any], why: str) -> None:
         """Use full forward passes from now on (with a warning if asked for incremental)."""
@@ -324,6 +347,7 @@ class Occlusion(PerturbationExplainer):
             state["incremental"] = False
             state["incremental_note"] = (f"footprints cover {runner.work_fraction():.0%} of "
                                          "the convolution work: full forward passes")
+            state["kept"]["auto_full"] = state["incremental_note"]
 
     def finish_image(self, state: dict[str, Any], work: ImageWork, i: int, clean: list[Tensor],
                      scores: list[Tensor]) -> None:
@@ -344,7 +368,10 @@ class Occlusion(PerturbationExplainer):
                   "incremental_work": None if runner is None else runner.work_fraction(),
                   "incremental_full_from": None if runner is None else runner.full_from,
                   "incremental_check_forwards": int(state["checked"]),
+                  "incremental_traced": state["traced"],
                   **fm.describe()}
+        if runner is not None:
+            runner.clean_env, runner.cache = {}, {}  # keep the graph, not the activations
         return [(m / state["counts"], {**common, "score": self.score_kind(t),
                                        "clean_score": c})
                 for m, c, t in zip(state["maps"], state["clean"], targets, strict=True)]
