@@ -247,7 +247,11 @@ def train_bias_model(out_dir: Any, *, quick: bool = False, unbiased: bool = Fals
                      size: int = 64, seed: int = 0, device: str = "cpu",
                      progress: bool = False) -> UNet:
     """A U-Net trained on the context-bias data: the biased split (the cue beside every object
-    of the bias class) or, with ``unbiased=True``, the control split without the cue.
+    of the bias class) or, with ``unbiased=True``, the control split, where the cue is
+    uninformative: it appears in half of the images, with or without the bias class
+    (``bias_prob = cue_elsewhere_prob = 0.5``), so the control knows the tile as background
+    but has no reason to tie it to the class (a control that never saw the tile takes it for
+    an object, which confounds CBL).
 
     Training runs through :func:`segxai.models.train.train_model` into ``out_dir`` (resumable;
     a finished run is loaded). Data: :data:`BIAS_DATA` (small objects, so the cue is
@@ -263,7 +267,8 @@ def train_bias_model(out_dir: Any, *, quick: bool = False, unbiased: bool = Fals
     from segxai.models.unet import UNetConfig
 
     n_train, epochs, batch = (300, 4, 16) if quick else (800, 8, 4)
-    split: dict[str, Any] = {"unbiased": True} if unbiased else {"bias_prob": 1.0}
+    split: dict[str, Any] = ({"bias_prob": 0.5, "cue_elsewhere_prob": 0.5} if unbiased
+                             else {"bias_prob": 1.0})
     train = make_context_bias(n_train, size=size, seed=seed, **split, **BIAS_DATA)
     val = make_context_bias(100, size=size, seed=seed + 1, **split, **BIAS_DATA)
     torch.manual_seed(seed)
