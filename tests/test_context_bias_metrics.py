@@ -145,3 +145,16 @@ def test_benchmark_on_the_context_bias_dataset() -> None:
     # a model that ignores the cue: no salient context at all
     clean = context_bias_benchmark(_MaskModel(obj, cue, bias, 0.0), one, ["gradient"])
     assert clean[0]["cbd"] == 0.0 and np.isnan(clean[0]["cbl"])
+
+
+def test_bias_test_sets_are_the_same_images_without_the_cue() -> None:
+    from segxai.evaluate.context_bias import BIAS_DATA, bias_test_sets
+
+    biased, removed = bias_test_sets(12, size=32, seed=3)
+    assert bool(biased.is_biased.any()) and not bool(removed.is_biased.any())
+    assert not bool(removed.cue_masks.any()) and removed.meta["cue_removed"] is True
+    assert biased.meta["radius"] == list(BIAS_DATA["radius"])
+    assert torch.equal(biased.masks, removed.masks)  # same objects, same labels
+    differs = (biased.images != removed.images).any(dim=1)
+    assert bool(differs[biased.cue_masks].all())  # the tile is gone ...
+    assert not bool(differs[~biased.cue_masks].any())  # ... and nothing else changed

@@ -335,7 +335,8 @@ class ContextBiasDataset(SegDataset):
 
 def make_context_bias(n: int, size: int = 64, seed: int = 0, *,
                       bias_class: str | int = "triangle", bias_prob: float = 0.9,
-                      unbiased: bool = False, cue_elsewhere_prob: float = 0.0,
+                      unbiased: bool = False, cue_removed: bool = False,
+                      cue_elsewhere_prob: float = 0.0,
                       min_objects: int = 1, max_objects: int = 3, noise: float = 0.04,
                       radius: tuple[float, float] = RADIUS) -> ContextBiasDataset:
     """The ``context-bias`` dataset: ``shapes`` where one class co-occurs with a context cue.
@@ -348,6 +349,9 @@ def make_context_bias(n: int, size: int = 64, seed: int = 0, *,
         bias_prob: probability that an image containing ``bias_class`` shows the cue in a grid
             cell beside the object.
         unbiased: the unbiased (test) split: the cue never appears.
+        cue_removed: the same images as with ``cue_removed=False`` (same objects, background
+            and noise) but with the cue tile left out: the paired counterfactual that
+            isolates the cue's effect (:func:`segxai.evaluate.bias_sanity`).
         cue_elsewhere_prob: probability of the cue in an image *without* the bias class (0 =
             an exclusive, strong bias).
         min_objects: fewest objects per image (>= 1).
@@ -380,12 +384,15 @@ def make_context_bias(n: int, size: int = 64, seed: int = 0, *,
     layout = _draw_layout(rng, n, _class_ids(None), min_objects, max_objects)
     if not unbiased:
         _place_cues(rng, layout, bias_id, bias_prob, cue_elsewhere_prob)
+        if cue_removed:  # same draws as the biased images, the tile just not painted
+            layout.cue_cell[:] = -1
     images, masks, cues = _render(rng, layout, size, float(noise), radius)
     masks_t = torch.from_numpy(masks)
     obj = masks_t > 0
     cue_t = torch.from_numpy(cues)
     meta = {"generator": "context-bias", "n": n, "size": size, "seed": int(seed),
             "bias_class": bias_id, "bias_prob": bias_prob, "unbiased": bool(unbiased),
+            "cue_removed": bool(cue_removed),
             "cue_elsewhere_prob": cue_elsewhere_prob, "min_objects": min_objects,
             "max_objects": max_objects, "noise": float(noise), "radius": list(radius)}
     return ContextBiasDataset(

@@ -276,20 +276,19 @@ def _substrates(m: _Model, cfg: Rq1Config, out: Path, device: str, progress: boo
 
 def _bias_part(cfg: Rq1Config, out: Path, device: str, progress: bool) -> dict[str, Any]:
     """CBD/CBL on a biased and a control U-Net, same test images, with intervals."""
-    from segxai.data import make_context_bias
     from segxai.evaluate.context_bias import (
         bias_sanity,
+        bias_test_sets,
         context_bias_benchmark,
         train_bias_model,
     )
 
-    models = {kind: train_bias_model(model_cache(f"context-bias-{kind}", cfg.quick, cfg.seed,
-                                                 cfg.cache_dir), quick=cfg.quick,
-                                     unbiased=kind == "control", seed=cfg.seed, device=device,
-                                     progress=progress) for kind in ("biased", "control")}
+    models = {kind: train_bias_model(model_cache(name, cfg.quick, cfg.seed, cfg.cache_dir),
+                                     quick=cfg.quick, unbiased=kind == "control", seed=cfg.seed,
+                                     device=device, progress=progress)
+              for kind, name in zip(("biased", "control"), BIAS_MODELS)}
     n_test = max(4 * cfg.bias_images, 24)
-    test = make_context_bias(n_test, size=64, seed=20_000 + cfg.seed, bias_prob=1.0)
-    unbiased = make_context_bias(n_test, size=64, seed=20_000 + cfg.seed, unbiased=True)
+    test, unbiased = bias_test_sets(n_test, size=64, seed=20_000 + cfg.seed)
     methods = [m for m in cfg.methods if "@" not in m]
     part: dict[str, Any] = {"methods": {}}
     rows = {}

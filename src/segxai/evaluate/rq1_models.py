@@ -34,7 +34,9 @@ __all__ = ["BIAS_MODELS", "RQ1_MODELS", "ModelSpec", "TrainedModel", "build_mode
 Family = Literal["unet", "unet-noskip", "lraspp"]
 RQ1_MODELS: tuple[str, ...] = ("unet", "unet-noskip", "lraspp")
 #: The context-bias part's models (a U-Net on the biased split and a control without the cue).
-BIAS_MODELS: tuple[str, ...] = ("context-bias-biased", "context-bias-control")
+BIAS_MODELS: tuple[str, ...] = ("context-bias2-biased", "context-bias2-control")
+"""Cache names of the biased and the control model (``2``: the small-object recipe of
+:func:`segxai.evaluate.context_bias.train_bias_model`; a new recipe takes a new name)."""
 
 
 @dataclass(frozen=True)

@@ -277,15 +277,12 @@ def run(args: argparse.Namespace) -> int:
     finally:
         executor.close()
     if args.context_bias:
-        from segxai.data import make_context_bias
         from segxai.evaluate import bias_sanity, context_bias_benchmark
+        from segxai.evaluate.context_bias import bias_test_sets
 
         bias_model = _biased_model(args, out)
         n_test = 24 if args.quick else 200
-        biased = make_context_bias(n_test, size=args.size, seed=20_000 + args.seed,
-                                   bias_prob=1.0)
-        unbiased = make_context_bias(n_test, size=args.size, seed=20_000 + args.seed,
-                                     unbiased=True)
+        biased, unbiased = bias_test_sets(n_test, size=args.size, seed=20_000 + args.seed)
         rows = context_bias_benchmark(
             bias_model, biased,
             [m for m in config.resolved_methods() if m != "random-baseline"],
