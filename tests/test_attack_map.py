@@ -11,7 +11,7 @@ import pytest
 from kill_after_rows import run_killed
 from segxai.attack.robustness import MapConfig, eps_key, robustness_map, summarize_map
 from segxai.core.errors import SegxaiError
-from segxai.evaluate.intervals import bootstrap_mean
+from segxai.core.intervals import bootstrap_mean
 
 BUILD = textwrap.dedent('''
     import torch

@@ -1,4 +1,4 @@
-"""Tests of segxai.evaluate.intervals: bootstrap intervals, paired sign-flip test, rank agreement.
+"""Tests of segxai.core.intervals: bootstrap intervals, paired sign-flip test, rank agreement.
 
 Every random draw is seeded, so the simulations below give the same numbers on every run and
 cannot flake; their tolerances are still set from the Monte Carlo error, so that a different
@@ -16,8 +16,7 @@ import torch
 from scipy import stats
 
 from segxai.core.errors import SegxaiError
-from segxai.evaluate.agreement import ranking_agreement, spearman_interval
-from segxai.evaluate.intervals import (
+from segxai.core.intervals import (
     Interval,
     bootstrap_interval,
     bootstrap_mean,
@@ -25,6 +24,7 @@ from segxai.evaluate.intervals import (
     paired_difference,
     sign_flip_test,
 )
+from segxai.evaluate.agreement import ranking_agreement, spearman_interval
 
 
 # ---------------------------------------------------------------------------- refusals

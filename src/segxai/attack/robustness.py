@@ -44,6 +44,7 @@ from segxai.attack.evaluation import (
 from segxai.core.adapter import ModelAdapter, adapt
 from segxai.core.checks import check_choice, check_positive_int
 from segxai.core.errors import SegxaiError
+from segxai.core.intervals import bootstrap_mean
 from segxai.core.registry import get_explainer, list_explainers
 from segxai.core.runstore import RunStore
 
@@ -259,10 +260,17 @@ class _Run:
                 self.add("beta-adaptive", method, key, i, _entry(res.metrics, k, seconds=sec))
 
 
+def bootstrap_ci(values: list[float]) -> tuple[float, float]:
+    """The default interval of :func:`summarize_map`: a 95 % percentile bootstrap of the mean
+    (:func:`segxai.core.intervals.bootstrap_mean`, seed 0)."""
+    iv = bootstrap_mean(values, seed=0)
+    return iv.lo, iv.hi
+
+
 def robustness_map(model: Any, images: Tensor, config: MapConfig | None = None, *,
                    checkpoint_dir: str | Path | None = None, progress: bool = False,
                    device: str = "cpu", seed: int = 0,
-                   interval: Callable[[list[float]], tuple[float, float]] | None = None,
+                   interval: Callable[[list[float]], tuple[float, float]] | None = bootstrap_ci,
                    ) -> dict[str, Any]:
     """Run (or resume) the robustness map; see the module docstring.
 
@@ -310,16 +318,15 @@ def robustness_map(model: Any, images: Tensor, config: MapConfig | None = None, 
 
 
 def summarize_map(rows: list[dict[str, Any]],
-                  interval: Callable[[list[float]], tuple[float, float]] | None = None,
+                  interval: Callable[[list[float]], tuple[float, float]] | None = bootstrap_ci,
                   ) -> list[dict[str, Any]]:
     """One row per (part, method, ε): image count and, for each metric of :data:`METRICS`,
     the mean over images and ``interval(values)`` as ``NAME_ci`` (``None`` below 2 images).
 
     Args:
         rows: the rows of :func:`robustness_map`.
-        interval: ``values → (lo, hi)``; the CLI and the report pass a 95 % percentile
-            bootstrap of the mean (:func:`segxai.evaluate.intervals.bootstrap_mean`, one
-            layer up); ``None``: no intervals.
+        interval: ``values → (lo, hi)`` (default :func:`bootstrap_ci`); ``None``: no
+            intervals.
     """
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in rows:

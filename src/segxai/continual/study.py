@@ -18,7 +18,7 @@ seeds are then excluded everywhere). Each arm's seeds run over ``workers`` proce
 
 Analysis (:func:`rq3_analysis`): per-seed final-task tables; per arm and strategy the mean
 with a 95 % bootstrap interval over seeds; paired differences over the seeds (the unit) with
-:func:`segxai.evaluate.intervals.paired_difference` for saliency-box against full, gt-box,
+:func:`segxai.core.intervals.paired_difference` for saliency-box against full, gt-box,
 random-box, downsample and prob-box (old-class mIoU), for full against none (learner sanity)
 and for every strategy's new-class mIoU against none's.
 """
@@ -128,7 +128,7 @@ def _final(rows: list[dict[str, Any]], last: int) -> dict[tuple[str, int], dict[
 
 
 def _interval(values: list[float]) -> dict[str, Any] | None:
-    from segxai.evaluate.intervals import bootstrap_mean
+    from segxai.core.intervals import bootstrap_mean
 
     if len(values) < 2:
         return None
@@ -136,7 +136,7 @@ def _interval(values: list[float]) -> dict[str, Any] | None:
 
 
 def _paired(a: list[float], b: list[float]) -> dict[str, Any] | None:
-    from segxai.evaluate.intervals import paired_difference
+    from segxai.core.intervals import paired_difference
 
     if len(a) < 2:
         return None

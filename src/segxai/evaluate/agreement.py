@@ -2,7 +2,7 @@
 two rankings of the same methods (by two metrics, layers, substrates or models).
 
 Both resample the unit (a pair, an image) with
-:func:`segxai.evaluate.intervals.bootstrap_interval` and compute rho for all resamples at once
+:func:`segxai.core.intervals.bootstrap_interval` and compute rho for all resamples at once
 (average ranks for ties; a resample with a constant side has no rho and is left out).
 
 Example:
@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 
 from segxai.core.errors import SegxaiError, SegxaiTypeError
-from segxai.core.stats import spearman
-from segxai.evaluate.intervals import (
+from segxai.core.intervals import (
     Interval,
     Method,
     bootstrap_interval,
     check_options,
     check_values,
 )
+from segxai.core.stats import spearman
 
 __all__ = ["ranking_agreement", "spearman_interval"]
 

@@ -38,10 +38,10 @@ import numpy as np
 
 from segxai.core.adapter import adapt
 from segxai.core.errors import SegxaiError
+from segxai.core.intervals import bootstrap_mean, paired_difference
 from segxai.core.runstore import atomic_write_json, atomic_write_text, to_jsonable
 from segxai.evaluate.agreement import ranking_agreement
 from segxai.evaluate.config import RANDOM_BASELINE, EvalConfig
-from segxai.evaluate.intervals import bootstrap_mean, paired_difference
 from segxai.evaluate.layer_study import CAM_METHODS, default_layer_name, layer_study
 from segxai.evaluate.pairs import select_images
 from segxai.evaluate.rq1_models import (

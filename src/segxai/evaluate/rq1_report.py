@@ -12,8 +12,8 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
+from segxai.core.intervals import format_interval
 from segxai.evaluate.config import METRIC_DIRECTION, RANDOM_BASELINE
-from segxai.evaluate.intervals import format_interval
 from segxai.evaluate.tables import best_method, format_row, lookup
 
 __all__ = ["conclusions", "default_layer_verdict", "main_table_markdown", "rq1_markdown"]

@@ -1,9 +1,9 @@
 """Means with 95 % bootstrap intervals, and every method against the random baseline.
 
 From the runner's tidy rows (``image, method, metric, value``): per method and metric the mean
-over images with a bootstrap interval (:func:`~segxai.evaluate.intervals.bootstrap_mean`), and
+over images with a bootstrap interval (:func:`~segxai.core.intervals.bootstrap_mean`), and
 the per-image paired difference ``method − random baseline`` on the images both have, with its
-interval and sign-flip p-value (:func:`~segxai.evaluate.intervals.paired_difference`). A method
+interval and sign-flip p-value (:func:`~segxai.core.intervals.paired_difference`). A method
 *beats* the baseline on a metric when the whole interval of the difference lies on the better
 side of 0 (:data:`~segxai.evaluate.config.METRIC_DIRECTION`).
 """
@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from segxai.core.errors import SegxaiError
+from segxai.core.intervals import bootstrap_mean, format_interval, paired_difference
 from segxai.evaluate.config import METRIC_DIRECTION, RANDOM_BASELINE
-from segxai.evaluate.intervals import bootstrap_mean, format_interval, paired_difference
 
 __all__ = ["FAITHFULNESS_METRICS", "INTERVAL_METRICS", "best_method", "check_interval_images",
            "format_row", "interval_table", "lookup", "per_image"]

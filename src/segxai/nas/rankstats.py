@@ -5,7 +5,7 @@
   ``τ_xy·z = (τ_xy − τ_xz τ_yz) / sqrt((1 − τ_xz²)(1 − τ_yz²))``, x = proxy, y = mIoU,
   z = params: does the proxy rank architectures beyond their size?
 * percentile bootstrap 95 % intervals of all three, resampling architectures (the (x, y, z)
-  triples jointly; :func:`segxai.evaluate.intervals.bootstrap_interval`). A resample's τ-b
+  triples jointly; :func:`segxai.core.intervals.bootstrap_interval`). A resample's τ-b
   counts repeated architectures as ties, as τ-b does for any ties.
 
 τ-b is vectorised over resamples with the pairwise sign matrices ``sign(x_i − x_j)``:
@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from segxai.core.intervals import bootstrap_interval
 from segxai.core.stats import kendall, spearman
-from segxai.evaluate.intervals import bootstrap_interval
 
 __all__ = ["partial_tau", "proxy_statistics"]
 

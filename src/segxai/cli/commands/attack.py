@@ -192,13 +192,6 @@ def _epsilons(text: str) -> list[float | None]:
     return out
 
 
-def _interval(values: list[float]) -> tuple[float, float]:
-    from segxai.evaluate.intervals import bootstrap_mean
-
-    iv = bootstrap_mean(values, seed=0)
-    return iv.lo, iv.hi
-
-
 def _run_study(args: argparse.Namespace, cfg: Any, out: Path) -> int:
     from segxai.attack.figures import plot_robustness_map
     from segxai.attack.robustness import robustness_map
@@ -206,8 +199,7 @@ def _run_study(args: argparse.Namespace, cfg: Any, out: Path) -> int:
 
     model, images, _ = _load(args)
     res = robustness_map(model, images[:args.images], cfg, checkpoint_dir=out / "study",
-                         progress=not args.quiet, device=args.device, seed=args.seed,
-                         interval=_interval)
+                         progress=not args.quiet, device=args.device, seed=args.seed)
     write_json(out / "study.json", {"config": res["config"], "summary": res["summary"],
                                     "rows": res["rows"], "seconds": res["seconds"]})
     cols = ["part", "method", "eps", "images", "success", "success_ci", "target_pearson",
@@ -282,8 +274,10 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
 
 
 def _mean_ci(values: list[float]) -> dict[str, Any]:
+    from segxai.attack.robustness import bootstrap_ci
+
     mean = sum(values) / len(values)
-    return {"mean": mean, "ci": list(_interval(values)) if len(values) >= 2 else None,
+    return {"mean": mean, "ci": list(bootstrap_ci(values)) if len(values) >= 2 else None,
             "n": len(values)}
 
 

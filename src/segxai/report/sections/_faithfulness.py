@@ -76,7 +76,7 @@ def run_methods(model: Any, images: Tensor, target: Any,
 def compare_with_random(runs: list[MethodRun], seed: int = 0) -> None:
     """Fill each run's ``comparison``: bootstrap means of its AUCs and paired differences
     against the random run (deletion: lower is better, insertion: higher is better)."""
-    from segxai.evaluate.intervals import Alternative, bootstrap_mean, paired_difference
+    from segxai.core.intervals import Alternative, bootstrap_mean, paired_difference
 
     base = next(r for r in runs if r.method == RANDOM)
     if base.deletion is None or base.insertion is None:

@@ -114,8 +114,8 @@ def add_one_sided(rows: Sequence[dict[str, Any]], table: list[dict[str, Any]],
     """Add ``p_one_sided`` to each entry with a baseline difference: the exact sign-flip
     p-value of "better than the baseline" (deletion: lower, insertion: higher), the question
     this study asks; ``p_value`` stays the two-sided one."""
+    from segxai.core.intervals import Alternative, sign_flip_test
     from segxai.evaluate.config import METRIC_DIRECTION
-    from segxai.evaluate.intervals import Alternative, sign_flip_test
     from segxai.evaluate.tables import per_image
 
     for e in table:
@@ -133,7 +133,7 @@ def contrasts(rows: Sequence[dict[str, Any]], methods: Sequence[str], reference:
               seed: int = 0) -> list[dict[str, Any]]:
     """Per method and metric, the paired difference ``method − reference`` (95 % interval,
     two-sided p), on the images both have."""
-    from segxai.evaluate.intervals import paired_difference
+    from segxai.core.intervals import paired_difference
     from segxai.evaluate.tables import per_image
 
     out = []
@@ -279,12 +279,12 @@ def smoothed_gradient_check(out_dir: str | Path, sigmas: Sequence[float] = (2.0,
     import json
 
     from segxai.core.adapter import adapt
+    from segxai.core.intervals import paired_difference
     from segxai.core.ops import gaussian_blur
     from segxai.core.registry import get_explainer
     from segxai.core.runstore import atomic_write_json, to_jsonable
     from segxai.core.target import Target
     from segxai.evaluate.curves import deletion_insertion
-    from segxai.evaluate.intervals import paired_difference
     from segxai.models.mediapipe_selfie import selfie
 
     out = Path(out_dir)

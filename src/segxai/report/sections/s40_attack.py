@@ -12,7 +12,6 @@ from typing import Any
 from segxai.attack.figures import plot_attack, plot_robustness_map
 from segxai.attack.robustness import quick_map_config, robustness_map
 from segxai.core.adapter import adapt
-from segxai.evaluate.intervals import bootstrap_mean
 from segxai.report.context import DemoContext
 from segxai.report.html import Section, escape, figure_to_html, table_html
 
@@ -23,11 +22,6 @@ PARTS = {"attack": "attacked", "transfer": "transfer of the gradient attack",
          "beta-nonadaptive": "β-smoothing, non-adaptive attacker",
          "beta-adaptive": "β-smoothing, adaptive attacker",
          "smoothgrad-nonadaptive": "SmoothGrad, non-adaptive attacker (gradient x_adv)"}
-
-
-def _interval(values: list[float]) -> tuple[float, float]:
-    iv = bootstrap_mean(values, seed=0)
-    return iv.lo, iv.hi
 
 
 def _with_ci(row: dict[str, Any], name: str) -> str:
@@ -45,7 +39,7 @@ def build(ctx: DemoContext) -> Section:
         cfg = replace(cfg, attack_overrides={"iterations": 5}, batch_size=2)
     images = ctx.images[:n_images].to(ctx.device)
     res = robustness_map(ctx.model, images, cfg, progress=ctx.progress, device=ctx.device,
-                         seed=ctx.seed, interval=_interval)
+                         seed=ctx.seed)
     a = cfg.attack_config()
     table = [{"part": PARTS.get(r["part"], r["part"]), "method": r["method"],
               "ε": "∞" if r["eps"] == "none" else r["eps"], "images": r["images"],
