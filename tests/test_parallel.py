@@ -21,7 +21,7 @@ from PIL import Image
 from kill_after_rows import ROOT, run_killed
 from segxai.cli import main
 from segxai.core.errors import SegxaiError
-from segxai.core.executor import InProcessExecutor, chunks, make_executor
+from segxai.core.executor import InProcessExecutor, ProcessExecutor, chunks, make_executor
 from segxai.models import save_checkpoint
 from segxai.models.unet import UNet, UNetConfig
 
@@ -67,6 +67,24 @@ def test_chunks_cover_every_index_once() -> None:
         assert [i for c in parts for i in c] == idx
         assert len(parts) >= min(len(idx), workers)  # every worker has work
     assert chunks([], 2) == []
+
+
+def test_process_pool_is_kept_while_the_shared_data_stays_the_same() -> None:
+    # a checkpointed loop maps one task chunk by chunk: its processes start once
+    with ProcessExecutor(2, threads=1) as ex:
+        assert ex.map(pow, 2, [1, 2, 3]) == [2, 4, 8]
+        first = ex._pool
+        assert ex.map(pow, 2, [4, 5, 6, 7, 8]) == [16, 32, 64, 128, 256]
+        assert ex._pool is first and ex.pools_started == 1
+        # other shared data: a new pool, whose workers see the new data
+        assert ex.map(pow, 3, [2, 3]) == [9, 27]
+        assert ex.pools_started == 2
+        # a caller that stops early leaves no queued work behind: the pool is dropped
+        for _ in ex.imap(pow, 3, range(20)):
+            break
+        assert ex._pool is None
+        assert ex.map(pow, 3, [4]) == [81] and ex.pools_started == 3
+    assert ex._pool is None
 
 
 def test_executors_map_in_item_order() -> None:

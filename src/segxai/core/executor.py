@@ -27,8 +27,10 @@ from __future__ import annotations
 import abc
 import concurrent.futures as cf
 import contextlib
+import hashlib
 import multiprocessing
 import os
+import pickle
 import socket
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
@@ -177,9 +179,10 @@ def chunks(indices: Sequence[int], workers: int, per_worker: int = 2,
 _SHARED: list[Any] = []
 
 
-def _init_worker(shared: Any, threads: int) -> None:
+def _init_worker(payload: bytes, threads: int) -> None:
     torch.set_num_threads(threads)
-    _SHARED[:] = [shared]
+    # ``payload`` was pickled by the parent of this very process (the pool's own channel).
+    _SHARED[:] = [pickle.loads(payload)]  # noqa: S301
 
 
 def _run_in_worker(func: Task, item: Any) -> Any:
@@ -213,11 +216,19 @@ def _bounded(submit: Callable[[Any], Any], wait: Callable[[list[Any]], tuple[lis
 class ProcessExecutor(Executor):
     """Runs items in ``workers`` local processes (``spawn``), ``threads`` torch threads each.
 
+    The pool of processes lives until :meth:`close` (or the end of a ``with`` block) and is
+    reused by every :meth:`imap` call whose ``shared`` pickles to the same bytes as the previous
+    call's (a checkpointed loop that maps one task chunk by chunk starts its processes once); a
+    call with other ``shared`` data starts a new pool.
+
     Args:
         workers: number of processes (>= 1).
         threads: torch threads per process (``None``: ``max(1, cores // workers)``, faster
             when there are more cores than workers, but torch's CPU kernels may then change
             the last bits of results with the number of workers; see :func:`make_executor`).
+
+    Attributes:
+        pools_started: how many pools this executor has started.
     """
 
     name = "processes"
@@ -227,21 +238,44 @@ class ProcessExecutor(Executor):
             raise SegxaiError(f"workers: expected an integer >= 1, got {workers!r}")
         self.workers = workers
         self.threads = threads if threads is not None else max(1, available_cores() // workers)
+        self.pools_started = 0
+        self._pool: cf.ProcessPoolExecutor | None = None
+        self._digest = b""
+
+    def _pool_for(self, shared: Any) -> cf.ProcessPoolExecutor:
+        payload = pickle.dumps(shared, protocol=pickle.HIGHEST_PROTOCOL)
+        digest = hashlib.blake2b(payload, digest_size=16).digest()
+        if self._pool is None or digest != self._digest:
+            self.close()
+            self._pool = cf.ProcessPoolExecutor(
+                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker, initargs=(payload, self.threads))
+            self._digest = digest
+            self.pools_started += 1
+        return self._pool
 
     def imap(self, func: Task, shared: Any, items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
-        pool = cf.ProcessPoolExecutor(max_workers=self.workers,
-                                      mp_context=multiprocessing.get_context("spawn"),
-                                      initializer=_init_worker, initargs=(shared, self.threads))
+        pool = self._pool_for(shared)
 
         def wait(pending: list[Any]) -> tuple[list[Any], list[Any]]:
             done, rest = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
             return [f for f in pending if f in done], [f for f in pending if f in rest]
 
+        finished = False
         try:
             yield from _bounded(lambda item: pool.submit(_run_in_worker, func, item), wait,
                                 lambda f: f.result(), items, 2 * self.workers)
+            finished = True
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            if not finished:  # an error, or the caller stopped early: drop the queued tasks
+                self.close()
+
+    def close(self) -> None:
+        """Stop the worker processes (a later call starts new ones)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._digest = b""
 
 
 # ---------------------------------------------------------------------------------- Ray
