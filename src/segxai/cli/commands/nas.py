@@ -38,7 +38,7 @@ from segxai.core.errors import SegxaiError
 
 QUICK = QuickDefaults(
     full={"population": 32, "iterations": 60, "children": 8, "probe_images": 8,
-          "fewshot_steps": 50, "architectures": 60, "train_images": 500, "epochs": 6,
+          "fewshot_steps": 50, "architectures": 60, "train_images": 500, "epochs": 8,
           "val_images": 100, "seeds": 3, "study_population": 16, "study_iterations": 12,
           "study_children": 4},
     quick={"population": 8, "iterations": 4, "children": 4, "probe_images": 4,
@@ -173,7 +173,7 @@ def _add_validation(v: argparse.ArgumentParser) -> None:
                    help="batch size of the identical schedule (default %(default)s)")
     v.add_argument("--lr", type=Range(float, 0, low_open=True), default=5e-3,
                    help="peak learning rate of the identical schedule (default %(default)s; "
-                        "with the default 500 images x 6 epochs x batch 4 the teacher's "
+                        "with the default 500 images x 8 epochs x batch 4 the teacher's "
                         "architecture reaches val mIoU >= 0.9 from scratch, see docs/nas.md)")
 
 
