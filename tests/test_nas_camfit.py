@@ -211,3 +211,16 @@ def test_vectorised_tau_matches_scipy_on_resamples() -> None:
     got = _tau_rows(_signs(x), _signs(y), idx)
     for row, g in zip(idx, got):
         assert g == pytest.approx(stats.kendalltau(x[row], y[row])[0])
+
+
+def test_band_search_does_not_stall_on_f0s_neighbourhood(teacher: UNet, probe) -> None:
+    # inside a narrow band F0 has few admissible one-gene mutations; the search must keep
+    # drawing new candidates (it used to stop at F0's neighbourhood: 8 in 12 × 4 children)
+    space = SearchSpace(resolution=(32, 32), num_classes=5)
+    budget = band_budget(0.15, 0.25, 121_213, space)  # the built-in quick teacher's size
+    res = run_search(teacher, probe, proxy="params", space=space, population=16,
+                     iterations=12, children_per_iteration=4, budget=budget, seed=0,
+                     progress=False, init_seeds=1)
+    assert res["candidates_scored"] >= 40
+    for m in res["population"]:
+        assert budget.min_params <= m["params"] <= budget.max_params

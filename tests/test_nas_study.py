@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,19 @@ def test_study_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
                         chunk=1)
     assert len(calls) == 3  # only the unfinished winners are trained again
     assert _strip(resumed) == _strip(reference)
+    # more architectures extend the validation; searches and winners are not redone
+    calls.clear()
+    validated = []
+    import segxai.nas.validate as validate_mod
+
+    real_item = validate_mod.validation_item
+    monkeypatch.setattr(validate_mod, "validation_item",
+                        lambda t, item: validated.append(item) or real_item(t, item))
+    extended = run_study(teacher, probe, budget, task, replace(settings, architectures=4),
+                         out_dir=out, progress=False, chunk=1)
+    assert calls == [] and len(validated) == 1
+    assert extended["validation"]["rows"][:3] == resumed["validation"]["rows"]
+    assert len(extended["validation"]["rows"]) == 4
     from segxai.core.errors import SegxaiError
 
     with pytest.raises(SegxaiError, match="differing"):

@@ -1,17 +1,20 @@
 """``segxai nas study``: proxy validation, searches per proxy and winners, in one resumable run.
 
-1. **Validation** (:func:`~segxai.nas.validate.run_validation`, sub-store ``validate/``):
-   ``M`` architectures sampled in the size band, every proxy, each trained with one identical
-   schedule; τ, ρ and partial τ (given params) with bootstrap intervals.
-2. **Reference**: the teacher's own architecture trained from scratch with the same schedule
+1. **Reference**: the teacher's own architecture trained from scratch with the same schedule
    (does the schedule let the teacher's architecture reach its mIoU?), and the given teacher's
    mIoU on the same validation images.
-3. **Searches**: ``seeds`` searches per proxy, same band, same population and iteration
+2. **Searches**: ``seeds`` searches per proxy, same band, same population and iteration
    budget (sub-stores ``search/PROXY-sSEED/``).
-4. **Winners**: every search winner trained with the same schedule; winners of the
+3. **Winners**: every search winner trained with the same schedule; winners of the
    ``distill_proxies`` searches also with distillation + the saliency term (α, λ).
-5. **Table**: per proxy and training mode, mean and spread (SD, min, max over seeds) of
+4. **Table**: per proxy and training mode, mean and spread (SD, min, max over seeds) of
    params %, FLOPs %, mIoU % of the teacher, single-thread CPU latency and search seconds.
+5. **Validation** (:func:`~segxai.nas.validate.run_validation`, sub-store ``validate/``):
+   ``M`` architectures sampled in the size band, every proxy, each trained with one identical
+   schedule; τ, ρ and partial τ (given params) with bootstrap intervals. It runs last: it is
+   the longest part, its rows are keyed by architecture in a fixed draw order, so a study cut
+   short keeps its searches and winners, and ``segxai nas validate --out OUT/validate`` with
+   the same options extends it to more architectures.
 
 Every unit is appended as a row (``reference.jsonl``, ``winners.jsonl``) or lives in its own
 resumable store, so a killed study resumes where it stopped (the study's settings are
@@ -157,17 +160,16 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
     """
     backend = backend or InProcessBackend()
     root = Path(out_dir) if out_dir is not None else None
-    identity = {"settings": asdict(settings), "seed": seed, "budget": asdict(budget),
+    # the architecture count and the bootstrap size are not part of the identity: a later run
+    # with more architectures extends the validation (its own store keys rows by architecture)
+    sizes = {k: v for k, v in asdict(settings).items() if k not in ("architectures", "resamples")}
+    identity = {"settings": sizes, "seed": seed, "budget": asdict(budget),
                 "train": vtask.train_config.to_dict(), "train_images": len(vtask.train_data),
                 "val_images": len(vtask.val_data)}
     store = RunStore(root, kind=KIND, settings=identity) if root is not None else None
     shape = probe.input_shape
     space = SearchSpace(in_channels=shape[0], num_classes=probe.num_classes,
                         resolution=(shape[1], shape[2]))
-    configs = sample_architectures(space, budget, settings.architectures, seed=seed)
-    val = run_validation(vtask, configs, seed=seed, backend=backend,
-                         out_dir=root / "validate" if root else None, progress=progress,
-                         resamples=settings.resamples)
     wtask = WinnerTask(teacher=teacher, train_data=vtask.train_data, val_data=vtask.val_data,
                        train_config=vtask.train_config, input_shape=shape, device=device)
 
@@ -223,6 +225,12 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
                 store.append_row("winners", row)
     winners = [done[u[0]] for u in units]
     table = summarise_winners(winners, reference)
+    # validation last: the longest part, and the one a later run extends (rows are keyed by
+    # architecture and the draw order is fixed), so a study cut short keeps its searches
+    configs = sample_architectures(space, budget, settings.architectures, seed=seed)
+    val = run_validation(vtask, configs, seed=seed, backend=backend,
+                         out_dir=root / "validate" if root else None, progress=progress,
+                         resamples=settings.resamples)
     result = {"validation": {"correlations": val["correlations"], "rows": val["rows"]},
               "reference": reference, "winners": winners, "table": table,
               "settings": asdict(settings), "band": [budget.min_params, budget.max_params]}
