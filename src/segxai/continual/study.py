@@ -49,11 +49,11 @@ ARMS: dict[str, dict[str, Any]] = {
                    "selection": "herding"},
 }
 RQ3_DEFAULTS: dict[str, Any] = {"seeds": list(range(10)), "base_target": 0.7,
-                                "base_rounds": 4, "pseudo_threshold": None}
+                                "base_rounds": 4, "pseudo_threshold": None, "unbiased_ce": True}
 RQ3_QUICK: dict[str, Any] = {"seeds": [0, 1], "epochs": 2, "base_epochs": 10, "n_train": 400,
                              "n_val": 40, "size": 32, "batch_size": 8, "lr": 0.01,
                              "budget_bytes": 20 * (4 * 32 * 32 + 4), "base_target": 0.3,
-                             "base_rounds": 2, "pseudo_threshold": None}
+                             "base_rounds": 2, "pseudo_threshold": None, "unbiased_ce": True}
 """``--quick``: a pipeline check; its base target is 0.3 (not 0.7), since at most 20 epochs
 on 32-pixel images do not reach 0.7 reliably."""
 PAIRS = [("saliency-box", "full"), ("saliency-box", "gt-box"), ("saliency-box", "random-box"),
