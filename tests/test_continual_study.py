@@ -138,6 +138,10 @@ def test_rq3_arms():
     assert {"none", "full", "saliency-box", "gt-box", "random-box", "downsample",
             "prob-box"} <= set(arms["r4"].strategies)
     assert arms["r4-herding"].selection == "herding"
+    # the study trains with MiB's unbiased cross-entropy unless told otherwise
+    assert all(c.unbiased_ce for c in arms.values())
+    assert all(c.unbiased_ce for c in rq3_configs(True).values())
+    assert not rq3_configs(arms=["r4"], unbiased_ce=False)["r4"].unbiased_ce
     with pytest.raises(SegxaiError, match="tasks"):
         rq3_configs(tasks=[[1, 2], [3], [4], [5]])
 
