@@ -135,6 +135,7 @@ def test_rq3_arms():
     assert list(arms) == ["r4", "r16", "r4-herding"]
     assert arms["r4"].r == 4 and arms["r16"].r == 16 and arms["r4"].joint
     assert arms["r4"].seeds == list(range(10)) and arms["r4"].base_target == 0.7
+    assert arms["r4"].size == 64 and arms["r4"].lr == 0.01 and arms["r4"].batch_size == 8
     assert {"none", "full", "saliency-box", "gt-box", "random-box", "downsample",
             "prob-box"} <= set(arms["r4"].strategies)
     assert arms["r4-herding"].selection == "herding"
