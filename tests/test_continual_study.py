@@ -166,3 +166,12 @@ def test_cli_refuses_bad_input_naming_the_option(argv, option, tmp_path, capsys)
     err = capsys.readouterr().err
     assert option in err
     assert not out.exists()
+
+
+def test_cli_unbiased_ce_can_be_turned_on_and_off():
+    from segxai.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["continual"]).unbiased_ce is None  # the config's / study's default
+    assert parse(["continual", "--unbiased-ce"]).unbiased_ce is True
+    assert parse(["continual", "--study", "rq3", "--no-unbiased-ce"]).unbiased_ce is False
