@@ -14,6 +14,7 @@ from segxai.continual.losses import (
     BG_SET,
     SeenClassLoss,
     bg_sets,
+    partial_dice,
     seen_loss,
     unbiased_cross_entropy,
     unbiased_distillation,
@@ -41,6 +42,53 @@ def test_unbiased_ce_with_background_only_is_plain_ce():
     t[0, 0, 0] = 255
     a = unbiased_cross_entropy(z, t, [0, 1, 2], bg_sets(2, 5, []))
     assert torch.allclose(a, seen_loss(z, t, [0, 1, 2], dice=False), atol=1e-6)
+
+
+def test_partial_dice_without_partial_labels_is_the_plain_dice():
+    torch.manual_seed(0)
+    z = torch.randn(3, 5, 6, 6)
+    t = torch.randint(0, 4, (3, 6, 6))
+    t[0, 0, 0] = 255
+    seen = [0, 1, 2, 3]
+    plain = seen_loss(z, t, seen, dice=True) - seen_loss(z, t, seen, dice=False)
+    assert torch.allclose(partial_dice(z, t, seen, bg_sets(3, 5, [])), plain, atol=1e-6)
+    # a background set of unseen classes only is not ambiguous either
+    assert torch.allclose(partial_dice(z, t, seen, bg_sets(3, 5, [4])), plain, atol=1e-6)
+
+
+def test_partial_dice_hand_example():
+    # one image, two pixels, classes 0..2 seen; pixel a: label bg, which may also be class 2
+    # (a replayed exemplar that does not know 2); pixel b: label 1
+    z = torch.tensor([[0.0, 1.0, 2.0], [0.5, 2.0, -1.0]]).T.reshape(1, 3, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    loss = partial_dice(z, target, [0, 1, 2], bg_sets(1, 3, [2]))
+    pa = torch.tensor([0.0, 1.0, 2.0]).softmax(0).tolist()
+    pb = torch.tensor([0.5, 2.0, -1.0]).softmax(0).tolist()
+    # class 0 and class 2 are unknown at pixel a (left out); class 1 is known absent there
+    d0 = 1 - 1 / (pb[0] + 0 + 1)
+    d1 = 1 - (2 * pb[1] + 1) / (pa[1] + pb[1] + 1 + 1)
+    d2 = 1 - 1 / (pb[2] + 0 + 1)
+    assert math.isclose(float(loss), (d0 + d1 + d2) / 3, rel_tol=1e-5)
+
+
+def test_new_class_on_current_background_stays_a_false_positive_with_unbiased_ce():
+    # MiB's current images: background may be an old class (1, 2), never the new class 3.
+    # The Dice term must still count class 3 predicted there as a false positive (the
+    # previous version left every ambiguous background pixel out of the Dice term, so with
+    # the unbiased cross-entropy nothing but the cross-entropy limited the new class's spread)
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, requires_grad=True)
+    masks = torch.zeros(2, 6, 6, dtype=torch.long)
+    masks[:, 1:3, 1:3] = 3
+    bg = bg_sets(2, 4, [1, 2])
+    partial_dice(logits, masks, [0, 1, 2, 3], bg).backward()
+    assert logits.grad is not None
+    background = masks == 0
+    assert (logits.grad[:, 3][background] > 0).all()  # pushed down where it is not
+    logits.grad = None
+    batch = Batch(torch.zeros(2, 3, 6, 6), masks, {BG_SET: bg}, 255)
+    SeenClassLoss([0, 1, 2, 3])(batch, logits, None).backward()  # type: ignore[arg-type]
+    assert (logits.grad[:, 3][background] > 0).all()
 
 
 def test_unbiased_distillation_hand_example():

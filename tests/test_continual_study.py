@@ -135,9 +135,14 @@ def test_rq3_arms():
     assert list(arms) == ["r4", "r16", "r4-herding"]
     assert arms["r4"].r == 4 and arms["r16"].r == 16 and arms["r4"].joint
     assert arms["r4"].seeds == list(range(10)) and arms["r4"].base_target == 0.7
+    assert arms["r4"].size == 64 and arms["r4"].lr == 0.01 and arms["r4"].batch_size == 8
     assert {"none", "full", "saliency-box", "gt-box", "random-box", "downsample",
             "prob-box"} <= set(arms["r4"].strategies)
     assert arms["r4-herding"].selection == "herding"
+    # the study trains with MiB's unbiased cross-entropy unless told otherwise
+    assert all(c.unbiased_ce for c in arms.values())
+    assert all(c.unbiased_ce for c in rq3_configs(True).values())
+    assert not rq3_configs(arms=["r4"], unbiased_ce=False)["r4"].unbiased_ce
     with pytest.raises(SegxaiError, match="tasks"):
         rq3_configs(tasks=[[1, 2], [3], [4], [5]])
 
@@ -161,3 +166,12 @@ def test_cli_refuses_bad_input_naming_the_option(argv, option, tmp_path, capsys)
     err = capsys.readouterr().err
     assert option in err
     assert not out.exists()
+
+
+def test_cli_unbiased_ce_can_be_turned_on_and_off():
+    from segxai.cli import build_parser
+
+    parse = build_parser().parse_args
+    assert parse(["continual"]).unbiased_ce is None  # the config's / study's default
+    assert parse(["continual", "--unbiased-ce"]).unbiased_ce is True
+    assert parse(["continual", "--study", "rq3", "--no-unbiased-ce"]).unbiased_ce is False

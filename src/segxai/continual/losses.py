@@ -35,7 +35,8 @@ from segxai.core.errors import SegxaiError
 from segxai.models.losses import Batch, StepContext, segmentation_loss
 
 __all__ = ["BG_SET", "IGNORE", "MASK_VALUE", "ReplayMix", "SeenClassLoss",
-           "UnbiasedDistillation", "bg_sets", "masked_logits", "mib_init", "seen_loss",
+           "UnbiasedDistillation", "bg_sets", "masked_logits", "mib_init", "partial_dice",
+           "seen_loss",
            "unbiased_cross_entropy", "unbiased_distillation"]
 
 MASK_VALUE = -1.0e4
@@ -112,6 +113,50 @@ def unbiased_cross_entropy(logits: Tensor, target: Tensor, seen: Sequence[int],
     return -log_p[valid].mean()
 
 
+def partial_dice(logits: Tensor, target: Tensor, seen: Sequence[int], bg_set: Tensor,
+                 ignore_index: int = IGNORE) -> Tensor:
+    """Soft Dice over the seen classes, counting only the label entries that are known.
+
+    The Dice loss of :func:`seen_loss` (``1 − (2 Σ p_c g_c + 1) / (Σ p_c + Σ g_c + 1)``, mean
+    over the seen classes) with partial labels: a background pixel of image ``i`` whose
+    ``B_i = bg_set[i] ∩ seen`` holds more than background is *known not to be* any class
+    outside ``B_i`` (so its ``p_c`` counts as a false positive of those classes) and unknown
+    for the classes in ``B_i`` (left out of their sums). With ``B_i = {0}`` everywhere this is
+    the Dice term of :func:`seen_loss` exactly.
+
+    Args:
+        logits: ``(N, K, H, W)`` raw logits.
+        target: ``(N, H, W)`` labels.
+        seen: classes not masked.
+        bg_set: ``(N, K)`` bool (see :func:`unbiased_cross_entropy`).
+        ignore_index: label to skip.
+
+    Returns:
+        Scalar loss.
+    """
+    z = masked_logits(logits, seen)
+    k = z.shape[1]
+    prob = z.softmax(dim=1)
+    allowed = torch.zeros(bg_set.shape[0], k, dtype=torch.bool, device=z.device)
+    width = min(int(bg_set.shape[1]), k)
+    allowed[:, :width] = bg_set[:, :width].to(device=z.device, dtype=torch.bool)
+    allowed[:, 0] = True
+    keep = torch.zeros(k, dtype=torch.bool, device=z.device)
+    keep[list(seen)] = True
+    allowed &= keep
+    allowed &= (allowed.sum(1, keepdim=True) > 1)  # B_i = {0}: background is known
+    valid = target != ignore_index
+    safe = torch.where(valid, target, torch.zeros_like(target)).clamp(0, k - 1)
+    unknown = (safe == 0).unsqueeze(1) & allowed[:, :, None, None]
+    known = (valid.unsqueeze(1) & ~unknown).to(prob.dtype)
+    onehot = torch.nn.functional.one_hot(safe, k).permute(0, 3, 1, 2).to(prob.dtype) * known
+    prob = prob * known
+    inter = (prob * onehot).sum(dim=(0, 2, 3))
+    denom = prob.sum(dim=(0, 2, 3)) + onehot.sum(dim=(0, 2, 3))
+    dice = 1 - (2 * inter + 1.0) / (denom + 1.0)
+    return dice[list(seen)].mean()
+
+
 def unbiased_distillation(new_logits: Tensor, old_logits: Tensor, old_seen: Sequence[int],
                           new_classes: Sequence[int], ignore: Tensor | None = None) -> Tensor:
     """MiB unbiased knowledge distillation: ``−(1/|O|) Σ_{c∈O} q_c log p̃_c``, mean over
@@ -170,9 +215,10 @@ class SeenClassLoss:
     """Loss term: :func:`seen_loss` (cross-entropy and Dice over the seen classes only).
 
     When the batch carries :data:`BG_SET` rows that allow more than background for some
-    image, the cross-entropy is :func:`unbiased_cross_entropy` and the Dice term skips those
-    images' background pixels (their class is not known); otherwise it is :func:`seen_loss`
-    exactly.
+    image, the cross-entropy is :func:`unbiased_cross_entropy` and the Dice term is
+    :func:`partial_dice` (those images' background pixels count for every class they are
+    known not to be, so a new class predicted on them is still a false positive); otherwise
+    it is :func:`seen_loss` exactly.
     """
 
     seen: list[int]
@@ -193,11 +239,7 @@ class SeenClassLoss:
         ce = unbiased_cross_entropy(logits, batch.masks, self.seen, bg)
         if not self.dice:
             return ce
-        sure = batch.masks.masked_fill(partial[:, None, None] & (batch.masks == 0), IGNORE)
-        if not bool((sure != IGNORE).any()):
-            return ce
-        return ce + (seen_loss(logits, sure, self.seen, dice=True)
-                     - seen_loss(logits, sure, self.seen, dice=False))
+        return ce + partial_dice(logits, batch.masks, self.seen, bg)
 
     def describe(self) -> dict[str, Any]:
         return {"seen": list(self.seen), "dice": self.dice, "weight": self.weight}

@@ -125,9 +125,9 @@ def register(subparsers: Any) -> None:
                         "default all); --strategies then keeps only those strategies in each "
                         "arm")
     p.add_argument("--lr", type=Range(float, 0, low_open=True), default=None,
-                   help="peak Adam learning rate (default 0.003)")
+                   help="peak Adam learning rate (default 0.003; rq3: 0.01)")
     p.add_argument("--batch-size", type=Range(int, 1), default=None,
-                   help="images per step, replay included (default 16)")
+                   help="images per step, replay included (default 16; rq3: 8)")
     p.add_argument("--dataset", choices=("shapes", "textured-shapes"), default=None,
                    help="shapes (4 classes, default) or textured-shapes (16: shape x fill)")
     p.add_argument("--selection", choices=("random", "herding"), default=None,
@@ -136,9 +136,9 @@ def register(subparsers: Any) -> None:
                    help="background of a replayed mask for classes learned after it was stored:"
                         " may be any of them (unbiased, default), ignored, or background "
                         "(stored, the biased baseline)")
-    p.add_argument("--unbiased-ce", action="store_true", default=None,
+    p.add_argument("--unbiased-ce", action=argparse.BooleanOptionalAction, default=None,
                    help="MiB unbiased cross-entropy on the current images (with --distill 10: "
-                        "MiB)")
+                        "MiB; default off, rq3: on)")
     p.add_argument("--base-target", type=Range(float, 0, 1, low_open=True), default=None,
                    help="task 0 trains until every base class has this validation IoU "
                         "(rounds of --base-epochs, at most --base-rounds); weaker seeds are "
