@@ -32,7 +32,6 @@ the others.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -41,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from segxai.attack.config import cosine_lr
 from segxai.attack.evaluation import choose_target, make_explainer
 from segxai.attack.metrics import argmax_iou, map_pearson, pixel_agreement
 from segxai.core.adapter import adapt
@@ -100,11 +100,9 @@ class ManipulationConfig:
 
     def learning_rate(self, step: int) -> float:
         """Adam's learning rate at ``step`` (cosine: from ``lr`` down to ``lr/20``)."""
-        if self.lr_schedule == "constant" or self.steps == 1:
+        if self.lr_schedule == "constant":
             return float(self.lr)
-        low = self.lr / 20
-        return float(low + 0.5 * (self.lr - low)
-                     * (1 + math.cos(math.pi * step / (self.steps - 1))))
+        return cosine_lr(self.lr, step, self.steps)
 
     def validate(self) -> ManipulationConfig:
         check_choice(self.kind, "kind", ("location", "topk"))
