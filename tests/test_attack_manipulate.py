@@ -11,6 +11,7 @@ from segxai.attack.manipulate import (
     ManipulationConfig,
     evaluate_manipulation,
     frame_mask,
+    keep_loss,
     manipulate_model,
     topk_mask,
 )
@@ -36,12 +37,42 @@ def test_masks() -> None:
     assert int(top.sum()) == 2 and bool(top[0, 3, 4]) and bool(top[0, 3, 3])
 
 
-@pytest.mark.parametrize(("kind", "lr"), [("location", 5e-3), ("topk", 5e-4)])
-def test_fooling_loss_falls_and_the_original_is_untouched(kind: str, lr: float) -> None:
+def test_keep_loss_is_zero_at_the_clean_softmax_and_blind_to_a_per_pixel_shift() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    probs = logits.softmax(1)
+    labels = logits.argmax(1)
+    assert float(keep_loss("kl", logits, probs, labels)) == pytest.approx(0.0, abs=1e-6)
+    # adding one number per pixel to every logit leaves the softmax, hence the KL, unchanged
+    # (the freedom the fooling uses), while the CE to the arg-max still moves
+    shifted = logits + 5.0 * torch.randn(2, 1, 6, 6, generator=g)
+    assert float(keep_loss("kl", shifted, probs, labels)) == pytest.approx(0.0, abs=1e-5)
+    other = logits + torch.randn(2, 4, 6, 6, generator=g)
+    assert float(keep_loss("kl", other, probs, labels)) > 1e-3
+    sharper = 3.0 * logits  # larger margins: the CE falls below its clean value, the KL rises
+    assert float(keep_loss("ce", sharper, probs, labels)) < float(
+        keep_loss("ce", logits, probs, labels))
+    assert float(keep_loss("kl", sharper, probs, labels)) > 1e-3
+
+
+def test_cosine_schedule() -> None:
+    cfg = ManipulationConfig(steps=11, lr=1e-3)
+    assert cfg.learning_rate(0) == pytest.approx(1e-3)
+    assert cfg.learning_rate(10) == pytest.approx(5e-5)
+    assert cfg.learning_rate(5) == pytest.approx((1e-3 + 5e-5) / 2)
+    assert ManipulationConfig(steps=11, lr_schedule="constant").learning_rate(10) == 1e-3
+
+
+@pytest.mark.parametrize(("kind", "lr", "keep"), [("location", 5e-3, "kl"),
+                                                  ("location", 5e-3, "ce"),
+                                                  ("topk", 5e-4, "kl")])
+def test_fooling_loss_falls_and_the_original_is_untouched(kind: str, lr: float,
+                                                          keep: str) -> None:
     net = _net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    res = manipulate_model(net, x, kind=kind, steps=40, lr=lr, lam=1.0, batch_size=4)
+    res = manipulate_model(net, x, kind=kind, steps=40, lr=lr, lam=1.0, batch_size=4,
+                           keep_loss=keep)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert res.model is not net and not any(p.requires_grad for p in res.model.parameters())
     fool = res.history["fooling"]
@@ -71,3 +102,7 @@ def test_bad_settings_are_refused() -> None:
         ManipulationConfig(lam=0).validate()
     with pytest.raises(SegxaiError, match="steps"):
         ManipulationConfig(steps=0).validate()
+    with pytest.raises(SegxaiError, match="keep_loss"):
+        ManipulationConfig(keep_loss="mse").validate()  # type: ignore[arg-type]
+    with pytest.raises(SegxaiError, match="lr_schedule"):
+        ManipulationConfig(lr_schedule="step").validate()  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from torch import Tensor
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.errors import SegxaiError
 
-__all__ = ["PRESETS", "AttackConfig", "AttackResult", "parse_epsilon"]
+__all__ = ["PRESETS", "AttackConfig", "AttackResult", "cosine_lr", "parse_epsilon"]
 
 # Dombrowski et al. (NeurIPS 2019, reference code ``pankessel/adv_explanation_ref``):
 # Adam (PyTorch defaults), lr 2e-4 in ImageNet-normalised units for 1,500 iterations, loss
@@ -30,6 +30,14 @@ PRESETS: dict[str, dict[str, Any]] = {
                    "output_reduction": "mean", "lambda_input": 0.0, "beta_start": 10.0,
                    "beta_end": 100.0, "select": "best", "eval_every": 100},
 }
+
+
+def cosine_lr(lr: float, step: int, steps: int) -> float:
+    """Cosine decay from ``lr`` at step 0 to ``lr/20`` at step ``steps - 1``."""
+    if steps <= 1:
+        return float(lr)
+    low = lr / 20
+    return float(low + 0.5 * (lr - low) * (1 + math.cos(math.pi * step / (steps - 1))))
 
 
 def parse_epsilon(value: float | str) -> float:
@@ -140,11 +148,9 @@ class AttackConfig:
 
     def learning_rate(self, step: int) -> float:
         """Adam's learning rate at ``step``."""
-        if self.lr_schedule == "constant" or self.iterations == 1:
+        if self.lr_schedule == "constant":
             return float(self.lr)
-        low = self.lr / 20
-        frac = step / (self.iterations - 1)
-        return float(low + 0.5 * (self.lr - low) * (1 + math.cos(math.pi * frac)))
+        return cosine_lr(self.lr, step, self.iterations)
 
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> AttackConfig:

@@ -57,7 +57,7 @@ QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
 # --study / --manipulate sizes (full: the study; quick: about a minute)
 # --study/--manipulate sizes (the map's settings: MapConfig() and quick_map_config())
 STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16}
-STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 400, "train_images": 64}
+STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 1200, "train_images": 64}
 DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "other-image", "epsilon": "8",
             "defence_beta": 3.0,
             # SmoothGrad is attacked with a fixed, small number of noise draws
@@ -89,8 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=Range(int, 1), default=None,
                    help=f"--manipulate: Adam steps (default {STUDY_FULL['steps']}; "
                         f"{STUDY_QUICK['steps']} with --quick)")
-    p.add_argument("--lam", type=Range(float, 0, low_open=True), default=0.2,
-                   help="--manipulate: weight of the fooling loss (default %(default)s)")
+    p.add_argument("--lam", type=Range(float, 0, low_open=True), default=None,
+                   help="--manipulate: weight of the fooling loss (default: "
+                        "ManipulationConfig's, 0.1)")
     p.add_argument("--target-kind", default=DEFAULTS["target_kind"],
                    choices=("shift", "mirror", "box", "other-image"),
                    help="where the explanation should go (default %(default)s)")
@@ -101,7 +102,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"Adam steps ({QUICK.help('iterations')})")
     p.add_argument("--lr", type=Range(float, 0, 1, low_open=True), default=None,
                    help="Adam learning rate in pixel units (default: the attack's own); "
-                        "with --manipulate of the fine-tuning (default 5e-4)")
+                        "with --manipulate of the fine-tuning (default: "
+                        "ManipulationConfig's, 1e-3 with cosine decay)")
     p.add_argument("--images", type=Range(int, 1), default=None,
                    help=f"number of validation images ({QUICK.help('images')})")
     p.add_argument("--study", action="store_true",
@@ -230,14 +232,19 @@ def _cell(v: Any) -> str:
 
 
 def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
-    from segxai.attack.manipulate import evaluate_manipulation, manipulate_model
+    from segxai.attack.manipulate import (
+        ManipulationConfig,
+        evaluate_manipulation,
+        manipulate_model,
+    )
     from segxai.data import make_shapes
 
     size = STUDY_QUICK if args.quick else STUDY_FULL
     steps = args.steps or size["steps"]
     n_eval = args.images or size["images"]
-    lr = args.lr if args.lr is not None else 5e-4
-    settings = {"kind": args.manipulate, "steps": steps, "lam": args.lam, "lr": lr,
+    lr = args.lr if args.lr is not None else ManipulationConfig.lr
+    lam = args.lam if args.lam is not None else ManipulationConfig.lam
+    settings = {"kind": args.manipulate, "steps": steps, "lam": lam, "lr": lr,
                 "images": n_eval,
                 "train_images": size["train_images"], "seed": args.seed, "model": args.model}
     loaded = load_cli_model(args, seed=args.seed)
@@ -256,7 +263,7 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
         images, labels = adapter.from_pixels(data.images), None
     with options_named("lam", "steps"):
         res = user_input(manipulate_model, model, train, kind=args.manipulate, steps=steps,
-                         lam=args.lam, lr=lr, seed=args.seed, progress=not args.quiet)
+                         lam=lam, lr=lr, seed=args.seed, progress=not args.quiet)
     ev = evaluate_manipulation(model, res.model, images, res.config, labels=labels)
     summary: dict[str, Any] = {}
     for key in ("pixel_agreement", "miou_vs_clean", "miou_gt_clean", "miou_gt_fooled"):
