@@ -128,7 +128,8 @@ class ManipulationConfig:
 
 @dataclass
 class ManipulationResult:
-    """The fooled model (a copy; the original is untouched) and the training history."""
+    """The fooled model (a copy; the original is untouched) and the training history
+    (per step: ``"loss"``, ``"keep"`` (the keep term), ``"fooling"``)."""
 
     model: nn.Module
     config: ManipulationConfig
@@ -230,7 +231,7 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
     opt = torch.optim.Adam([p for p in fooled.parameters()], lr=cfg.lr)
     gen = torch.Generator().manual_seed(seed)
     order = torch.randperm(n, generator=gen)
-    hist: dict[str, list[float]] = {"loss": [], "ce": [], "fooling": []}
+    hist: dict[str, list[float]] = {"loss": [], "keep": [], "fooling": []}
     pos = 0
     for step in range(cfg.steps):
         if pos + cfg.batch_size > n:
@@ -242,17 +243,17 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
             group["lr"] = cfg.learning_rate(step)
         e = exp(adapter, x, t, differentiable_wrt="params")
         logits = e.logits if e.logits is not None and e.logits.requires_grad else adapter(x)
-        ce = keep_loss(cfg.keep_loss, logits, probs[idx], labels[idx])
+        keep = keep_loss(cfg.keep_loss, logits, probs[idx], labels[idx])
         lf = _fooling_loss(cfg.kind, e.maps, clean_maps[idx], cfg.topk).mean()
-        loss = ce + cfg.lam * lf
+        loss = keep + cfg.lam * lf
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         hist["loss"].append(float(loss.detach()))
-        hist["ce"].append(float(ce.detach()))
+        hist["keep"].append(float(keep.detach()))
         hist["fooling"].append(float(lf.detach()))
         if progress and (step % 50 == 0 or step == cfg.steps - 1):
-            print(f"manipulate step {step}: CE {hist['ce'][-1]:.4f}, "
+            print(f"manipulate step {step}: {cfg.keep_loss.upper()} {hist['keep'][-1]:.4f}, "
                   f"L_F {hist['fooling'][-1]:.4f}", flush=True)
     for p in fooled.parameters():
         p.requires_grad_(False)
