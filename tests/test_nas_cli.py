@@ -153,7 +153,7 @@ def test_validation_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(RunStore, "on_row", kill_after_two)
     with pytest.raises(_Killed):
-        validate_mod.run_validation(task, configs, out_dir=out, progress=False, chunk=1)
+        validate_mod.run_validation(task, configs, out_dir=out, progress=False)
     monkeypatch.setattr(RunStore, "on_row", None)
     assert not (out / "validation.csv").exists()
     assert len((out / "validated.jsonl").read_text().splitlines()) == 2
@@ -161,7 +161,7 @@ def test_validation_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
     real = validate_mod.validation_item
     monkeypatch.setattr(validate_mod, "validation_item",
                         lambda t, item: calls.append(item) or real(t, item))
-    resumed = validate_mod.run_validation(task, configs, out_dir=out, progress=False, chunk=1)
+    resumed = validate_mod.run_validation(task, configs, out_dir=out, progress=False)
     assert [c for c, _ in calls] == configs[2:]  # only the unfinished architecture
     assert _without_timing(resumed["rows"]) == _without_timing(reference["rows"])
     assert resumed["correlations"] == reference["correlations"]

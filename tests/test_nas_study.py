@@ -73,7 +73,7 @@ def test_study_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(RunStore, "on_row", kill_after_three)
     with pytest.raises(_Killed):
-        run_study(teacher, probe, budget, task, settings, out_dir=out, progress=False, chunk=1)
+        run_study(teacher, probe, budget, task, settings, out_dir=out, progress=False)
     monkeypatch.setattr(RunStore, "on_row", None)
     assert not (out / "study.json").exists()
     assert len((out / "winners.jsonl").read_text().splitlines()) == 3
@@ -83,8 +83,7 @@ def test_study_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
     real = study_mod.winner_item
     monkeypatch.setattr(study_mod, "winner_item",
                         lambda t, item: calls.append(item) or real(t, item))
-    resumed = run_study(teacher, probe, budget, task, settings, out_dir=out, progress=False,
-                        chunk=1)
+    resumed = run_study(teacher, probe, budget, task, settings, out_dir=out, progress=False)
     assert len(calls) == 3  # only the unfinished winners are trained again
     assert _strip(resumed) == _strip(reference)
     # more architectures extend the validation; searches and winners are not redone
@@ -96,7 +95,7 @@ def test_study_resumes_after_a_kill(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(validate_mod, "validation_item",
                         lambda t, item: validated.append(item) or real_item(t, item))
     extended = run_study(teacher, probe, budget, task, replace(settings, architectures=4),
-                         out_dir=out, progress=False, chunk=1)
+                         out_dir=out, progress=False)
     assert calls == [] and len(validated) == 1
     assert extended["validation"]["rows"][:3] == resumed["validation"]["rows"]
     assert len(extended["validation"]["rows"]) == 4

@@ -65,7 +65,7 @@ class StudySettings:
     """
 
     architectures: int = 60
-    search_proxies: tuple[str, ...] = ("cam", "cam-gram", "zen", "diswot", "params", "random")
+    search_proxies: tuple[str, ...] = ("cam-gram", "cam", "params", "random")
     seeds: int = 3
     population: int = 16
     iterations: int = 12
@@ -139,7 +139,7 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
               settings: StudySettings, *, seed: int = 0,
               backend: InProcessBackend | RayBackend | None = None,
               out_dir: str | Path | None = None, progress: bool = True,
-              device: str = "cpu", chunk: int = 2) -> dict[str, Any]:
+              device: str = "cpu") -> dict[str, Any]:
     """Run (or resume) the whole study; see the module docstring.
 
     Args:
@@ -153,7 +153,6 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
         out_dir: the run directory (``None``: nothing written or resumed).
         progress: progress bars.
         device: torch device.
-        chunk: winner trainings per backend call (rows are written after each call).
 
     Returns:
         ``validation`` (rows, correlations), ``reference``, ``winners`` (rows), ``table``.
@@ -178,6 +177,9 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
 
     done_ref = rows_of("reference")
     reference = dict(done_ref.get("reference", {}))
+    # (key, config, seed, alpha, lam) of every training still to do; the teacher's architecture
+    # (the largest network) goes first so that the workers end together
+    trainings: list[tuple[str, dict[str, Any], int, float, float]] = []
     if not reference:
         from segxai.models import evaluate_miou
 
@@ -187,9 +189,8 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
                      "cpu_latency_ms": cpu_latency_ms(teacher, shape)}
         tconfig = getattr(getattr(teacher, "config", None), "to_dict", None)
         if callable(tconfig):
-            arch = winner_item(wtask, (tconfig(), derive_seed(seed, "teacher-arch"), 0.0, 0.0))
-            reference["architecture_under_schedule_miou"] = arch["val_miou"]
-        if store is not None:
+            trainings.append(("reference", tconfig(), derive_seed(seed, "teacher-arch"), 0.0, 0.0))
+        elif store is not None:
             store.append_row("reference", reference)
     searches: dict[str, dict[str, Any]] = {}
     for proxy in settings.search_proxies:
@@ -202,28 +203,32 @@ def run_study(teacher: nn.Module, probe: ProbeSet, budget: Budget, vtask: Valida
                 out_dir=root / "search" / name if root else None, progress=progress,
                 init_seeds=settings.init_seeds, device=device)
     done = rows_of("winners")
-    units = []
+    units: dict[str, tuple[str, str, float, float, dict[str, Any]]] = {}
     for name, summary in searches.items():
-        proxy = summary["proxy"]
         modes = [("plain", 0.0, 0.0)]
-        if proxy in settings.distill_proxies:
+        if summary["proxy"] in settings.distill_proxies:
             modes.append(("distill+saliency", settings.alpha, settings.lam))
         for mode, alpha, lam in modes:
-            units.append((f"{name}/{mode}", name, proxy, mode, alpha, lam, summary))
-    todo = [u for u in units if u[0] not in done]
-    for start in range(0, len(todo), chunk):
-        part = todo[start:start + chunk]
-        items = [(u[6]["best"]["config"], derive_seed(seed, "winner", u[0]), u[4], u[5])
-                 for u in part]
-        for unit, res in zip(part, backend.map(winner_item, wtask, items)):
-            row = {"key": unit[0], "search": unit[1], "proxy": unit[2], "mode": unit[3],
-                   "architecture": arch_name(unit[6]["best"]["config"]),
-                   "config_key": config_key(unit[6]["best"]["config"]),
-                   "search_seconds": unit[6]["seconds"], **res}
-            done[unit[0]] = row
+            units[f"{name}/{mode}"] = (name, mode, alpha, lam, summary)
+    trainings += [(key, u[4]["best"]["config"], derive_seed(seed, "winner", key), u[2], u[3])
+                  for key, u in units.items() if key not in done]
+    # one fan-out for all trainings, each row written as soon as its training ends
+    for i, res in backend.imap(winner_item, wtask, [t[1:] for t in trainings]):
+        key = trainings[i][0]
+        if key == "reference":
+            reference["architecture_under_schedule_miou"] = res["val_miou"]
             if store is not None:
-                store.append_row("winners", row)
-    winners = [done[u[0]] for u in units]
+                store.append_row("reference", reference)
+            continue
+        name, mode, _, _, summary = units[key]
+        row = {"key": key, "search": name, "proxy": summary["proxy"], "mode": mode,
+               "architecture": arch_name(summary["best"]["config"]),
+               "config_key": config_key(summary["best"]["config"]),
+               "search_seconds": summary["seconds"], **res}
+        done[key] = row
+        if store is not None:
+            store.append_row("winners", row)
+    winners = [done[key] for key in units]
     table = summarise_winners(winners, reference)
     # validation last: the longest part, and the one a later run extends (rows are keyed by
     # architecture and the draw order is fixed), so a study cut short keeps its searches

@@ -183,12 +183,14 @@ def _decode(row: dict[str, Any]) -> dict[str, Any]:
 def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed: int = 0,
                    backend: InProcessBackend | RayBackend | None = None,
                    out_dir: str | Path | RunStore | None = None, progress: bool = True,
-                   chunk: int = 4, top_fraction: float = 0.2,
+                   top_fraction: float = 0.2,
                    resamples: int = 10_000) -> dict[str, Any]:
     """Score and train every architecture; write ``validation.csv``/``correlations.csv``.
 
-    Every finished architecture is appended as a row to ``validated.jsonl`` as soon as its
-    chunk of ``chunk`` items is done, so a killed run resumes where it stopped.
+    Every architecture is appended as a row to ``validated.jsonl`` as soon as it is done (in
+    completion order: a worker that finishes a small network takes the next one without waiting
+    for a larger one), so a killed run resumes where it stopped; the rows are returned in the
+    order of ``configs`` whatever the backend.
 
     Args:
         task: proxies, probe, data and schedule.
@@ -197,7 +199,6 @@ def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed:
         backend: in-process (default) or Ray.
         out_dir: output directory or store (``None``: nothing written, nothing resumed).
         progress: progress bar.
-        chunk: items per checkpoint.
         top_fraction: see :func:`correlations`.
         resamples: bootstrap resamples of the intervals (see :func:`correlations`).
 
@@ -220,15 +221,14 @@ def run_validation(task: ValidationTask, configs: list[dict[str, Any]], *, seed:
         bar = tqdm(total=len(configs), initial=len(configs) - len(todo), desc="nas validate",
                    leave=False)
     try:
-        for start in range(0, len(todo), chunk):
-            part = todo[start:start + chunk]
-            items = [(c, derive_seed(seed, config_key(c))) for c in part]
-            for c, r in zip(part, backend.map(validation_item, task, items)):
-                done[config_key(c)] = r
-                if store is not None:
-                    store.append_row(VALIDATED, {"key": config_key(c), **r})
+        items = [(c, derive_seed(seed, config_key(c))) for c in todo]
+        for i, r in backend.imap(validation_item, task, items):
+            key = config_key(todo[i])
+            done[key] = r
+            if store is not None:
+                store.append_row(VALIDATED, {"key": key, **r})
             if bar is not None:
-                bar.update(len(part))
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()

@@ -45,7 +45,7 @@ QUICK = QuickDefaults(
            "fewshot_steps": 10, "architectures": 4, "train_images": 48, "epochs": 1,
            "val_images": 32, "seeds": 3, "study_population": 4, "study_iterations": 1,
            "study_children": 2})
-STUDY_SEARCH = {"full": "cam,cam+zen,cam-gram,zen,diswot,params,random", "quick": "cam,params"}
+STUDY_SEARCH = {"full": "cam-gram,cam,params,random", "quick": "cam,params"}
 DEFAULTS: dict[str, Any] = {"proxy": "cam", "method": "seg-grad-cam", "band": "0.15-0.25",
             "proxies": "cam,cam-abs,cam-gram,cam-l2,params,flops,synflow,naswot,grad-norm,zen,"
                        "diswot,random"}
