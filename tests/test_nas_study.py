@@ -129,3 +129,10 @@ def test_validation_rows_are_identical_with_worker_processes() -> None:
         fanned = run_validation(task, configs, backend=ex, progress=False, resamples=0)
     strip = _strip({"winners": [], "validation": local, "reference": {}})
     assert strip == _strip({"winners": [], "validation": fanned, "reference": {}})
+
+
+def test_cli_study_search_proxies_match_the_library_default() -> None:
+    from segxai.cli.commands.nas import STUDY_SEARCH
+    from segxai.nas.study import StudySettings
+
+    assert tuple(STUDY_SEARCH["full"].split(",")) == StudySettings().search_proxies

@@ -104,6 +104,12 @@ def _to(batch: Batch, device: str | torch.device) -> Batch:
                  {k: v.to(device) for k, v in batch.extras.items()}, batch.ignore_index)
 
 
+def _memory_format(model: nn.Module, name: str) -> None:
+    """Put ``model``'s 4-D weights in ``name`` format (``"contiguous"``/``"channels_last"``)."""
+    model.to(memory_format=torch.channels_last if name == "channels_last"
+             else torch.contiguous_format)
+
+
 def _cpu_copy(model: nn.Module) -> dict[str, Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
@@ -154,6 +160,8 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
         raise SegxaiError("terms: expected at least one loss term with a non-zero weight")
     start_time = time.perf_counter()
     model.to(device)
+    nhwc = config.memory_format == "channels_last"
+    _memory_format(model, config.memory_format)
     forward = forward if forward is not None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
                                   weight_decay=config.weight_decay)
@@ -188,6 +196,7 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
             if saved.get("completed"):
                 model.load_state_dict(store.read_tensors("model.safetensors"))
                 model.to(device).eval()
+                _memory_format(model, "contiguous")
                 result.completed = True
                 result.seconds = time.perf_counter() - start_time
                 return result
@@ -237,6 +246,8 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
                 if config.augment:
                     batch = _augment(batch, g)
                 batch = _to(batch, device)
+                if nhwc:
+                    batch.images = batch.images.contiguous(memory_format=torch.channels_last)
                 step = epoch * steps + s
                 lr = learning_rate(step, total, config)
                 for group in optimizer.param_groups:
@@ -277,6 +288,7 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
             if not done and stop_after_epoch is not None and result.epochs_run >= stop_after_epoch:
                 result.seconds = time.perf_counter() - start_time
                 model.eval()
+                _memory_format(model, "contiguous")
                 return result
     finally:
         bar.close()
@@ -285,6 +297,7 @@ def fit(model: nn.Module, data: Any, config: TrainConfig, *,
         model.load_state_dict(best_state)
         model.to(device)
     model.eval()
+    _memory_format(model, "contiguous")
     result.completed = True
     result.seconds = time.perf_counter() - start_time
     if store is not None:

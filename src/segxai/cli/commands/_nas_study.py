@@ -35,7 +35,8 @@ def _validation_task(args: argparse.Namespace, env: dict[str, Any],
         val_data=make_shapes(_fixed(args, "val_images"), size=env["size"],
                              seed=args.seed + 40_000),
         train_config=TrainConfig(epochs=QUICK.get(args, "epochs"), batch_size=args.batch_size,
-                                 lr=args.lr, seed=args.seed, restore_best=False))
+                                 lr=args.lr, seed=args.seed, restore_best=False,
+                                 memory_format="channels_last"))
 
 
 def _proxy_list(text: str, option: str,
