@@ -25,7 +25,7 @@ if kill_at >= 0:
     RunStore.on_row = on_row
 configs = rq3_configs(True, ["r4", "r16"], ["none", "full", "saliency-box", "gt-box", "joint"],
                       seeds=[0, 1], size=16, n_train=40, n_val=12, epochs=1, base_epochs=1,
-                      base_target=None, budget_bytes=12000)
+                      base_target=None, budget_bytes=12000, task_target=0.9, task_rounds=2)
 run_rq3(configs, sys.argv[2], progress=False)
 """
 

@@ -10,7 +10,7 @@ import torch
 from segxai.continual.cim import box_of_mask
 from segxai.continual.compress import compress, exemplar_nbytes, reconstruct, saliency_box
 from segxai.continual.config import ContinualConfig, min_exemplar_bytes
-from segxai.continual.runs import base_is_strong
+from segxai.continual.runs import base_is_strong, task_is_learned
 from segxai.continual.selection import herding_order, probability_maps
 from segxai.continual.study import rq3_configs
 from segxai.core.errors import SegxaiError
@@ -105,6 +105,68 @@ def test_weak_seed_is_excluded_and_reported(tmp_path):
     assert summary["base"]["seeds"]["0"]["strong"] is False
 
 
+def test_task_rounds_rule_looks_only_at_the_tasks_new_classes():
+    cfg = ContinualConfig(strategies=["none"], task_target=0.7, task_rounds=3)
+    iou = np.array([0.99, 0.1, 0.2, 0.69, np.nan])  # old classes low: not this rule's business
+    assert not task_is_learned(cfg, 1, iou)
+    iou[3] = 0.7
+    assert task_is_learned(cfg, 1, iou)
+    assert not task_is_learned(cfg, 2, iou)  # the ring is not in the validation labels yet
+    assert task_is_learned(ContinualConfig(strategies=["none"]), 2, np.zeros(5))
+
+
+def _tiny(**kwargs):
+    from segxai.continual.experiment import quick_config
+
+    return quick_config(strategies=["none", "full"], seeds=[0], epochs=1, base_epochs=1,
+                        n_train=24, n_val=8, size=16, budget_bytes=20 * (4 * 16 * 16 + 4),
+                        **kwargs)
+
+
+def test_task_rounds_train_more_report_every_task_and_keep_the_first_round(tmp_path):
+    import json
+
+    from segxai.continual.experiment import run_experiment
+
+    plain = run_experiment(_tiny(), tmp_path / "plain", progress=False)
+    run_experiment(_tiny(task_target=1.0, task_rounds=2), tmp_path / "rounds", progress=False)
+    summary = json.loads((tmp_path / "rounds" / "summary.json").read_text())
+    report = summary["task_rounds"]
+    assert report["target"] == 1.0 and report["max_rounds"] == 2
+    # IoU 1.0 is out of reach: every incremental task used both rounds, and is listed
+    assert sorted((b["strategy"], b["task"]) for b in report["below_target"]) == [
+        ("full", 1), ("full", 2), ("none", 1), ("none", 2)]
+    for strategy in ("none", "full"):
+        state = json.loads((tmp_path / "rounds" / "runs" / strategy / "seed0" /
+                            "state.json").read_text())
+        assert state["rounds"][0] is None  # task 0 is the shared base
+        assert [e["rounds"] for e in state["rounds"][1:]] == [2, 2]
+        assert all(e["reached"] is False and len(e["new_iou"]) == 2
+                   for e in state["rounds"][1:])
+        assert [r["rounds"] for r in state["rows"]] == [None, 2, 2]
+        # round 1 is exactly the single-round task of a run without the rule
+        single = json.loads((tmp_path / "plain" / "runs" / strategy / "seed0" /
+                             "state.json").read_text())
+        assert state["rounds"][1]["new_iou"][0] == [single["ious"][1][3]]
+        assert single["rounds"][1] == {"rounds": 1, "new_iou": [[single["ious"][1][3]]],
+                                       "target": None, "reached": None}
+    assert json.loads((tmp_path / "plain" / "summary.json").read_text())[
+        "task_rounds"]["below_target"] == []
+    assert len(plain) == 6
+
+
+def test_rq3_analysis_lists_tasks_below_the_target(tmp_path):
+    from segxai.continual.study import format_rq3, run_rq3
+
+    configs = {"r4": _tiny(task_target=1.0, task_rounds=2, base_target=None)}
+    analysis = run_rq3(configs, tmp_path, progress=False)
+    assert {(b["arm"], b["strategy"], b["seed"], b["task"]) for b in
+            analysis["below_task_target"]} == {("r4", s, 0, t) for s in ("none", "full")
+                                                for t in (1, 2)}
+    assert {r["rounds"] for r in analysis["per_seed"]} == {"2-2"}
+    assert "r4/full/seed0/task2" in format_rq3(analysis)
+
+
 @pytest.mark.parametrize("kwargs, name", [
     ({"budget_bytes": 4 * 64 * 64 * 4 - 1, "strategies": ["full"]}, "budget_bytes"),
     ({"budget_bytes": 1000, "strategies": ["saliency-box"]}, "budget_bytes"),
@@ -113,6 +175,10 @@ def test_weak_seed_is_excluded_and_reported(tmp_path):
     ({"tau": 0.0}, "tau"),
     ({"tau": 1.0}, "tau"),
     ({"base_target": 1.5}, "base_target"),
+    ({"task_target": 1.5}, "task_target"),
+    ({"task_target": 0.0}, "task_target"),
+    ({"task_rounds": 0}, "task_rounds"),
+    ({"task_rounds": 1.5}, "task_rounds"),
     ({"selection": "greedy"}, "selection"),
     ({"dataset": "voc"}, "dataset"),
 ])
@@ -136,6 +202,9 @@ def test_rq3_arms():
     assert arms["r4"].r == 4 and arms["r16"].r == 16 and arms["r4"].joint
     assert arms["r4"].seeds == list(range(10)) and arms["r4"].base_target == 0.7
     assert arms["r4"].size == 64 and arms["r4"].lr == 0.01 and arms["r4"].batch_size == 8
+    # the strong-base rule, per incremental task (the quick pipeline check keeps one round)
+    assert arms["r4"].task_target == 0.7 and arms["r4"].task_rounds == 3
+    assert rq3_configs(True)["r4"].task_target is None
     assert {"none", "full", "saliency-box", "gt-box", "random-box", "downsample",
             "prob-box"} <= set(arms["r4"].strategies)
     assert arms["r4-herding"].selection == "herding"
@@ -153,6 +222,8 @@ def test_rq3_arms():
     (["--r", "0.5"], "--r"),
     (["--tau", "0"], "--tau"),
     (["--tau", "1"], "--tau"),
+    (["--task-target", "0"], "--task-target"),
+    (["--task-rounds", "0"], "--task-rounds"),
     (["--study", "rq3", "--arms", "r5"], "--arms"),
 ])
 def test_cli_refuses_bad_input_naming_the_option(argv, option, tmp_path, capsys):

@@ -96,6 +96,11 @@ class ContinualConfig:
             excluded from every strategy (reported). None = one round, no check.
         base_rounds: most rounds of task-0 training.
         joint: also train one model per seed on all tasks' labels at once (upper bound).
+        task_target: each incremental task trains in rounds of ``epochs`` (a fresh one-cycle
+            schedule each) until every class of that task reaches this validation IoU, at
+            most ``task_rounds`` rounds; a task that does not get there keeps its last
+            round and is reported (``reached: false``), never dropped. None = one round.
+        task_rounds: most rounds of an incremental task.
     """
 
     tasks: list[list[int]] = field(default_factory=lambda: [[1, 2], [3], [4]])
@@ -125,6 +130,8 @@ class ContinualConfig:
     base_target: float | None = None
     base_rounds: int = 1
     joint: bool = False
+    task_target: float | None = None
+    task_rounds: int = 1
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASETS:
@@ -168,6 +175,12 @@ class ContinualConfig:
         if isinstance(self.base_rounds, bool) or not isinstance(self.base_rounds, int) \
                 or self.base_rounds < 1:
             raise SegxaiError(f"base_rounds: expected an integer >= 1, got {self.base_rounds!r}")
+        if self.task_target is not None and (isinstance(self.task_target, bool) or not
+                                             0.0 < float(self.task_target) <= 1.0):
+            raise SegxaiError(f"task_target: expected an IoU in (0, 1], got {self.task_target!r}")
+        if isinstance(self.task_rounds, bool) or not isinstance(self.task_rounds, int) \
+                or self.task_rounds < 1:
+            raise SegxaiError(f"task_rounds: expected an integer >= 1, got {self.task_rounds!r}")
         if self.patch is not None and not 1 <= int(self.patch) <= self.size:
             raise SegxaiError(f"patch: expected a side in [1, {self.size}], got {self.patch!r}")
         if self.saliency_on not in ("selected", "present"):

@@ -30,6 +30,7 @@ from segxai.continual.summary import (
     COLUMNS,
     base_report,
     load_results,
+    rounds_report,
     summarise,
     write_results,
     write_summary_csv,
@@ -96,6 +97,7 @@ def run_experiment(config: ContinualConfig, out: str | Path, *, device: str = "c
     base = base_report(store.root, config)
     summary["base"] = base
     summary["excluded_seeds"] = base["excluded_seeds"]
+    summary["task_rounds"] = rounds_report(store.root, config)
     summary["base_seconds"] = {f"seed{seed}": v["seconds"] for seed, v in base["seeds"].items()}
     summary["run_seconds"] = {
         f"{s}/seed{seed}": store.read_json(f"runs/{s}/seed{seed}/state.json")["seconds"]

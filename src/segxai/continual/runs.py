@@ -36,7 +36,7 @@ from segxai.continual.scenario import eval_masks, seen_classes, task_indices, ta
 from segxai.continual.summary import write_results
 from segxai.core.runstore import RunStore
 
-__all__ = ["base_is_strong", "open_store", "run_seed"]
+__all__ = ["base_is_strong", "classes_reach", "open_store", "run_seed", "task_is_learned"]
 
 
 def open_store(config: ContinualConfig, out: str | Path) -> RunStore:
@@ -84,12 +84,24 @@ def _row(strategy: str, seed: int, t: int, metrics: dict[str, float],
             "exemplars": len(memory), "bytes": memory.nbytes}
 
 
+def classes_reach(iou: np.ndarray, classes: list[int], target: float | None) -> bool:
+    """Every class in ``classes`` has validation IoU >= ``target`` (a class without a
+    validation pixel, NaN, does not); True when ``target`` is None."""
+    if target is None:
+        return True
+    values = np.array([iou[c] for c in classes], dtype=np.float64)
+    return bool(np.all(np.nan_to_num(values, nan=0.0) >= float(target)))
+
+
 def base_is_strong(config: ContinualConfig, iou: np.ndarray) -> bool:
     """Every base class reaches ``config.base_target`` validation IoU (True without one)."""
-    if config.base_target is None:
-        return True
-    values = np.array([iou[c] for c in config.tasks[0]], dtype=np.float64)
-    return bool(np.all(np.nan_to_num(values, nan=0.0) >= float(config.base_target)))
+    return classes_reach(iou, config.tasks[0], config.base_target)
+
+
+def task_is_learned(config: ContinualConfig, t: int, iou: np.ndarray) -> bool:
+    """Every class of incremental task ``t`` reaches ``config.task_target`` validation IoU
+    (True without one): the strong-base rule applied to each later task's new classes."""
+    return classes_reach(iou, config.tasks[t], config.task_target)
 
 
 def _base_task(config: ContinualConfig, seed: int, store: RunStore, train: Any, val: Any,
@@ -125,6 +137,14 @@ def _base_task(config: ContinualConfig, seed: int, store: RunStore, train: Any, 
         "strong": strong, "target": config.base_target,
         "seconds": time.perf_counter() - start})
     return f"{folder}/model.safetensors", iou, strong
+
+
+def _rounds_entry(config: ContinualConfig, t: int, iou: np.ndarray,
+                  history: list[list[float | None]]) -> dict[str, Any]:
+    """What the rounds rule did in task ``t``: rounds trained, the new classes' validation
+    IoU after each, and whether they reached ``task_target`` (None without one)."""
+    return {"rounds": len(history), "new_iou": history, "target": config.task_target,
+            "reached": None if config.task_target is None else task_is_learned(config, t, iou)}
 
 
 def _joint(config: ContinualConfig, seed: int, store: RunStore, train: Any, val: Any,
@@ -169,6 +189,7 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
               "explainer": config.explainer}
     model = _make_model(config, seed)
     state = store.read_json(f"{folder}/state.json")
+    rounds: list[dict[str, Any] | None]
     if state is not None:
         done = int(state["task"])
         model.load_state_dict(store.read_tensors(f"{folder}/model_t{done}.safetensors"))
@@ -176,10 +197,12 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
         ious = [_none_to_nan(v) for v in state["ious"]]
         rows = state["rows"]
         seconds = state["seconds"]
+        rounds = state.get("rounds", [None] * (done + 1))
     else:
         done = -1
         memory = ReplayMemory(strategy, config.budget_bytes, size, params)
         ious, rows, seconds = [], [], 0.0
+        rounds = []
     for t in range(done + 1, len(config.tasks)):
         start = time.perf_counter()
         images, masks = _task_data(train, config, t)
@@ -187,6 +210,7 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
         if t == 0:
             model.load_state_dict(store.read_tensors(base_model))
             iou = base_iou
+            rounds.append(None)  # task 0: the shared base (base/seed{s}/base.json)
         else:
             old_model = None
             old_seen = seen_classes(config.tasks, t - 1)
@@ -196,16 +220,24 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
                 old_model.eval()
                 mib_init(model, config.tasks[t], num_classes)
             mem_img, mem_msk, mem_bg = memory.replay(seen, num_classes, config.replay_labels)
-            train_task(model, images, masks, seen,
-                       memory_images=torch.from_numpy(mem_img).float() / 255.0,
-                       memory_masks=torch.from_numpy(mem_msk).long(),
-                       memory_bg=torch.from_numpy(mem_bg), unbiased_ce=config.unbiased_ce,
-                       epochs=config.epochs, batch_size=config.batch_size, ratio=config.ratio,
-                       lr=config.lr, seed=seed * 100 + t, old_model=old_model,
-                       old_seen=old_seen, new_classes=config.tasks[t], distill=config.distill,
-                       device=device, progress=progress, desc=f"{strategy} s{seed} t{t}")
-            iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, t), seen,
-                                num_classes, device=device)
+            history: list[list[float | None]] = []
+            for round_ in range(config.task_rounds):
+                # round 0 keeps the single-round seed: without a target nothing changes
+                train_task(model, images, masks, seen,
+                           memory_images=torch.from_numpy(mem_img).float() / 255.0,
+                           memory_masks=torch.from_numpy(mem_msk).long(),
+                           memory_bg=torch.from_numpy(mem_bg), unbiased_ce=config.unbiased_ce,
+                           epochs=config.epochs, batch_size=config.batch_size,
+                           ratio=config.ratio, lr=config.lr, seed=seed * 100 + t + 1000 * round_,
+                           old_model=old_model, old_seen=old_seen, new_classes=config.tasks[t],
+                           distill=config.distill, device=device, progress=progress,
+                           desc=f"{strategy} s{seed} t{t}")
+                iou = evaluate_ious(model, val.images, eval_masks(val.masks, config.tasks, t),
+                                    seen, num_classes, device=device)
+                history.append(_nan_to_none([float(iou[c]) for c in config.tasks[t]]))
+                if task_is_learned(config, t, iou):
+                    break
+            rounds.append(_rounds_entry(config, t, iou, history))
         build_memory(memory, model, images, masks, task=t, new_classes=config.tasks[t],
                      seen=seen, seed=seed, explainer=config.explainer, r=config.r,
                      tau=config.tau, patch=patch, pseudo_threshold=config.pseudo_threshold,
@@ -213,6 +245,8 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
                      device=device)
         ious.append(iou)
         rows.append(_row(strategy, seed, t, task_metrics(ious, config.tasks), memory))
+        rows[-1]["rounds"] = None if rounds[-1] is None else rounds[-1]["rounds"]
+        rows[-1]["reached"] = None if rounds[-1] is None else rounds[-1]["reached"]
         seconds += time.perf_counter() - start
         # checkpoint: new files first, then the state that points at them, then clean up
         store.write_tensors(f"{folder}/model_t{t}.safetensors", model.state_dict())
@@ -220,7 +254,7 @@ def _run_strategy(config: ContinualConfig, strategy: str, seed: int, store: RunS
         store.write_json(f"{folder}/state.json", {
             "task": t, "ious": [_nan_to_none(v.tolist()) for v in ious],
             "rows": [{k: _nan_to_none(v) for k, v in r.items()} for r in rows],
-            "seconds": seconds})
+            "rounds": rounds, "seconds": seconds})
         if t > 0:
             (store.root / folder / f"model_t{t - 1}.safetensors").unlink(missing_ok=True)
             shutil.rmtree(store.root / folder / f"memory_t{t - 1}", ignore_errors=True)

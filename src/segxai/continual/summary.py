@@ -13,8 +13,8 @@ import numpy as np
 from segxai.continual.config import ContinualConfig
 from segxai.core.runstore import RunStore
 
-__all__ = ["COLUMNS", "base_report", "load_results", "mean_std", "summarise", "write_results",
-           "write_summary_csv"]
+__all__ = ["COLUMNS", "base_report", "load_results", "mean_std", "rounds_report", "summarise",
+           "write_results", "write_summary_csv"]
 
 COLUMNS = ("strategy", "seed", "task", "miou_old", "miou_new", "miou_all", "forgetting",
            "exemplars", "bytes")
@@ -60,6 +60,29 @@ def base_report(out: str | Path, config: ContinualConfig) -> dict[str, Any]:
                                 "seconds": state["seconds"]}
     excluded = [int(s) for s, v in seeds.items() if not v["strong"]]
     return {"target": config.base_target, "seeds": seeds, "excluded_seeds": excluded}
+
+
+def rounds_report(out: str | Path, config: ContinualConfig) -> dict[str, Any]:
+    """Per strategy and seed, what the rounds rule (``task_target``) did in each incremental
+    task (rounds trained, the new classes' validation IoU after each round, reached or not);
+    and every task whose new classes stayed below the target after ``task_rounds`` rounds
+    (kept in the results, listed here)."""
+    out = Path(out)
+    units: dict[str, Any] = {}
+    below = []
+    for strategy in config.strategies:
+        for seed in config.seeds:
+            path = out / "runs" / strategy / f"seed{seed}" / "state.json"
+            if not path.exists():
+                continue
+            tasks = json.loads(path.read_text()).get("rounds", [])
+            units[f"{strategy}/seed{seed}"] = tasks
+            for t, entry in enumerate(tasks):
+                if entry is not None and entry["reached"] is False:
+                    below.append({"strategy": strategy, "seed": seed, "task": t,
+                                  "rounds": entry["rounds"], "new_iou": entry["new_iou"][-1]})
+    return {"target": config.task_target, "max_rounds": config.task_rounds, "units": units,
+            "below_target": below}
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

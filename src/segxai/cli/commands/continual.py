@@ -145,6 +145,12 @@ def register(subparsers: Any) -> None:
                         "excluded and reported (default off; rq3: 0.7)")
     p.add_argument("--base-rounds", type=Range(int, 1), default=None,
                    help="most rounds of task-0 training (default 1; rq3: 4)")
+    p.add_argument("--task-target", type=Range(float, 0, 1, low_open=True), default=None,
+                   help="each incremental task trains in rounds of --epochs until every new "
+                        "class has this validation IoU (at most --task-rounds); a task that "
+                        "does not is kept and reported (default off; rq3: 0.7)")
+    p.add_argument("--task-rounds", type=Range(int, 1), default=None,
+                   help="most rounds of an incremental task (default 1; rq3: 3)")
     p.add_argument("--joint", action="store_true", default=None,
                    help="also train on all labels at once (the upper bound)")
     p.add_argument("--workers", type=Range(int, 1), default=1,
@@ -176,7 +182,8 @@ def run(args: argparse.Namespace) -> int:
                                                     default=[], one=True)
     for name in ("epochs", "base_epochs", "ratio", "tau", "r", "patch", "distill", "n_train",
                  "size", "saliency_on", "dataset", "selection", "replay_labels", "unbiased_ce",
-                 "base_target", "base_rounds", "joint", "lr", "batch_size"):
+                 "base_target", "base_rounds", "joint", "lr", "batch_size", "task_target",
+                 "task_rounds"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value
@@ -185,7 +192,7 @@ def run(args: argparse.Namespace) -> int:
     names = ("strategies", "seeds", "budget_bytes", "tasks", "epochs", "base_epochs", "ratio",
              "tau", "r", "patch", "saliency_on", "distill", "n_train", "size", "dataset",
              "selection", "replay_labels", "unbiased_ce", "base_target", "base_rounds", "joint",
-             "lr", "batch_size", "arms")
+             "lr", "batch_size", "arms", "task_target", "task_rounds")
     with options_named(*names, explainer="--method"):
         if args.tasks is not None:
             n_classes = len(class_names(args.dataset or "shapes"))
