@@ -81,6 +81,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilons", default=None,
                    help="--study: comma-separated ε values in /255 units or none "
                         "(default 2,4,8,16,32,none; 8,none with --quick)")
+    p.add_argument("--full-map", action="store_true",
+                   help="--study: the issue's full map, every method at every ε on every "
+                        "image (default: sized to about an hour on one core: the gradient at "
+                        "2, 8, 32/255 and none, the others at 8/255, SmoothGrad and "
+                        "Integrated Gradients on 8 images)")
     p.add_argument("--batch-size", type=Range(int, 1), default=None,
                    help="--study: images attacked together (default 16; 4 with --quick)")
     p.add_argument("--manipulate", default=None, choices=("location", "topk"),
@@ -132,14 +137,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from segxai.attack import AttackConfig, parse_epsilon
-    from segxai.attack.robustness import MapConfig, quick_map_config
+    from segxai.attack.robustness import MapConfig, quick_map_config, study_map_config
 
     if args.manipulate is not None:
         return _run_manipulate(args, Path(args.out))
     with options_named("epsilon", "iterations", "lr", "images", "defence_beta", "preset"):
         eps = None if str(args.epsilon).lower() == "none" else \
             user_input(parse_epsilon, args.epsilon)
-        base = quick_map_config() if args.quick else MapConfig()
+        base = quick_map_config() if args.quick else \
+            MapConfig() if args.full_map else study_map_config()
         if args.study:
             args.images = args.images or (STUDY_QUICK if args.quick else STUDY_FULL)["images"]
         else:
@@ -168,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
         with options_named("epsilons", "defence_beta", "preset", "batch_size",
                            epsilon="--epsilons"):
             epsilons = _epsilons(args.epsilons) if args.epsilons else list(base.epsilons)
+            if args.epsilons:  # the given ε apply to every method
+                base = replace(base, method_epsilons={})
             defence = 8 / 255 if 8 / 255 in epsilons else epsilons[0]
             map_cfg = replace(
                 base, methods=tuple(methods), epsilons=tuple(epsilons),
