@@ -130,6 +130,12 @@ def test_per_method_epsilons_and_images_size_the_map_down() -> None:
     assert sorted(cam) == sorted([(p, "seg-grad-cam", "4/255", i)
                                   for p in ("attack", "beta-nonadaptive") for i in (0, 1)])
     assert len([k for k in keys if k[:2] == ("attack", "gradient")]) == 3 * 3
+    # without the transfer source (the gradient) among the methods: no transfer part, no
+    # attacker built on its x_adv, the attacked method's own rows only
+    alone = MapConfig(**{**cfg.__dict__, "methods": ("seg-grad-cam",),
+                         "epsilons": (4 / 255,)})
+    parts = {(r["part"], r["method"]) for r in robustness_map(net, x, alone)["rows"]}
+    assert parts == {("attack", "seg-grad-cam"), ("beta-nonadaptive", "seg-grad-cam")}
     with pytest.raises(SegxaiError, match="method_epsilons"):
         MapConfig(**{**cfg.__dict__, "method_epsilons": {"seg-grad-cam": (8 / 255,)}}).validate()
     with pytest.raises(SegxaiError, match="method_images"):

@@ -4,7 +4,7 @@ For every explainer of :attr:`MapConfig.methods` and every ε of :attr:`MapConfi
 (``None`` = the valid range only), the attack of :attr:`MapConfig.preset` (Dombrowski et al.'s
 setting by default) runs on all images in batches of :attr:`MapConfig.batch_size`; the
 target is, by default, the same explainer's map of the next image (``"other-image"``).
-Then, from the x_adv of :attr:`MapConfig.transfer_from`:
+Then, from the x_adv of :attr:`MapConfig.transfer_from` (when it is attacked):
 
 * **transfer** to explainers that cannot be attacked by gradient (occlusion,
   Seg-Ablation-CAM): how far their own map moves to their map of the next image;
@@ -120,17 +120,16 @@ class MapConfig:
                                   "transfer_methods instead")
         for m in self.transfer_methods:
             get_explainer(m)
-        if self.transfer_from not in self.methods:
-            raise SegxaiError(f"transfer_from: expected one of the attacked methods "
-                              f"{list(self.methods)}, got {self.transfer_from!r}")
         if not self.epsilons:
             raise SegxaiError("epsilons: expected at least one ε (None = valid range only)")
         for e in self.epsilons:
             AttackConfig(epsilon=e).validate()
-        if self.defence_epsilon not in self.epsilons_for(self.transfer_from):
+        allowed = self.epsilons_for(self.transfer_from) if self.transfer_from in self.methods \
+            else self.epsilons
+        if self.defence_epsilon not in allowed:
             raise SegxaiError(f"defence_epsilon: expected one of epsilons "
-                              f"{[eps_key(e) for e in self.epsilons_for(self.transfer_from)]}"
-                              f", got {eps_key(self.defence_epsilon)}")
+                              f"{[eps_key(e) for e in allowed]}, got "
+                              f"{eps_key(self.defence_epsilon)}")
         for m in {*self.method_epsilons, *self.method_images}:
             if m not in self.methods:
                 continue
@@ -351,16 +350,17 @@ def robustness_map(model: Any, images: Tensor, config: MapConfig | None = None, 
     run = _Run(adapter, images, cfg, store, seed, progress)
     for method in cfg.methods:
         run.attack_rows(method)
-    for eps in cfg.epsilons_for(cfg.transfer_from):
-        for method in cfg.transfer_methods:
-            run.evaluate_rows("transfer", method, cfg.transfer_from, eps, None)
-    d = cfg.defence_epsilon
+    d, source = cfg.defence_epsilon, cfg.transfer_from
     for method in (m for m in cfg.methods if d in cfg.epsilons_for(m)):
         run.evaluate_rows("beta-nonadaptive", method, method, d, cfg.defence_beta)
-    if "smoothgrad" in list_explainers() and cfg.transfer_from != "smoothgrad":
-        run.evaluate_rows("smoothgrad-nonadaptive", "smoothgrad", cfg.transfer_from, d, None)
-    if cfg.adaptive:
-        run.adaptive_rows(cfg.transfer_from, d)
+    if source in cfg.methods:  # transfer and the attackers that build on its x_adv
+        for eps in cfg.epsilons_for(source):
+            for method in cfg.transfer_methods:
+                run.evaluate_rows("transfer", method, source, eps, None)
+        if "smoothgrad" in list_explainers() and source != "smoothgrad":
+            run.evaluate_rows("smoothgrad-nonadaptive", "smoothgrad", source, d, None)
+        if cfg.adaptive:
+            run.adaptive_rows(source, d)
     rows = [{"part": p, "method": m, "eps": e, "index": i, "entry": entry}
             for (p, m, e, i), entry in sorted(run.done.items(), key=lambda kv: kv[0][3])]
     return {"config": settings, "rows": rows, "summary": summarize_map(rows, interval),
