@@ -79,8 +79,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "attack and for --study --quick (30 steps of lr 2e-2), dombrowski "
                         "for --study)")
     p.add_argument("--epsilons", default=None,
-                   help="--study: comma-separated ε values in /255 units or none "
-                        "(default 2,4,8,16,32,none; 8,none with --quick)")
+                   help="--study: comma-separated ε values in /255 units or none, for "
+                        "every method (default: 2,8,32,none for the gradient and 8 for the "
+                        "others, or 2,4,8,16,32,none for all with --full-map; 8,none with "
+                        "--quick)")
     p.add_argument("--full-map", action="store_true",
                    help="--study: the issue's full map, every method at every ε on every "
                         "image (default: sized to about an hour on one core: the gradient at "
@@ -94,6 +96,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=Range(int, 1), default=None,
                    help=f"--manipulate: Adam steps (default {STUDY_FULL['steps']}; "
                         f"{STUDY_QUICK['steps']} with --quick)")
+    p.add_argument("--train-images", type=Range(int, 1), default=None,
+                   help=f"--manipulate: shapes images to fine-tune on (default "
+                        f"{STUDY_FULL['train_images']}; {STUDY_QUICK['train_images']} with "
+                        f"--quick)")
     p.add_argument("--lam", type=Range(float, 0, low_open=True), default=None,
                    help="--manipulate: weight of the fooling loss (default: "
                         "ManipulationConfig's, 0.1)")
@@ -252,16 +258,17 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
     n_eval = args.images or size["images"]
     lr = args.lr if args.lr is not None else ManipulationConfig.lr
     lam = args.lam if args.lam is not None else ManipulationConfig.lam
+    n_train = args.train_images or size["train_images"]
     settings = {"kind": args.manipulate, "steps": steps, "lam": lam, "lr": lr,
-                "images": n_eval,
-                "train_images": size["train_images"], "seed": args.seed, "model": args.model}
+                "images": n_eval, "train_images": n_train, "seed": args.seed,
+                "model": args.model}
     loaded = load_cli_model(args, seed=args.seed)
     RunStore(out, kind="attack-manipulate", settings=settings)
     model = loaded.model.eval()
     from segxai.core.adapter import adapt
 
     adapter = adapt(model)
-    train = adapter.from_pixels(make_shapes(size["train_images"], size=64,
+    train = adapter.from_pixels(make_shapes(n_train, size=64,
                                             seed=20_000 + args.seed).images)
     if loaded.builtin is not None:
         images = loaded.builtin.val_data.images[:n_eval]
