@@ -147,9 +147,9 @@ def test_per_method_epsilons_and_images_size_the_map_down() -> None:
 def test_the_study_default_is_the_full_map_sized_down() -> None:
     full, study = MapConfig().validate(), study_map_config().validate()
     assert full.method_epsilons == {} and full.method_images == {}
-    assert study.methods == full.methods and study.epsilons == full.epsilons
-    assert study.epsilons_for("gradient") == (2 / 255, 8 / 255, 32 / 255, None)
-    for m in ("smoothgrad", "integrated-gradients", "seg-grad-cam", "grad-cam++"):
-        assert study.epsilons_for(m) == (8 / 255,)
-    assert study.images_for("smoothgrad", 30) == 8 and study.images_for("gradient", 30) == 30
-    assert json.loads(json.dumps(study.to_dict()))["method_epsilons"]["gradient"][-1] is None
+    assert full.epsilons == (2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, None)
+    assert study.methods == full.methods and study.epsilons == (8 / 255,)
+    assert [study.images_for(m, 30) for m in study.methods] == [30, 2, 2, 16, 16]
+    assert full.images_for("smoothgrad", 30) == 30
+    sized = MapConfig(method_epsilons={"gradient": (2 / 255, None)})
+    assert json.loads(json.dumps(sized.to_dict()))["method_epsilons"]["gradient"][-1] is None

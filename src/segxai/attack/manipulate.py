@@ -98,7 +98,7 @@ class ManipulationConfig:
     explainer_params: dict[str, Any] = field(default_factory=dict)
     steps: int = 1200
     lr: float = 1e-3
-    lam: float = 0.1
+    lam: float = 0.15
     batch_size: int = 8
     topk: float = 0.1
     confidence: float = 0.0
@@ -106,7 +106,7 @@ class ManipulationConfig:
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     keep_loss: Literal["kl", "ce"] = "kl"
     temperature: float = 1.0
-    keep_only_steps: int = 0
+    keep_only_steps: int = 200
     keep_only_lr: float | None = None
     warmup_steps: int = 0
 

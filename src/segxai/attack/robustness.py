@@ -166,13 +166,14 @@ def quick_map_config() -> MapConfig:
 
 def study_map_config() -> MapConfig:
     """The default of ``segxai attack --study``: the map sized to finish within an hour on
-    one core (see docs/attack.md for the measured cost per image-step): every explainer at
-    ε = 8/255 with the preset, the gradient also at 2/255 and unconstrained (and 32/255,
-    free when the unconstrained drift stays within it), SmoothGrad and Integrated Gradients
-    on the first 8 images. :class:`MapConfig()` is the issue's full map."""
-    return MapConfig(method_epsilons={**{m: (8 / 255,) for m in METHODS},
-                                      "gradient": (2 / 255, 8 / 255, 32 / 255, None)},
-                     method_images={"smoothgrad": 8, "integrated-gradients": 8})
+    one core (docs/attack.md, "Sizing --study", gives the measured cost per image-step):
+    every explainer at ε = 8/255 with the preset, the gradient (and the transfer, the
+    defences and the adaptive attacker built on it) on all images, the CAMs on the first
+    16, SmoothGrad and Integrated Gradients (8 draws/nodes, ten times a gradient step) on
+    the first 2. ``MapConfig()`` is the issue's full map."""
+    return MapConfig(epsilons=(8 / 255,),
+                     method_images={"seg-grad-cam": 16, "grad-cam++": 16, "smoothgrad": 2,
+                                    "integrated-gradients": 2})
 
 
 def _entry(metrics: dict[str, list[Any]], i: int, **extra: Any) -> dict[str, Any]:
