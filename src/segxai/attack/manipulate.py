@@ -22,6 +22,10 @@ paper's passive fooling):
 * top-k fooling: ``L_F = mean_K ReLU(ĥ)²`` over ``K`` = the top ``topk`` fraction (10 %) of
   the clean min-max map (the paper: ``mean_K ĥ²`` of the min-max map).
 
+After the ``steps`` fooling steps, ``keep_only_steps`` (default 200) steps of ``K`` alone at
+the schedule's last learning rate (λ ends at 0; segxai's addition) put back most pixels whose
+arg-max the fooling flipped, at a small cost in the fooling (measured in docs/attack.md).
+
 :func:`evaluate_manipulation` compares the fooled model with the original on held-out
 images: pixel agreement and mIoU of the predictions, and for each explainer the Pearson
 correlation with the location mask (location) or the share of the map's mass left in the
