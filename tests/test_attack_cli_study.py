@@ -45,7 +45,8 @@ def test_manipulate_writes_the_comparison(ckpt: Path, tmp_path: Path) -> None:
     assert s["pixel_agreement"]["n"] == 2 and len(s["pixel_agreement"]["ci"]) == 2
     assert {"seg-grad-cam", "grad-cam++", "gradient"} <= set(s)
     assert data["config"]["kind"] == "location" and data["config"]["steps"] == 2
-    assert data["config"]["keep_loss"] == "kl" and data["config"]["lam"] == 0.1
+    assert data["config"]["keep_loss"] == "kl" and data["config"]["lam"] == 0.15
+    assert data["config"]["keep_only_steps"] == 5  # the --quick size
 
 
 def test_cli_errors_name_the_option(ckpt: Path, tmp_path: Path, capsys) -> None:

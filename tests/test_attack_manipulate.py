@@ -106,3 +106,33 @@ def test_bad_settings_are_refused() -> None:
         ManipulationConfig(keep_loss="mse").validate()  # type: ignore[arg-type]
     with pytest.raises(SegxaiError, match="lr_schedule"):
         ManipulationConfig(lr_schedule="step").validate()  # type: ignore[arg-type]
+
+
+def test_warmup_keep_only_steps_and_temperature() -> None:
+    cfg = ManipulationConfig(steps=11, lr=1e-3, warmup_steps=4, keep_only_steps=3)
+    assert cfg.learning_rate(0) == pytest.approx(1e-3 / 4)
+    assert cfg.learning_rate(3) == pytest.approx(ManipulationConfig(steps=11).learning_rate(3))
+    assert cfg.learning_rate(11) == pytest.approx(5e-5)  # keep-only: the schedule's last rate
+    assert ManipulationConfig(steps=11, keep_only_lr=2e-4).learning_rate(12) == 2e-4
+    # the tempered KL is 0 at the clean softmax of the same temperature, blind to a shift
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 4, 6, 6, generator=g)
+    hot = (logits / 2.0).softmax(1)
+    shifted = logits + 5.0 * torch.randn(2, 1, 6, 6, generator=g)
+    assert float(keep_loss("kl", shifted, hot, logits.argmax(1), 2.0)) == pytest.approx(
+        0.0, abs=1e-5)
+    assert float(keep_loss("kl", logits, logits.softmax(1), logits.argmax(1), 2.0)) > 1e-3
+    # the keep-only steps run after the fooling steps, with the keep term alone
+    net = _net()
+    x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    seen: list[int] = []
+    res = manipulate_model(net, x, steps=5, keep_only_steps=3, lam=1.0, batch_size=4,
+                           on_step=lambda step, model: seen.append(step))
+    assert seen == list(range(8))
+    h = res.history
+    assert len(h["keep"]) == len(h["loss"]) == 8 and len(h["fooling"]) == 5
+    assert h["loss"][5:] == h["keep"][5:]
+    for bad in ({"keep_only_steps": -1}, {"warmup_steps": 1.5}, {"temperature": 0},
+                {"keep_only_lr": 0.0}):
+        with pytest.raises(SegxaiError, match=next(iter(bad))):
+            ManipulationConfig(**bad).validate()  # type: ignore[arg-type]

@@ -9,7 +9,13 @@ import textwrap
 import pytest
 
 from kill_after_rows import run_killed
-from segxai.attack.robustness import MapConfig, eps_key, robustness_map, summarize_map
+from segxai.attack.robustness import (
+    MapConfig,
+    eps_key,
+    robustness_map,
+    study_map_config,
+    summarize_map,
+)
 from segxai.core.errors import SegxaiError
 from segxai.core.intervals import bootstrap_mean
 
@@ -109,3 +115,41 @@ def test_map_config_errors() -> None:
     with pytest.raises(SegxaiError, match="images"):
         robustness_map(net, x[:1], cfg)
 
+
+
+def test_per_method_epsilons_and_images_size_the_map_down() -> None:
+    net, x, cfg = ns["build"]()
+    sized = MapConfig(**{**cfg.__dict__, "method_epsilons": {"seg-grad-cam": (4 / 255,)},
+                         "method_images": {"seg-grad-cam": 2}})
+    assert sized.epsilons_for("seg-grad-cam") == (4 / 255,)
+    assert sized.epsilons_for("gradient") == (4 / 255, 0.5, None)
+    out = robustness_map(net, x, sized, interval=None)
+    keys = [(r["part"], r["method"], r["eps"], r["index"]) for r in out["rows"]]
+    cam = [k for k in keys if k[1] == "seg-grad-cam"]
+    # attacked at 4/255 only, on the first 2 images; its non-adaptive defence likewise
+    assert sorted(cam) == sorted([(p, "seg-grad-cam", "4/255", i)
+                                  for p in ("attack", "beta-nonadaptive") for i in (0, 1)])
+    assert len([k for k in keys if k[:2] == ("attack", "gradient")]) == 3 * 3
+    # without the transfer source (the gradient) among the methods: no transfer part, no
+    # attacker built on its x_adv, the attacked method's own rows only
+    alone = MapConfig(**{**cfg.__dict__, "methods": ("seg-grad-cam",),
+                         "epsilons": (4 / 255,)})
+    parts = {(r["part"], r["method"]) for r in robustness_map(net, x, alone)["rows"]}
+    assert parts == {("attack", "seg-grad-cam"), ("beta-nonadaptive", "seg-grad-cam")}
+    with pytest.raises(SegxaiError, match="method_epsilons"):
+        MapConfig(**{**cfg.__dict__, "method_epsilons": {"seg-grad-cam": (8 / 255,)}}).validate()
+    with pytest.raises(SegxaiError, match="method_images"):
+        MapConfig(**{**cfg.__dict__, "method_images": {"seg-grad-cam": 1}}).validate()
+    with pytest.raises(SegxaiError, match="defence_epsilon"):
+        MapConfig(**{**cfg.__dict__, "method_epsilons": {"gradient": (None,)}}).validate()
+
+
+def test_the_study_default_is_the_full_map_sized_down() -> None:
+    full, study = MapConfig().validate(), study_map_config().validate()
+    assert full.method_epsilons == {} and full.method_images == {}
+    assert full.epsilons == (2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, None)
+    assert study.methods == full.methods and study.epsilons == (8 / 255,)
+    assert [study.images_for(m, 30) for m in study.methods] == [30, 2, 2, 16, 16]
+    assert full.images_for("smoothgrad", 30) == 30
+    sized = MapConfig(method_epsilons={"gradient": (2 / 255, None)})
+    assert json.loads(json.dumps(sized.to_dict()))["method_epsilons"]["gradient"][-1] is None

@@ -144,7 +144,8 @@ def plot_robustness_map(summary: Sequence[dict[str, Any]], metric: str = "target
     ax.set_ylabel(metric.replace("_", " "))
     if metric in ("success", "pixel_agreement"):
         ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=7)
+    if rows:  # a map without this part (e.g. no transfer) draws empty axes
+        ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()

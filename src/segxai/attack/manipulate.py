@@ -22,6 +22,10 @@ paper's passive fooling):
 * top-k fooling: ``L_F = mean_K ReLU(ĥ)²`` over ``K`` = the top ``topk`` fraction (10 %) of
   the clean min-max map (the paper: ``mean_K ĥ²`` of the min-max map).
 
+After the ``steps`` fooling steps, ``keep_only_steps`` (default 200) steps of ``K`` alone at
+the schedule's last learning rate (λ ends at 0; segxai's addition) put back most pixels whose
+arg-max the fooling flipped, at a small cost in the fooling (measured in docs/attack.md).
+
 :func:`evaluate_manipulation` compares the fooled model with the original on held-out
 images: pixel agreement and mIoU of the predictions, and for each explainer the Pearson
 correlation with the location mask (location) or the share of the map's mass left in the
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -83,6 +88,13 @@ class ManipulationConfig:
             steps); the KL is zero at the clean softmax and leaves free the one direction
             the fooling needs, a per-pixel shift of all logits (softmax-invariant), which
             moves the logit-like map of a layer next to the head.
+        temperature: softmax temperature ``T`` of the KL keep term,
+            ``T² · KL(softmax(z0/T) ‖ softmax(z/T))`` (1 = the plain KL).
+        keep_only_steps: extra Adam steps after ``steps`` with the keep term alone (λ = 0),
+            to repair pixels whose arg-max the fooling flipped (0 = none).
+        keep_only_lr: learning rate of those steps (``None``: the schedule's last rate).
+        warmup_steps: the learning rate rises linearly over the first steps (0 = none):
+            Adam's first steps move every parameter by about ``lr`` at once.
     """
 
     kind: Literal["location", "topk"] = "location"
@@ -90,19 +102,29 @@ class ManipulationConfig:
     explainer_params: dict[str, Any] = field(default_factory=dict)
     steps: int = 1200
     lr: float = 1e-3
-    lam: float = 0.1
+    lam: float = 0.15
     batch_size: int = 8
     topk: float = 0.1
     confidence: float = 0.0
     train_without_relu: bool = True
     lr_schedule: Literal["constant", "cosine"] = "cosine"
     keep_loss: Literal["kl", "ce"] = "kl"
+    temperature: float = 1.0
+    keep_only_steps: int = 200
+    keep_only_lr: float | None = None
+    warmup_steps: int = 0
 
     def learning_rate(self, step: int) -> float:
-        """Adam's learning rate at ``step`` (cosine: from ``lr`` down to ``lr/20``)."""
-        if self.lr_schedule == "constant":
-            return float(self.lr)
-        return cosine_lr(self.lr, step, self.steps)
+        """Adam's learning rate at ``step`` (cosine: from ``lr`` down to ``lr/20``; the
+        keep-only steps after ``steps``: ``keep_only_lr`` or the schedule's last rate)."""
+        if step >= self.steps:
+            return float(self.keep_only_lr) if self.keep_only_lr is not None \
+                else self.learning_rate(self.steps - 1)
+        rate = float(self.lr) if self.lr_schedule == "constant" \
+            else cosine_lr(self.lr, step, self.steps)
+        if step < self.warmup_steps:
+            rate *= (step + 1) / self.warmup_steps
+        return rate
 
     def validate(self) -> ManipulationConfig:
         check_choice(self.kind, "kind", ("location", "topk"))
@@ -110,12 +132,21 @@ class ManipulationConfig:
         check_choice(self.keep_loss, "keep_loss", ("kl", "ce"))
         check_positive_int(self.steps, "steps")
         check_positive_int(self.batch_size, "batch_size")
+        for name in ("keep_only_steps", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise SegxaiError(f"{name}: expected an integer >= 0, got {value!r}")
+        if self.keep_only_lr is not None:
+            check_fraction(self.keep_only_lr, "keep_only_lr", low=0.0, high=1.0,
+                           low_open=True)
+        for name in ("lam", "temperature"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not value > 0:
+                raise SegxaiError(f"{name}: expected a positive number, got {value!r}")
         check_fraction(self.lr, "lr", low=0.0, high=1.0, low_open=True)
         check_fraction(self.topk, "topk", low=0.0, high=1.0, low_open=True)
         check_fraction(self.confidence, "confidence")
-        if isinstance(self.lam, bool) or not isinstance(self.lam, (int, float)) \
-                or not self.lam > 0:
-            raise SegxaiError(f"lam: expected a positive number, got {self.lam!r}")
         if not make_explainer(self.explainer, self.explainer_params).differentiable:
             raise SegxaiError(f"explainer: {self.explainer!r} is not differentiable "
                               "(Explainer.differentiable is False), so it cannot be fooled by "
@@ -179,19 +210,24 @@ def _fooling_loss(kind: str, h: Tensor, clean: Tensor, topk: float) -> Tensor:
     return (pos * region).flatten(1).sum(1) / region.flatten(1).sum(1)
 
 
-def keep_loss(kind: str, logits: Tensor, clean_probs: Tensor, labels: Tensor) -> Tensor:
+def keep_loss(kind: str, logits: Tensor, clean_probs: Tensor, labels: Tensor,
+              temperature: float = 1.0) -> Tensor:
     """The term that keeps the segmentation: ``"kl"`` = mean over pixels of
-    ``KL(clean softmax ‖ softmax(logits))`` (0 at the clean softmax, unchanged by adding the
-    same number to every logit of a pixel); ``"ce"`` = cross-entropy to ``labels`` (the clean
-    arg-max, ``-100`` ignored)."""
+    ``T² · KL(clean softmax ‖ softmax(logits / T))`` (0 at the clean softmax, unchanged by
+    adding the same number to every logit of a pixel; ``clean_probs`` = the clean softmax at
+    temperature ``T``); ``"ce"`` = cross-entropy to ``labels`` (the clean arg-max, ``-100``
+    ignored)."""
     if kind == "kl":
-        return F.kl_div(F.log_softmax(logits, 1), clean_probs, reduction="none").sum(1).mean()
+        t = float(temperature)
+        return t * t * F.kl_div(F.log_softmax(logits / t, 1), clean_probs,
+                                reduction="none").sum(1).mean()
     return F.cross_entropy(logits, labels, ignore_index=-100)
 
 
 def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfig | None = None,
-                     *, seed: int = 0, progress: bool = False, **settings: Any
-                     ) -> ManipulationResult:
+                     *, seed: int = 0, progress: bool = False,
+                     on_step: Callable[[int, nn.Module], None] | None = None,
+                     **settings: Any) -> ManipulationResult:
     """Fine-tune a copy of ``model`` to fool its explanation (see the module docstring).
 
     Args:
@@ -200,6 +236,8 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
         config: a :class:`ManipulationConfig`; keyword ``settings`` override its fields.
         seed: seed of the batch order.
         progress: print the loss every 50 steps.
+        on_step: called as ``on_step(step, fooled_model)`` after every Adam step (e.g. to
+            evaluate the model along the way; it must not change the model).
 
     Returns:
         A :class:`ManipulationResult` holding the fooled copy (in eval mode, parameters
@@ -220,7 +258,9 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
     exp = exp.with_layers(clean.layers)
     clean_maps = minmax(clean.maps.detach())
     with torch.no_grad():
-        probs = original.probabilities(original(images))
+        clean_logits = original(images)
+        probs = original.probabilities(clean_logits)
+        keep_probs = original.probabilities(clean_logits / cfg.temperature)
     labels = probs.argmax(1)
     if cfg.confidence > 0:
         labels = torch.where(probs.max(1).values >= cfg.confidence, labels, -100)
@@ -233,7 +273,8 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
     order = torch.randperm(n, generator=gen)
     hist: dict[str, list[float]] = {"loss": [], "keep": [], "fooling": []}
     pos = 0
-    for step in range(cfg.steps):
+    total = cfg.steps + cfg.keep_only_steps
+    for step in range(total):
         if pos + cfg.batch_size > n:
             order, pos = torch.randperm(n, generator=gen), 0
         idx = order[pos:pos + min(cfg.batch_size, n)]
@@ -241,20 +282,29 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
         x, t = images[idx], targets[idx]
         for group in opt.param_groups:
             group["lr"] = cfg.learning_rate(step)
-        e = exp(adapter, x, t, differentiable_wrt="params")
-        logits = e.logits if e.logits is not None and e.logits.requires_grad else adapter(x)
-        keep = keep_loss(cfg.keep_loss, logits, probs[idx], labels[idx])
-        lf = _fooling_loss(cfg.kind, e.maps, clean_maps[idx], cfg.topk).mean()
-        loss = keep + cfg.lam * lf
+        if step < cfg.steps:  # fooling and keeping
+            e = exp(adapter, x, t, differentiable_wrt="params")
+            logits = e.logits if e.logits is not None and e.logits.requires_grad \
+                else adapter(x)
+            lf = _fooling_loss(cfg.kind, e.maps, clean_maps[idx], cfg.topk).mean()
+        else:  # the keep-only steps: no explanation needed
+            logits, lf = adapter(x), None
+        keep = keep_loss(cfg.keep_loss, logits, keep_probs[idx], labels[idx],
+                         cfg.temperature)
+        loss = keep if lf is None else keep + cfg.lam * lf
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         hist["loss"].append(float(loss.detach()))
         hist["keep"].append(float(keep.detach()))
-        hist["fooling"].append(float(lf.detach()))
-        if progress and (step % 50 == 0 or step == cfg.steps - 1):
-            print(f"manipulate step {step}: {cfg.keep_loss.upper()} {hist['keep'][-1]:.4f}, "
-                  f"L_F {hist['fooling'][-1]:.4f}", flush=True)
+        if lf is not None:
+            hist["fooling"].append(float(lf.detach()))
+        if on_step is not None:
+            on_step(step, fooled)
+        if progress and (step % 50 == 0 or step == total - 1):
+            print(f"manipulate step {step}: {cfg.keep_loss.upper()} {hist['keep'][-1]:.4f}"
+                  + (f", L_F {hist['fooling'][-1]:.4f}" if lf is not None else ""),
+                  flush=True)
     for p in fooled.parameters():
         p.requires_grad_(False)
     return ManipulationResult(fooled.eval(), cfg, hist, time.perf_counter() - t0)

@@ -4,7 +4,7 @@ For every explainer of :attr:`MapConfig.methods` and every ε of :attr:`MapConfi
 (``None`` = the valid range only), the attack of :attr:`MapConfig.preset` (Dombrowski et al.'s
 setting by default) runs on all images in batches of :attr:`MapConfig.batch_size`; the
 target is, by default, the same explainer's map of the next image (``"other-image"``).
-Then, from the x_adv of :attr:`MapConfig.transfer_from`:
+Then, from the x_adv of :attr:`MapConfig.transfer_from` (when it is attacked):
 
 * **transfer** to explainers that cannot be attacked by gradient (occlusion,
   Seg-Ablation-CAM): how far their own map moves to their map of the next image;
@@ -48,9 +48,12 @@ from segxai.core.intervals import bootstrap_mean
 from segxai.core.registry import get_explainer, list_explainers
 from segxai.core.runstore import RunStore
 
-__all__ = ["MapConfig", "eps_key", "quick_map_config", "robustness_map", "summarize_map"]
+__all__ = ["MapConfig", "eps_key", "quick_map_config", "robustness_map", "study_map_config",
+           "summarize_map"]
 
 KIND = "attack-map"
+#: The explainers of the full map (every differentiable one).
+METHODS = ("gradient", "smoothgrad", "integrated-gradients", "seg-grad-cam", "grad-cam++")
 ROWS = "rows"
 METRICS = ("success", "target_pearson", "target_ssim", "target_mse", "pixel_agreement",
            "clean_target_pearson", "moved", "linf")
@@ -63,10 +66,16 @@ def eps_key(eps: float | None) -> str:
 
 @dataclass
 class MapConfig:
-    """Settings of :func:`robustness_map` (JSON-serialisable; the run store's settings)."""
+    """Settings of :func:`robustness_map` (JSON-serialisable; the run store's settings).
 
-    methods: tuple[str, ...] = ("gradient", "smoothgrad", "integrated-gradients",
-                                "seg-grad-cam", "grad-cam++")
+    ``method_epsilons`` and ``method_images`` size the costly explainers down (SmoothGrad
+    and Integrated Gradients cost one gradient step per draw/node): a method listed in
+    ``method_epsilons`` is attacked only at those of :attr:`epsilons`, one listed in
+    ``method_images`` only on the first that many images (in the same fixed batches). Both
+    empty = the full map, every method at every ε on every image.
+    """
+
+    methods: tuple[str, ...] = METHODS
     epsilons: tuple[float | None, ...] = (2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255, None)
     preset: Literal["dombrowski", "none"] = "dombrowski"
     attack_overrides: dict[str, Any] = field(default_factory=dict)
@@ -80,6 +89,20 @@ class MapConfig:
     explainer_params: dict[str, dict[str, Any]] = field(
         default_factory=lambda: {"smoothgrad": {"n_samples": 8},
                                  "integrated-gradients": {"n_steps": 8}})
+    method_epsilons: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
+    method_images: dict[str, int] = field(default_factory=dict)
+
+    def epsilons_for(self, method: str) -> tuple[float | None, ...]:
+        """The ε values ``method`` is attacked at (:attr:`epsilons`, or the subset given in
+        :attr:`method_epsilons`)."""
+        if method not in self.method_epsilons:
+            return tuple(self.epsilons)
+        allowed = list(self.method_epsilons[method])
+        return tuple(e for e in self.epsilons if e in allowed)
+
+    def images_for(self, method: str, n: int) -> int:
+        """How many of the ``n`` images ``method`` is attacked on."""
+        return min(n, int(self.method_images.get(method, n)))
 
     def attack_config(self) -> AttackConfig:
         base = dict(PRESETS[self.preset]) if self.preset != "none" else {}
@@ -97,17 +120,26 @@ class MapConfig:
                                   "transfer_methods instead")
         for m in self.transfer_methods:
             get_explainer(m)
-        if self.transfer_from not in self.methods:
-            raise SegxaiError(f"transfer_from: expected one of the attacked methods "
-                              f"{list(self.methods)}, got {self.transfer_from!r}")
         if not self.epsilons:
             raise SegxaiError("epsilons: expected at least one ε (None = valid range only)")
         for e in self.epsilons:
             AttackConfig(epsilon=e).validate()
-        if self.defence_epsilon not in self.epsilons:
+        allowed = self.epsilons_for(self.transfer_from) if self.transfer_from in self.methods \
+            else self.epsilons
+        if self.defence_epsilon not in allowed:
             raise SegxaiError(f"defence_epsilon: expected one of epsilons "
-                              f"{[eps_key(e) for e in self.epsilons]}, got "
+                              f"{[eps_key(e) for e in allowed]}, got "
                               f"{eps_key(self.defence_epsilon)}")
+        for m in {*self.method_epsilons, *self.method_images}:
+            if m not in self.methods:
+                continue
+            if not self.epsilons_for(m):
+                raise SegxaiError(f"method_epsilons: {m!r} would be attacked at no ε of "
+                                  f"{[eps_key(e) for e in self.epsilons]}")
+            k = self.method_images.get(m, 2)
+            if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+                raise SegxaiError(f"method_images: expected an integer >= 2 for {m!r}, got "
+                                  f"{k!r}")
         if not self.defence_beta > 0:
             raise SegxaiError(f"defence_beta: expected a positive number, got "
                               f"{self.defence_beta!r}")
@@ -118,6 +150,7 @@ class MapConfig:
         d = asdict(self)
         d["methods"], d["transfer_methods"] = list(self.methods), list(self.transfer_methods)
         d["epsilons"] = list(self.epsilons)
+        d["method_epsilons"] = {m: list(v) for m, v in self.method_epsilons.items()}
         return d
 
 
@@ -129,6 +162,18 @@ def quick_map_config() -> MapConfig:
     map."""
     return MapConfig(methods=("gradient", "seg-grad-cam"), epsilons=(8 / 255, None),
                      preset="none", attack_overrides={"iterations": 30}, batch_size=4)
+
+
+def study_map_config() -> MapConfig:
+    """The default of ``segxai attack --study``: the map sized to finish within an hour on
+    one core (docs/attack.md, "Sizing --study", gives the measured cost per image-step):
+    every explainer at ε = 8/255 with the preset, the gradient (and the transfer, the
+    defences and the adaptive attacker built on it) on all images, the CAMs on the first
+    16, SmoothGrad and Integrated Gradients (8 draws/nodes, ten times a gradient step) on
+    the first 2. ``MapConfig()`` is the issue's full map."""
+    return MapConfig(epsilons=(8 / 255,),
+                     method_images={"seg-grad-cam": 16, "grad-cam++": 16, "smoothgrad": 2,
+                                    "integrated-gradients": 2})
 
 
 def _entry(metrics: dict[str, list[Any]], i: int, **extra: Any) -> dict[str, Any]:
@@ -165,11 +210,13 @@ class _Run:
                                          "index": i, "entry": entry})
         self.done[(part, method, eps, i)] = entry
 
-    def chunks(self, part: str, method: str, eps: str) -> list[list[int]]:
-        """The fixed batches (images ``[kB, (k+1)B)``) with a row missing: a batch is always
-        run whole, so a resumed run computes every row in the same batch as an uncut one."""
-        b = self.cfg.batch_size
-        groups = [list(range(k, min(k + b, self.n))) for k in range(0, self.n, b)]
+    def chunks(self, part: str, method: str, eps: str, n: int | None = None
+               ) -> list[list[int]]:
+        """The fixed batches (images ``[kB, (k+1)B)`` of the first ``n``) with a row missing:
+        a batch is always run whole, so a resumed run computes every row in the same batch
+        as an uncut one."""
+        b, n = self.cfg.batch_size, self.n if n is None else n
+        groups = [list(range(k, min(k + b, n))) for k in range(0, n, b)]
         return [g for g in groups if any((part, method, eps, i) not in self.done for i in g)]
 
     def target_map(self, method: str, idx: list[int], beta: float | None) -> Tensor | str:
@@ -201,13 +248,14 @@ class _Run:
     def attack_rows(self, method: str) -> None:
         base = self.cfg.attack_config()
         # the unconstrained run first: a larger ε its drift never reaches reuses its rows
-        order = sorted(self.cfg.epsilons, key=lambda e: -1.0 if e is None else -e)
+        order = sorted(self.cfg.epsilons_for(method), key=lambda e: -1.0 if e is None else -e)
+        n = self.cfg.images_for(method, self.n)
         for eps in order:
             key = eps_key(eps)
             # x_adv needed later: transfer (all ε) and the non-adaptive defences
             keep = method == self.cfg.transfer_from or eps == self.cfg.defence_epsilon \
                 or (eps is None and self.cfg.defence_epsilon is not None)
-            for idx in self.chunks("attack", method, key):
+            for idx in self.chunks("attack", method, key, n):
                 none_rows = [self.done.get(("attack", method, "none", i)) for i in idx]
                 if eps is not None and all(r is not None and r["max_drift"] <= eps
                                            for r in none_rows):
@@ -233,9 +281,10 @@ class _Run:
 
     def evaluate_rows(self, part: str, method: str, source: str, eps: float | None,
                       beta: float | None) -> None:
-        """``method``'s maps on the x_adv of ``source`` (transfer / non-adaptive defence)."""
+        """``method``'s maps on the x_adv of ``source`` (transfer / non-adaptive defence),
+        on the images ``source`` was attacked on."""
         key = eps_key(eps)
-        for idx in self.chunks(part, method, key):
+        for idx in self.chunks(part, method, key, self.cfg.images_for(source, self.n)):
             t0 = time.perf_counter()
             ev = evaluate_attack(self.adapter, self.images[idx], self.x_adv(source, key, idx),
                                  self.targets[torch.tensor(idx)],
@@ -248,7 +297,8 @@ class _Run:
 
     def adaptive_rows(self, method: str, eps: float | None) -> None:
         key = eps_key(eps)
-        for idx in self.chunks("beta-adaptive", method, key):
+        for idx in self.chunks("beta-adaptive", method, key,
+                               self.cfg.images_for(method, self.n)):
             t0 = time.perf_counter()
             cfg = AttackConfig.from_dict({**self.cfg.attack_config().to_dict(), "epsilon": eps,
                                           "defence_beta": self.cfg.defence_beta})
@@ -301,16 +351,17 @@ def robustness_map(model: Any, images: Tensor, config: MapConfig | None = None, 
     run = _Run(adapter, images, cfg, store, seed, progress)
     for method in cfg.methods:
         run.attack_rows(method)
-    for eps in cfg.epsilons:
-        for method in cfg.transfer_methods:
-            run.evaluate_rows("transfer", method, cfg.transfer_from, eps, None)
-    d = cfg.defence_epsilon
-    for method in cfg.methods:
+    d, source = cfg.defence_epsilon, cfg.transfer_from
+    for method in (m for m in cfg.methods if d in cfg.epsilons_for(m)):
         run.evaluate_rows("beta-nonadaptive", method, method, d, cfg.defence_beta)
-    if "smoothgrad" in list_explainers() and cfg.transfer_from != "smoothgrad":
-        run.evaluate_rows("smoothgrad-nonadaptive", "smoothgrad", cfg.transfer_from, d, None)
-    if cfg.adaptive:
-        run.adaptive_rows(cfg.transfer_from, d)
+    if source in cfg.methods:  # transfer and the attackers that build on its x_adv
+        for eps in cfg.epsilons_for(source):
+            for method in cfg.transfer_methods:
+                run.evaluate_rows("transfer", method, source, eps, None)
+        if "smoothgrad" in list_explainers() and source != "smoothgrad":
+            run.evaluate_rows("smoothgrad-nonadaptive", "smoothgrad", source, d, None)
+        if cfg.adaptive:
+            run.adaptive_rows(source, d)
     rows = [{"part": p, "method": m, "eps": e, "index": i, "entry": entry}
             for (p, m, e, i), entry in sorted(run.done.items(), key=lambda kv: kv[0][3])]
     return {"config": settings, "rows": rows, "summary": summarize_map(rows, interval),

@@ -56,8 +56,10 @@ QUICK = QuickDefaults(full={"iterations": 300, "images": 4},
                       quick={"iterations": 60, "images": 1})
 # --study / --manipulate sizes (full: the study; quick: about a minute)
 # --study/--manipulate sizes (the map's settings: MapConfig() and quick_map_config())
-STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16}
-STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 1200, "train_images": 64}
+STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16,
+                               "keep_only_steps": 5}
+STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 1200, "train_images": 256,
+                              "keep_only_steps": 200}
 DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "other-image", "epsilon": "8",
             "defence_beta": 3.0,
             # SmoothGrad is attacked with a fixed, small number of noise draws
@@ -79,8 +81,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "attack and for --study --quick (30 steps of lr 2e-2), dombrowski "
                         "for --study)")
     p.add_argument("--epsilons", default=None,
-                   help="--study: comma-separated ε values in /255 units or none "
-                        "(default 2,4,8,16,32,none; 8,none with --quick)")
+                   help="--study: comma-separated ε values in /255 units or none, for "
+                        "every method (default 8; 2,4,8,16,32,none with --full-map; 8,none "
+                        "with --quick)")
+    p.add_argument("--full-map", action="store_true",
+                   help="--study: the issue's full map, every method at every ε on every "
+                        "image (default: sized to under an hour on one core: ε = 8/255, the "
+                        "gradient on --images images, the CAMs on 16, SmoothGrad and "
+                        "Integrated Gradients on 2)")
     p.add_argument("--batch-size", type=Range(int, 1), default=None,
                    help="--study: images attacked together (default 16; 4 with --quick)")
     p.add_argument("--manipulate", default=None, choices=("location", "topk"),
@@ -89,9 +97,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=Range(int, 1), default=None,
                    help=f"--manipulate: Adam steps (default {STUDY_FULL['steps']}; "
                         f"{STUDY_QUICK['steps']} with --quick)")
+    p.add_argument("--train-images", type=Range(int, 1), default=None,
+                   help=f"--manipulate: shapes images to fine-tune on (default "
+                        f"{STUDY_FULL['train_images']}; {STUDY_QUICK['train_images']} with "
+                        f"--quick)")
     p.add_argument("--lam", type=Range(float, 0, low_open=True), default=None,
                    help="--manipulate: weight of the fooling loss (default: "
-                        "ManipulationConfig's, 0.1)")
+                        "ManipulationConfig's, 0.15)")
+    p.add_argument("--keep-only-steps", type=Range(int, 0), default=None,
+                   help=f"--manipulate: steps with the keep term alone after --steps "
+                        f"(default {STUDY_FULL['keep_only_steps']}; "
+                        f"{STUDY_QUICK['keep_only_steps']} with --quick)")
     p.add_argument("--target-kind", default=DEFAULTS["target_kind"],
                    choices=("shift", "mirror", "box", "other-image"),
                    help="where the explanation should go (default %(default)s)")
@@ -132,14 +148,15 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from segxai.attack import AttackConfig, parse_epsilon
-    from segxai.attack.robustness import MapConfig, quick_map_config
+    from segxai.attack.robustness import MapConfig, quick_map_config, study_map_config
 
     if args.manipulate is not None:
         return _run_manipulate(args, Path(args.out))
     with options_named("epsilon", "iterations", "lr", "images", "defence_beta", "preset"):
         eps = None if str(args.epsilon).lower() == "none" else \
             user_input(parse_epsilon, args.epsilon)
-        base = quick_map_config() if args.quick else MapConfig()
+        base = quick_map_config() if args.quick else \
+            MapConfig() if args.full_map else study_map_config()
         if args.study:
             args.images = args.images or (STUDY_QUICK if args.quick else STUDY_FULL)["images"]
         else:
@@ -168,6 +185,8 @@ def run(args: argparse.Namespace) -> int:
         with options_named("epsilons", "defence_beta", "preset", "batch_size",
                            epsilon="--epsilons"):
             epsilons = _epsilons(args.epsilons) if args.epsilons else list(base.epsilons)
+            if args.epsilons:  # the given ε apply to every method
+                base = replace(base, method_epsilons={})
             defence = 8 / 255 if 8 / 255 in epsilons else epsilons[0]
             map_cfg = replace(
                 base, methods=tuple(methods), epsilons=tuple(epsilons),
@@ -244,16 +263,19 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
     n_eval = args.images or size["images"]
     lr = args.lr if args.lr is not None else ManipulationConfig.lr
     lam = args.lam if args.lam is not None else ManipulationConfig.lam
+    n_train = args.train_images or size["train_images"]
+    keep_only = size["keep_only_steps"] if args.keep_only_steps is None \
+        else args.keep_only_steps
     settings = {"kind": args.manipulate, "steps": steps, "lam": lam, "lr": lr,
-                "images": n_eval,
-                "train_images": size["train_images"], "seed": args.seed, "model": args.model}
+                "keep_only_steps": keep_only, "images": n_eval, "train_images": n_train,
+                "seed": args.seed, "model": args.model}
     loaded = load_cli_model(args, seed=args.seed)
     RunStore(out, kind="attack-manipulate", settings=settings)
     model = loaded.model.eval()
     from segxai.core.adapter import adapt
 
     adapter = adapt(model)
-    train = adapter.from_pixels(make_shapes(size["train_images"], size=64,
+    train = adapter.from_pixels(make_shapes(n_train, size=64,
                                             seed=20_000 + args.seed).images)
     if loaded.builtin is not None:
         images = loaded.builtin.val_data.images[:n_eval]
@@ -263,7 +285,8 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
         images, labels = adapter.from_pixels(data.images), None
     with options_named("lam", "steps"):
         res = user_input(manipulate_model, model, train, kind=args.manipulate, steps=steps,
-                         lam=lam, lr=lr, seed=args.seed, progress=not args.quiet)
+                         lam=lam, lr=lr, keep_only_steps=keep_only, seed=args.seed,
+                         progress=not args.quiet)
     ev = evaluate_manipulation(model, res.model, images, res.config, labels=labels)
     summary: dict[str, Any] = {}
     for key in ("pixel_agreement", "miou_vs_clean", "miou_gt_clean", "miou_gt_fooled"):
