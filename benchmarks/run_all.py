@@ -128,6 +128,14 @@ MEMORY_PAIRS = {"gradient": "captum Saliency", "smoothgrad n=8": "captum NoiseTu
                 "occlusion w64 s64 (incremental)": "captum Occlusion w64 s64 ppe=16"}
 
 
+def _parse_train_memory_format(out: str, _: Path) -> list[Row]:
+    m = re.search(r"NCHW ([\d.]+) s, NHWC ([\d.]+) s CPU", out)
+    if m is None:
+        raise ValueError("no total line")
+    return [Row("nas training", "channels_last", "contiguous (the old path)", float(m.group(2)),
+                float(m.group(1)), "CPU s, band students of the built-in teacher")]
+
+
 def _parse_memory(_: str, json_path: Path) -> list[Row]:
     """Memory growth during each method vs its peer (ratio = peer MiB / ours MiB)."""
     rows = {r["method"]: r for r in json.loads(json_path.read_text())}
@@ -148,6 +156,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], Parser]] = {
     "bench_memory": (["--json", "{json}"], ["--size", "128", "--json", "{json}"], _parse_memory),
     "bench_smoothgrad": ([], ["--rounds", "1", "--size", "128", "--n", "2", "--batch", "2"],
                          _parse_smoothgrad),
+    "bench_train_memory_format": (["--archs", "10", "--steps", "40"], ["--quick"],
+                                  _parse_train_memory_format),
 }
 
 

@@ -80,3 +80,13 @@ def test_smoothgrad_benchmark_rows_keep_the_ratio_ranges(tmp_path: Path) -> None
     assert (row.ours, row.peer, row.ours_s, row.peer_s) == ("segxai smoothgrad",
                                                             "captum NoiseTunnel", 2.73, 3.90)
     assert "CPU 1.38x [1.37, 1.41]" in row.note
+
+
+def test_train_memory_format_benchmark_row(tmp_path: Path) -> None:
+    out = ("total over 10 architectures x 40 steps: NCHW 54.0 s, NHWC 41.6 s CPU: "
+           "channels-last 1.30x faster\n")
+    (row,) = run_all._parse_train_memory_format(out, tmp_path / "unused.json")
+    assert (row.ours_s, row.peer_s) == (41.6, 54.0)
+    assert row.ratio == pytest.approx(54.0 / 41.6)
+    with pytest.raises(ValueError, match="no total line"):
+        run_all._parse_train_memory_format("nothing", tmp_path / "unused.json")

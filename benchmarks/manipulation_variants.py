@@ -1,7 +1,7 @@
 """Model manipulation (Heo et al. 2019) variants: held-out pixel agreement and Seg-Grad-CAM's
 Pearson correlation with the target frame along the fine-tuning.
 
-Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_manipulation.py --model DIR
+Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/manipulation_variants.py --model DIR
 [--variants default train256 ...] [--eval-images 30] [--eval-every 100] [--out FILE.jsonl]``
 
 Each variant fine-tunes a copy of the model with :func:`segxai.attack.manipulate_model`
