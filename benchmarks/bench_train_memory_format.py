@@ -89,6 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"total over {len(configs)} architectures x {args.steps} steps: NCHW "
           f"{totals['contiguous']:.1f} s, NHWC {totals['channels_last']:.1f} s CPU: "
           f"channels-last {total:.2f}x faster")
+    if len(rows) >= 2:
+        from segxai.core.intervals import bootstrap_mean
+
+        ci = bootstrap_mean([r["ratio"] for r in rows], seed=0)
+        print(f"per-architecture ratio: mean {ci.estimate:.2f}x, 95 % bootstrap interval over "
+              f"architectures [{ci.lo:.2f}, {ci.hi:.2f}]")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(json.dumps(
