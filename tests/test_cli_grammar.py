@@ -211,3 +211,32 @@ def test_smp_spec_builds_an_imagenet_normalised_model() -> None:
         assert loaded.model(torch.rand(1, 3, 64, 64)).shape == (1, 3, 64, 64)
     with pytest.raises(SegxaiError, match="smp:ARCH:ENCODER"):
         load_model("smp:Unet", num_classes=3)
+
+
+@pytest.mark.parametrize(("spec", "quick", "expected"), [
+    ("builtin", False, False), ("builtin", True, True),
+    ("builtin-quick", False, True), ("builtin-quick", True, True)])
+def test_builtin_quick_spec_always_loads_the_quick_model(monkeypatch: pytest.MonkeyPatch,
+                                                         builtin_quick, spec: str, quick: bool,
+                                                         expected: bool) -> None:
+    import segxai.models.builtin as builtin_module
+
+    asked: list[bool] = []
+
+    def fake(*, quick: bool, **_: object):
+        asked.append(quick)
+        return builtin_quick
+
+    monkeypatch.setattr(builtin_module, "load_or_train_builtin", fake)
+    loaded = load_model(spec, quick=quick)
+    assert asked == [expected]
+    assert loaded.kind == "builtin" and loaded.builtin is builtin_quick
+
+
+def test_nas_commands_default_to_the_quick_builtin_teacher() -> None:
+    from segxai.cli import build_parser
+
+    parser = build_parser()
+    for command in ("search", "validate", "train", "study"):
+        assert parser.parse_args(["nas", command]).model == "builtin-quick", command
+    assert parser.parse_args(["explain"]).model == "builtin"

@@ -89,12 +89,13 @@ class _Deprecated(argparse.Action):
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, what: str = "the model",
-                      old: Sequence[str] = ()) -> None:
-    """Add ``--model``, ``--weights`` and ``--num-classes`` (and hidden ``old`` aliases of
-    ``--model``)."""
+                      old: Sequence[str] = (), default: str = "builtin") -> None:
+    """Add ``--model`` (default ``default``), ``--weights`` and ``--num-classes`` (and hidden
+    ``old`` aliases of ``--model``)."""
     parser.add_argument(
-        "--model", default="builtin", metavar="SPEC",
-        help=f"{what}: 'builtin' (the cached built-in U-Net, trained on first use), a segxai "
+        "--model", default=default, metavar="SPEC",
+        help=f"{what}: 'builtin' (the cached built-in U-Net, trained on first use), "
+             "'builtin-quick' (the smaller quick built-in U-Net), a segxai "
              "checkpoint directory, a torchvision segmentation model name (e.g. "
              "deeplabv3_mobilenet_v3_large), 'smp:ARCH:ENCODER' (segmentation_models_pytorch, "
              "e.g. smp:Unet:resnet34), a TorchScript .pt/.ts file, an ONNX .onnx or TFLite "

@@ -3,6 +3,8 @@
 :func:`load_model` turns a model *spec* into a model in eval mode:
 
 * ``builtin``: the built-in U-Net (trained on first use, then cached);
+* ``builtin-quick``: the quick built-in U-Net (recipe ``quick``: fewer parameters, trained in
+  about a minute on first use), whatever ``quick`` says;
 * a directory: a segxai checkpoint (``model.safetensors`` + ``config.json``);
 * a torchvision segmentation model name (``deeplabv3_resnet50``, ...), optionally with
   ``weights``;
@@ -51,7 +53,8 @@ _IMPORT_SPEC = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 DEFAULT_NUM_CLASSES = 21  # torchvision's and smp's models are built with this many by default
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts")
 RUNTIME_SUFFIXES = (".onnx", ".tflite")
-SPEC_FORMS = ("'builtin', a segxai checkpoint directory, a torchvision model name ("
+BUILTIN_SPECS = ("builtin", "builtin-quick")
+SPEC_FORMS = ("'builtin', 'builtin-quick', a segxai checkpoint directory, a torchvision model name ("
               + ", ".join(TORCHVISION_MODELS) + "), 'smp:ARCH:ENCODER', a TorchScript "
               ".pt/.ts file, an .onnx or .tflite file or 'package.module:factory'")
 
@@ -243,14 +246,15 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     """Load the model named by ``spec`` (see the module docstring for the forms).
 
     Args:
-        spec: ``builtin``, a checkpoint directory, a torchvision name, ``smp:ARCH:ENCODER``,
+        spec: ``builtin``, ``builtin-quick``, a checkpoint directory, a torchvision name, ``smp:ARCH:ENCODER``,
             a TorchScript ``.pt``/``.ts`` file, an ``.onnx``/``.tflite`` file (a
             :class:`~segxai.core.BlackBox`) or ``package.module:factory``.
         weights: a state dict file for a torchvision, smp or import-string model.
         num_classes: output classes of a torchvision/smp model (default 21), passed to a
             factory that accepts ``num_classes``, or checked against an ONNX/TFLite output.
         device: where to put the model.
-        quick: the quick built-in model (``builtin`` only).
+        quick: the quick built-in model (``builtin`` only; ``builtin-quick`` is always the
+            quick one).
         progress: show training progress if the built-in model must be trained.
         seed: seed of the built-in model's training.
 
@@ -269,14 +273,14 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     class_names = None
     model: nn.Module
     path = Path(spec)
-    if spec == "builtin" or path.is_dir():
+    if spec in BUILTIN_SPECS or path.is_dir():
         if state is not None:
             raise SegxaiError(f"weights: expected no weights file for model {spec!r} (it "
                               "carries its own)")
-        if spec == "builtin":
+        if spec in BUILTIN_SPECS:
             from segxai.models.builtin import load_or_train_builtin
 
-            builtin = load_or_train_builtin(quick=quick, device=device, progress=progress,
+            builtin = load_or_train_builtin(quick=quick or spec == "builtin-quick", device=device, progress=progress,
                                             seed=seed)
             model, kind, class_names = builtin.model, "builtin", list(builtin.class_names)
         else:

@@ -70,7 +70,7 @@ def _search_proxies() -> tuple[str, ...]:
 
 def _add_shared(p: argparse.ArgumentParser, out_default: str) -> None:
     add_common(p, out_default=out_default)
-    add_model_options(p, what="the teacher", old=("--teacher",))
+    add_model_options(p, what="the teacher", old=("--teacher",), default="builtin-quick")
     p.add_argument("--proxy", default=DEFAULTS["proxy"],
                    help=f"fitness, larger = better: one of {', '.join(_search_proxies())} "
                         "(default %(default)s)")
