@@ -38,7 +38,7 @@ from segxai.core.errors import SegxaiError
 
 QUICK = QuickDefaults(
     full={"population": 32, "iterations": 60, "children": 8, "probe_images": 8,
-          "fewshot_steps": 50, "architectures": 60, "train_images": 500, "epochs": 8,
+          "fewshot_steps": 50, "architectures": 60, "train_images": 500, "epochs": 12,
           "val_images": 100, "seeds": 3, "study_population": 16, "study_iterations": 12,
           "study_children": 4},
     quick={"population": 8, "iterations": 4, "children": 4, "probe_images": 4,
