@@ -42,8 +42,7 @@ VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
     "train256-lam0.2-keep300": (256, {"lam": 0.2, "keep_only_steps": 300}),
     "train256-lam0.5-keep300": (256, {"lam": 0.5, "keep_only_steps": 300}),
     "train256-lam1-keep300": (256, {"lam": 1.0, "keep_only_steps": 300}),
-    "train256-lam0.3-steps3000-keep300": (256, {"lam": 0.3, "steps": 3000,
-                                                "keep_only_steps": 300}),
+    "train256-lam1.5-keep0": (256, {"lam": 1.5, "keep_only_steps": 0}),
     "train128-keep300": (128, {"keep_only_steps": 300}),
     "train256-warmup100-keep300": (256, {"warmup_steps": 100, "keep_only_steps": 300}),
     "train256-keep300-lr2e-4": (256, {"keep_only_steps": 300, "keep_only_lr": 2e-4}),
@@ -123,7 +122,7 @@ def run_variant(name: str, model: nn.Module, held_out: torch.Tensor,
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a segxai checkpoint directory or builtin")
+    p.add_argument("--model", required=True, help="a segxai model spec: a checkpoint directory, builtin (the full built-in U-Net) or builtin-quick")
     p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
     p.add_argument("--eval-images", type=int, default=30)
     p.add_argument("--eval-every", type=int, default=100)
@@ -132,7 +131,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
-    model = load_model(args.model, quick=True, progress=False).model.eval()
+    model = load_model(args.model, progress=False).model.eval()
     held_out = adapt(model).from_pixels(make_shapes(args.eval_images, size=64,
                                                     seed=10_000 + args.seed).images)
     for name in args.variants:
