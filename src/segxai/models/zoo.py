@@ -54,9 +54,9 @@ DEFAULT_NUM_CLASSES = 21  # torchvision's and smp's models are built with this m
 TORCHSCRIPT_SUFFIXES = (".pt", ".ts")
 RUNTIME_SUFFIXES = (".onnx", ".tflite")
 BUILTIN_SPECS = ("builtin", "builtin-quick")
-SPEC_FORMS = ("'builtin', 'builtin-quick', a segxai checkpoint directory, a torchvision model name ("
-              + ", ".join(TORCHVISION_MODELS) + "), 'smp:ARCH:ENCODER', a TorchScript "
-              ".pt/.ts file, an .onnx or .tflite file or 'package.module:factory'")
+SPEC_FORMS = ("'builtin', 'builtin-quick', a segxai checkpoint directory, a torchvision "
+              "model name (" + ", ".join(TORCHVISION_MODELS) + "), 'smp:ARCH:ENCODER', a "
+              "TorchScript .pt/.ts file, an .onnx or .tflite file or 'package.module:factory'")
 
 
 @dataclass
@@ -246,9 +246,9 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
     """Load the model named by ``spec`` (see the module docstring for the forms).
 
     Args:
-        spec: ``builtin``, ``builtin-quick``, a checkpoint directory, a torchvision name, ``smp:ARCH:ENCODER``,
-            a TorchScript ``.pt``/``.ts`` file, an ``.onnx``/``.tflite`` file (a
-            :class:`~segxai.core.BlackBox`) or ``package.module:factory``.
+        spec: ``builtin``, ``builtin-quick``, a checkpoint directory, a torchvision name,
+            ``smp:ARCH:ENCODER``, a TorchScript ``.pt``/``.ts`` file, an ``.onnx``/``.tflite``
+            file (a :class:`~segxai.core.BlackBox`) or ``package.module:factory``.
         weights: a state dict file for a torchvision, smp or import-string model.
         num_classes: output classes of a torchvision/smp model (default 21), passed to a
             factory that accepts ``num_classes``, or checked against an ONNX/TFLite output.
@@ -280,8 +280,8 @@ def load_model(spec: str, *, weights: str | Path | None = None, num_classes: int
         if spec in BUILTIN_SPECS:
             from segxai.models.builtin import load_or_train_builtin
 
-            builtin = load_or_train_builtin(quick=quick or spec == "builtin-quick", device=device, progress=progress,
-                                            seed=seed)
+            builtin = load_or_train_builtin(quick=quick or spec == "builtin-quick",
+                                            device=device, progress=progress, seed=seed)
             model, kind, class_names = builtin.model, "builtin", list(builtin.class_names)
         else:
             from segxai.models.checkpoint import load_checkpoint
