@@ -43,6 +43,7 @@ VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
     "train256-lam0.5-keep300": (256, {"lam": 0.5, "keep_only_steps": 300}),
     "train256-lam1-keep300": (256, {"lam": 1.0, "keep_only_steps": 300}),
     "train256-lam1.5-keep0": (256, {"lam": 1.5, "keep_only_steps": 0}),
+    "train256-lam0.5-steps2400-keep0": (256, {"lam": 0.5, "steps": 2400, "keep_only_steps": 0}),
     "train128-keep300": (128, {"keep_only_steps": 300}),
     "train256-warmup100-keep300": (256, {"warmup_steps": 100, "keep_only_steps": 300}),
     "train256-keep300-lr2e-4": (256, {"keep_only_steps": 300, "keep_only_lr": 2e-4}),
