@@ -2,7 +2,8 @@
 Pearson correlation with the target frame along the fine-tuning.
 
 Run: ``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/manipulation_variants.py --model DIR
-[--variants default train256 ...] [--eval-images 30] [--eval-every 100] [--out FILE.jsonl]``
+[--variants default train256 ...] [--eval-images 30] [--eval-every 100] [--out FILE.jsonl]``;
+pool runs: ``... --summarize S0.jsonl S1.jsonl ... --variants VARIANT``.
 
 Each variant fine-tunes a copy of the model with :func:`segxai.attack.manipulate_model`
 (location fooling of Seg-Grad-CAM at the default layer) on ``train_images`` ``shapes`` images
@@ -32,25 +33,33 @@ from segxai.core.intervals import bootstrap_mean
 from segxai.data import make_shapes
 from segxai.models.zoo import load_model
 
-# name -> (training images, ManipulationConfig overrides)
+# name -> (training images, ManipulationConfig overrides); the variants before the
+# "pearson-" ones ran with the squared-error fooling term, the default until session 6
+MSE: dict[str, Any] = {"fooling_loss": "mse"}
 VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
-    "default": (64, {}),
-    "default-keep300": (64, {"keep_only_steps": 300}),
-    "train256-keep300": (256, {"keep_only_steps": 300}),
-    "train256-steps2400-keep300": (256, {"steps": 2400, "keep_only_steps": 300}),
-    "train256-lam0.15-keep300": (256, {"lam": 0.15, "keep_only_steps": 300}),
-    "train256-lam0.2-keep300": (256, {"lam": 0.2, "keep_only_steps": 300}),
-    "train256-lam0.5-keep300": (256, {"lam": 0.5, "keep_only_steps": 300}),
-    "train256-lam1-keep300": (256, {"lam": 1.0, "keep_only_steps": 300}),
-    "train256-lam1.5-keep0": (256, {"lam": 1.5, "keep_only_steps": 0}),
-    "train256-lam0.5-steps2400-keep0": (256, {"lam": 0.5, "steps": 2400, "keep_only_steps": 0}),
-    "train128-keep300": (128, {"keep_only_steps": 300}),
-    "train256-warmup100-keep300": (256, {"warmup_steps": 100, "keep_only_steps": 300}),
-    "train256-keep300-lr2e-4": (256, {"keep_only_steps": 300, "keep_only_lr": 2e-4}),
-    "train256-lam0.07-keep300": (256, {"lam": 0.07, "keep_only_steps": 300}),
-    "train256-batch16-keep300": (256, {"batch_size": 16, "keep_only_steps": 300}),
-    "train256-T2-keep300": (256, {"temperature": 2.0, "keep_only_steps": 300}),
-    "train256-T0.5-keep300": (256, {"temperature": 0.5, "keep_only_steps": 300}),
+    "default": (64, dict(MSE)),
+    "default-keep300": (64, {**MSE, "keep_only_steps": 300}),
+    "train256-keep300": (256, {**MSE, "keep_only_steps": 300}),
+    "train256-steps2400-keep300": (256, {**MSE, "steps": 2400, "keep_only_steps": 300}),
+    "train256-lam0.15-keep300": (256, {**MSE, "lam": 0.15, "keep_only_steps": 300}),
+    "train256-lam0.2-keep300": (256, {**MSE, "lam": 0.2, "keep_only_steps": 300}),
+    "train256-lam0.5-keep300": (256, {**MSE, "lam": 0.5, "keep_only_steps": 300}),
+    "train256-lam1-keep300": (256, {**MSE, "lam": 1.0, "keep_only_steps": 300}),
+    "train256-lam1.5-keep0": (256, {**MSE, "lam": 1.5, "keep_only_steps": 0}),
+    "train256-lam0.5-steps2400-keep0": (256, {**MSE, "lam": 0.5, "steps": 2400,
+                                               "keep_only_steps": 0}),
+    "train128-keep300": (128, {**MSE, "keep_only_steps": 300}),
+    "train256-warmup100-keep300": (256, {**MSE, "warmup_steps": 100,
+                                         "keep_only_steps": 300}),
+    "train256-keep300-lr2e-4": (256, {**MSE, "keep_only_steps": 300, "keep_only_lr": 2e-4}),
+    "train256-lam0.07-keep300": (256, {**MSE, "lam": 0.07, "keep_only_steps": 300}),
+    "train256-batch16-keep300": (256, {**MSE, "batch_size": 16, "keep_only_steps": 300}),
+    "train256-T2-keep300": (256, {**MSE, "temperature": 2.0, "keep_only_steps": 300}),
+    "train256-T0.5-keep300": (256, {**MSE, "temperature": 0.5, "keep_only_steps": 300}),
+    # the Pearson fooling term (the default since session 6)
+    "pearson-default": (256, {}),
+    "pearson-keep0": (256, {"keep_only_steps": 0}),
+    "pearson-lam0.5-keep0": (256, {"lam": 0.5, "keep_only_steps": 0}),
 }
 
 
@@ -120,10 +129,44 @@ def run_variant(name: str, model: nn.Module, held_out: torch.Tensor,
     return rows
 
 
+def summarize(paths: list[Path], variant: str) -> dict[str, Any]:
+    """Pool the last checkpoint of ``variant`` over runs (one JSON-lines file per seed):
+    each run's mean over its held-out images, a 95 % t-interval over runs (the fooled models
+    are the replicates) and the image counts."""
+    from scipy import stats
+
+    finals = []
+    for path in paths:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = [r for r in rows if r["variant"] == variant]
+        if not rows:
+            raise SystemExit(f"--summarize: {path} holds no checkpoint of {variant!r}")
+        finals.append(max(rows, key=lambda r: r["step"]))
+    out: dict[str, Any] = {"variant": variant, "runs": len(finals),
+                           "step": sorted({r["step"] for r in finals})}
+    for key, per_image, goal in (("r_frame", "per_image_r", 0.8),
+                                 ("agreement", "per_image_agreement", 0.98)):
+        means = [r[key]["mean"] for r in finals]
+        n = len(means)
+        centre = sum(means) / n
+        sd = (sum((m - centre) ** 2 for m in means) / (n - 1)) ** 0.5 if n > 1 else 0.0
+        half = float(stats.t.ppf(0.975, n - 1)) * sd / n ** 0.5 if n > 1 else float("nan")
+        images = [v for r in finals for v in r[per_image]]
+        out[key] = {"mean": centre, "t_ci": [centre - half, centre + half],
+                    "per_run": means, "runs_at_goal": sum(m >= goal for m in means),
+                    "images_at_goal": sum(v >= goal for v in images), "images": len(images)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, help="a segxai model spec: a checkpoint directory, builtin (the full built-in U-Net) or builtin-quick")
+    p.add_argument("--summarize", nargs="+", type=Path, default=None, metavar="FILE",
+                   help="instead of running: pool the last checkpoint of --variants' first "
+                        "variant over these --out files (one per seed) and print JSON")
+    p.add_argument("--model", default=None,
+                   help="a segxai model spec: a checkpoint directory, builtin (the full "
+                        "built-in U-Net) or builtin-quick")
     p.add_argument("--variants", nargs="+", default=["default"], choices=sorted(VARIANTS))
     p.add_argument("--eval-images", type=int, default=30)
     p.add_argument("--eval-every", type=int, default=100)
@@ -131,6 +174,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=None, help="override the steps (smoke runs)")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    if args.summarize is not None:
+        print(json.dumps(summarize(args.summarize, args.variants[0]), indent=1))
+        return
+    if args.model is None:
+        p.error("--model is required unless --summarize is given")
     torch.set_num_threads(1)
     model = load_model(args.model, progress=False).model.eval()
     held_out = adapt(model).from_pixels(make_shapes(args.eval_images, size=64,

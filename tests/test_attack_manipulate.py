@@ -3,12 +3,14 @@ untouched, the evaluation compares the two models, bad settings are refused."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from models_for_tests import calibrated
 from segxai.attack.manipulate import (
     ManipulationConfig,
+    _fooling_loss,
     evaluate_manipulation,
     frame_mask,
     keep_loss,
@@ -55,6 +57,38 @@ def test_keep_loss_is_zero_at_the_clean_softmax_and_blind_to_a_per_pixel_shift()
     assert float(keep_loss("kl", sharper, probs, labels)) > 1e-3
 
 
+def test_pearson_fooling_term_against_numpy() -> None:
+    """The location term ``1 − r(ReLU(h), frame) + mean_frame ReLU(−h/max|h|)²`` against
+    numpy's correlation coefficient on hand-made maps."""
+    frame = frame_mask(1, 14, 14)
+    clean = torch.zeros(1, 14, 14)
+    exact = 3.0 * frame - 2.0 * (1 - frame)  # the frame after the ReLU, negative inside
+    for form in ("pearson", "mse"):
+        assert float(_fooling_loss("location", exact, clean, 0.1, form)[0]) == pytest.approx(
+            0.0, abs=1e-6)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(3, 14, 14, generator=g)
+    h[0] = 3.0 * frame[0]
+    h[0, 0, 0] = 30.0  # a hot spot: the squared error barely sees it once it sets the scale
+    frames = frame_mask(3, 14, 14)
+    got = _fooling_loss("location", h, clean.expand(3, -1, -1), 0.1, "pearson")
+    for i in range(3):
+        relu = np.maximum(h[i].numpy().ravel(), 0.0)
+        r = np.corrcoef(relu, frames[i].numpy().ravel())[0, 1]
+        scaled = h[i].numpy() / np.abs(h[i].numpy()).max()
+        cold = (np.maximum(-scaled, 0.0) ** 2 * frames[i].numpy()).sum() / frames[i].sum()
+        assert float(got[i]) == pytest.approx(1.0 - r + float(cold), rel=1e-5)
+    assert float(got[0]) > 0.1  # the hot spot costs correlation
+    # a frame below 0 everywhere: the ReLU map is 0 (r = 0) and the push on the cold frame
+    # pixels still passes a gradient to them
+    cold_frame = (-frame - 0.5 * (1 - frame)).requires_grad_(True)
+    loss = _fooling_loss("location", cold_frame, clean, 0.1, "pearson")
+    assert float(loss[0].detach()) == pytest.approx(1.0 + 1.0, rel=1e-6)
+    loss.sum().backward()
+    assert cold_frame.grad is not None
+    assert (cold_frame.grad[0][frame[0] > 0] < 0).all()  # raising a frame pixel lowers L
+
+
 def test_cosine_schedule() -> None:
     cfg = ManipulationConfig(steps=11, lr=1e-3)
     assert cfg.learning_rate(0) == pytest.approx(1e-3)
@@ -63,16 +97,17 @@ def test_cosine_schedule() -> None:
     assert ManipulationConfig(steps=11, lr_schedule="constant").learning_rate(10) == 1e-3
 
 
-@pytest.mark.parametrize(("kind", "lr", "keep"), [("location", 5e-3, "kl"),
-                                                  ("location", 5e-3, "ce"),
-                                                  ("topk", 5e-4, "kl")])
+@pytest.mark.parametrize(("kind", "lr", "keep", "form"), [("location", 5e-3, "kl", "pearson"),
+                                                          ("location", 5e-3, "kl", "mse"),
+                                                          ("location", 5e-3, "ce", "pearson"),
+                                                          ("topk", 5e-4, "kl", "pearson")])
 def test_fooling_loss_falls_and_the_original_is_untouched(kind: str, lr: float,
-                                                          keep: str) -> None:
+                                                          keep: str, form: str) -> None:
     net = _net()
     before = {k: v.clone() for k, v in net.state_dict().items()}
     x = torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     res = manipulate_model(net, x, kind=kind, steps=40, lr=lr, lam=1.0, batch_size=4,
-                           keep_loss=keep)
+                           keep_loss=keep, fooling_loss=form)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert res.model is not net and not any(p.requires_grad for p in res.model.parameters())
     fool = res.history["fooling"]
@@ -104,6 +139,8 @@ def test_bad_settings_are_refused() -> None:
         ManipulationConfig(steps=0).validate()
     with pytest.raises(SegxaiError, match="keep_loss"):
         ManipulationConfig(keep_loss="mse").validate()  # type: ignore[arg-type]
+    with pytest.raises(SegxaiError, match="fooling_loss"):
+        ManipulationConfig(fooling_loss="l1").validate()  # type: ignore[arg-type]
     with pytest.raises(SegxaiError, match="lr_schedule"):
         ManipulationConfig(lr_schedule="step").validate()  # type: ignore[arg-type]
 

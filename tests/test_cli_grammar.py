@@ -240,3 +240,15 @@ def test_nas_commands_default_to_the_quick_builtin_teacher() -> None:
     for command in ("search", "validate", "train", "study"):
         assert parser.parse_args(["nas", command]).model == "builtin-quick", command
     assert parser.parse_args(["explain"]).model == "builtin"
+
+
+def test_attack_study_defaults_to_the_quick_builtin_model() -> None:
+    from segxai.cli import build_parser
+    from segxai.cli.commands.attack import resolve_model
+
+    parser = build_parser()
+    assert resolve_model(parser.parse_args(["attack", "--study"])) == "builtin-quick"
+    assert resolve_model(parser.parse_args(["attack"])) == "builtin"
+    assert resolve_model(parser.parse_args(["attack", "--manipulate", "location"])) == "builtin"
+    assert resolve_model(parser.parse_args(["attack", "--study", "--model", "builtin"])) \
+        == "builtin"

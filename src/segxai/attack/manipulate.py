@@ -15,10 +15,16 @@ paper's passive fooling):
   kept differentiable w.r.t. θ
   (``differentiable_wrt="params"``: double backpropagation);
 * location fooling: the paper's target ``m`` = 1 on a frame of width ⌊H/7⌋ (and ⌊W/7⌋)
-  around the image, 0 inside; the paper's ``L_F = mean (m − ĥ)²`` on the min-max map passes
-  no gradient where the ReLU map is 0 (the whole frame, at first), so segxai fools the map
-  before its ReLU, scaled by its largest magnitude: ``mean_frame (1 − ĥ)² + mean_inside
-  ReLU(ĥ)²`` — after the ReLU the map is then the frame;
+  around the image, 0 inside. The paper's ``L_F = mean (m − ĥ)²`` on the max-normalised map
+  passes no gradient where the ReLU map is 0 (the whole frame, at first), so segxai computes
+  the map before its ReLU (``h``, scaled by its largest magnitude) and, by default
+  (``fooling_loss="pearson"``), uses ``L_F = 1 − r(ReLU(h), m) + mean_frame ReLU(−h)²``: one
+  minus the Pearson correlation of the ReLU map with the frame (the quantity the evaluation
+  reports; blind to the map's scale, so it penalises a frame that is hot in a few places as
+  much as one that is cold), plus a push on frame pixels still below 0, where the ReLU passes
+  no gradient. ``fooling_loss="mse"`` is the squared-error form closer to the paper,
+  ``mean_frame (1 − h)² + mean_inside ReLU(h)²``; on the built-in U-Net it leaves the frame
+  uneven (hot spots set the scale) and stalls near r = 0.78 (docs/attack.md);
 * top-k fooling: ``L_F = mean_K ReLU(ĥ)²`` over ``K`` = the top ``topk`` fraction (10 %) of
   the clean min-max map (the paper: ``mean_K ĥ²`` of the min-max map).
 
@@ -51,6 +57,7 @@ from segxai.attack.metrics import argmax_iou, map_pearson, pixel_agreement
 from segxai.core.adapter import adapt
 from segxai.core.checks import check_choice, check_fraction, check_positive_int
 from segxai.core.errors import SegxaiError, SegxaiTypeError
+from segxai.core.stats import pearson
 
 __all__ = ["ManipulationConfig", "ManipulationResult", "evaluate_manipulation",
            "frame_mask", "keep_loss", "manipulate_model", "minmax", "topk_mask"]
@@ -95,6 +102,10 @@ class ManipulationConfig:
         keep_only_lr: learning rate of those steps (``None``: the schedule's last rate).
         warmup_steps: the learning rate rises linearly over the first steps (0 = none):
             Adam's first steps move every parameter by about ``lr`` at once.
+        fooling_loss: the location fooling term: ``"pearson"`` (default), one minus the
+            Pearson correlation of the ReLU map with the frame plus a push on frame pixels
+            below 0; ``"mse"``, the squared error to the frame of the map scaled by its
+            largest magnitude (see the module docstring). Top-k fooling ignores it.
     """
 
     kind: Literal["location", "topk"] = "location"
@@ -113,6 +124,7 @@ class ManipulationConfig:
     keep_only_steps: int = 200
     keep_only_lr: float | None = None
     warmup_steps: int = 0
+    fooling_loss: Literal["pearson", "mse"] = "pearson"
 
     def learning_rate(self, step: int) -> float:
         """Adam's learning rate at ``step`` (cosine: from ``lr`` down to ``lr/20``; the
@@ -130,6 +142,7 @@ class ManipulationConfig:
         check_choice(self.kind, "kind", ("location", "topk"))
         check_choice(self.lr_schedule, "lr_schedule", ("constant", "cosine"))
         check_choice(self.keep_loss, "keep_loss", ("kl", "ce"))
+        check_choice(self.fooling_loss, "fooling_loss", ("pearson", "mse"))
         check_positive_int(self.steps, "steps")
         check_positive_int(self.batch_size, "batch_size")
         for name in ("keep_only_steps", "warmup_steps"):
@@ -194,16 +207,22 @@ def topk_mask(maps: Tensor, fraction: float) -> Tensor:
     return out.view_as(maps)
 
 
-def _fooling_loss(kind: str, h: Tensor, clean: Tensor, topk: float) -> Tensor:
+def _fooling_loss(kind: str, h: Tensor, clean: Tensor, topk: float,
+                  form: str = "pearson") -> Tensor:
     """Per-image fooling loss of maps ``h`` (before or after the CAM's ReLU), scaled by their
-    largest magnitude: location = ``mean_frame (1 − ĥ)² + mean_inside ReLU(ĥ)²`` (the frame
-    at the maximum, the inside at or below 0, so that the ReLU map is the frame); top-k =
+    largest magnitude. Location, ``form="pearson"``: ``1 − r(ReLU(ĥ), m) + mean_frame
+    ReLU(−ĥ)²``; ``form="mse"``: ``mean_frame (1 − ĥ)² + mean_inside ReLU(ĥ)²`` (the frame at
+    the maximum, the inside at or below 0, so that the ReLU map is the frame). Top-k:
     ``mean_K ReLU(ĥ)²`` (the clean top-k region at or below 0)."""
     hn = h / h.detach().abs().flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
     pos = F.relu(hn) ** 2
     if kind == "location":
         m = frame_mask(hn.shape[0], hn.shape[1], hn.shape[2], device=hn.device)
         inside = 1.0 - m
+        if form == "pearson":  # an all-zero ReLU map has no correlation: r = 0 there
+            r = torch.nan_to_num(pearson(F.relu(hn).flatten(1), m.flatten(1), dim=1), nan=0.0)
+            cold = (F.relu(-hn) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1)
+            return 1.0 - r + cold
         return (((1.0 - hn) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1)
                 + (pos * inside).flatten(1).sum(1) / inside.flatten(1).sum(1))
     region = topk_mask(clean, topk).to(hn)
@@ -286,7 +305,8 @@ def manipulate_model(model: nn.Module, images: Tensor, config: ManipulationConfi
             e = exp(adapter, x, t, differentiable_wrt="params")
             logits = e.logits if e.logits is not None and e.logits.requires_grad \
                 else adapter(x)
-            lf = _fooling_loss(cfg.kind, e.maps, clean_maps[idx], cfg.topk).mean()
+            lf = _fooling_loss(cfg.kind, e.maps, clean_maps[idx], cfg.topk,
+                              cfg.fooling_loss).mean()
         else:  # the keep-only steps: no explanation needed
             logits, lf = adapter(x), None
         keep = keep_loss(cfg.keep_loss, logits, keep_probs[idx], labels[idx],

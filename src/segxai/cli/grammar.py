@@ -89,9 +89,11 @@ class _Deprecated(argparse.Action):
 
 
 def add_model_options(parser: argparse.ArgumentParser, *, what: str = "the model",
-                      old: Sequence[str] = (), default: str = "builtin") -> None:
-    """Add ``--model`` (default ``default``), ``--weights`` and ``--num-classes`` (and hidden
-    ``old`` aliases of ``--model``)."""
+                      old: Sequence[str] = (), default: str | None = "builtin",
+                      default_text: str = "%(default)s") -> None:
+    """Add ``--model`` (default ``default``; ``None`` for a command that picks it after
+    parsing, described in the help by ``default_text``), ``--weights`` and ``--num-classes``
+    (and hidden ``old`` aliases of ``--model``)."""
     parser.add_argument(
         "--model", default=default, metavar="SPEC",
         help=f"{what}: 'builtin' (the cached built-in U-Net, trained on first use), "
@@ -100,7 +102,7 @@ def add_model_options(parser: argparse.ArgumentParser, *, what: str = "the model
              "deeplabv3_mobilenet_v3_large), 'smp:ARCH:ENCODER' (segmentation_models_pytorch, "
              "e.g. smp:Unet:resnet34), a TorchScript .pt/.ts file, an ONNX .onnx or TFLite "
              ".tflite file (run as a black box: perturbation methods only), or "
-             "'package.module:factory' (default %(default)s)")
+             f"'package.module:factory' (default {default_text})")
     parser.add_argument(
         "--weights", type=Path, default=None, metavar="FILE",
         help="state dict for a torchvision, smp or factory model: .safetensors, or a "

@@ -60,6 +60,9 @@ STUDY_QUICK: dict[str, Any] = {"images": 4, "steps": 30, "train_images": 16,
                                "keep_only_steps": 5}
 STUDY_FULL: dict[str, Any] = {"images": 30, "steps": 1200, "train_images": 256,
                               "keep_only_steps": 200}
+# the model attacked by default: the full built-in U-Net, but the quick one for --study,
+# whose map of five explainers is sized for it (docs/attack.md, "Sizing")
+DEFAULT_MODEL, STUDY_MODEL = "builtin", "builtin-quick"
 DEFAULTS: dict[str, Any] = {"method": "gradient", "target_kind": "other-image", "epsilon": "8",
             "defence_beta": 3.0,
             # SmoothGrad is attacked with a fixed, small number of noise draws
@@ -70,7 +73,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "attack", help="explanation attacks: keep the segmentation, move the explanation",
         description=plain_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_options(p, what="the model to attack", old=("--checkpoint",))
+    add_model_options(p, what="the model to attack", old=("--checkpoint",), default=None,
+                      default_text=f"{DEFAULT_MODEL}; {STUDY_MODEL} with --study, sized "
+                                   "to an hour on two cores")
     sg = DEFAULTS["params"]["smoothgrad"]["n_samples"]
     add_method_options(p, choices=differentiable_explainers(),
                        default=f"{DEFAULTS['method']}; with --study all of them; "
@@ -104,6 +109,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--lam", type=Range(float, 0, low_open=True), default=None,
                    help="--manipulate: weight of the fooling loss (default: "
                         "ManipulationConfig's, 0.15)")
+    p.add_argument("--fooling-loss", default=None, choices=("pearson", "mse"),
+                   help="--manipulate location: the fooling term, pearson (1 - Pearson r of "
+                        "the CAM with the frame) or mse (the squared error of the "
+                        "max-scaled map, the default before session 6) (default: "
+                        "ManipulationConfig's, pearson)")
     p.add_argument("--keep-only-steps", type=Range(int, 0), default=None,
                    help=f"--manipulate: steps with the keep term alone after --steps "
                         f"(default {STUDY_FULL['keep_only_steps']}; "
@@ -144,12 +154,21 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, list[str]]:
     return model.eval(), images, names
 
 
+def resolve_model(args: argparse.Namespace) -> str:
+    """Fill in the default ``--model``: the quick built-in U-Net for ``--study``, the full one
+    otherwise; an explicit ``--model`` is kept."""
+    if args.model is None:
+        args.model = STUDY_MODEL if args.study else DEFAULT_MODEL
+    return str(args.model)
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from segxai.attack import AttackConfig, parse_epsilon
     from segxai.attack.robustness import MapConfig, quick_map_config, study_map_config
 
+    resolve_model(args)
     if args.manipulate is not None:
         return _run_manipulate(args, Path(args.out))
     with options_named("epsilon", "iterations", "lr", "images", "defence_beta", "preset"):
@@ -266,7 +285,9 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
     n_train = args.train_images or size["train_images"]
     keep_only = size["keep_only_steps"] if args.keep_only_steps is None \
         else args.keep_only_steps
+    fooling = args.fooling_loss or ManipulationConfig.fooling_loss
     settings = {"kind": args.manipulate, "steps": steps, "lam": lam, "lr": lr,
+                "fooling_loss": fooling,
                 "keep_only_steps": keep_only, "images": n_eval, "train_images": n_train,
                 "seed": args.seed, "model": args.model}
     loaded = load_cli_model(args, seed=args.seed)
@@ -285,7 +306,8 @@ def _run_manipulate(args: argparse.Namespace, out: Path) -> int:
         images, labels = adapter.from_pixels(data.images), None
     with options_named("lam", "steps"):
         res = user_input(manipulate_model, model, train, kind=args.manipulate, steps=steps,
-                         lam=lam, lr=lr, keep_only_steps=keep_only, seed=args.seed,
+                         lam=lam, lr=lr, keep_only_steps=keep_only, fooling_loss=fooling,
+                         seed=args.seed,
                          progress=not args.quiet)
     ev = evaluate_manipulation(model, res.model, images, res.config, labels=labels)
     summary: dict[str, Any] = {}
