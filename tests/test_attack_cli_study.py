@@ -34,6 +34,12 @@ def test_study_writes_table_figures_and_resumes(ckpt: Path, tmp_path: Path) -> N
     assert main(argv) == 0  # resumed: nothing recomputed, no row appended
     assert (out / "study" / "rows.jsonl").read_text() == rows
     assert main([*argv[:-3], "--epsilons", "4,none", "--out", str(out), "--quiet"]) == 2
+    # --no-adaptive: the same map without the adaptive attacker's rows
+    lean = tmp_path / "lean"
+    assert main([*argv[:-3], "--no-adaptive", "--out", str(lean), "--quiet"]) == 0
+    lean_parts = {(r["part"], r["method"], r["eps"])
+                  for r in json.loads((lean / "study.json").read_text())["summary"]}
+    assert lean_parts == parts - {("beta-adaptive", "gradient", "8/255")}
 
 
 def test_manipulate_writes_the_comparison(ckpt: Path, tmp_path: Path) -> None:

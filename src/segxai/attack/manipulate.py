@@ -23,8 +23,8 @@ paper's passive fooling):
   reports; blind to the map's scale, so it penalises a frame that is hot in a few places as
   much as one that is cold), plus a push on frame pixels still below 0, where the ReLU passes
   no gradient. ``fooling_loss="mse"`` is the squared-error form closer to the paper,
-  ``mean_frame (1 − h)² + mean_inside ReLU(h)²``; on the built-in U-Net it leaves the frame
-  uneven (hot spots set the scale) and stalls near r = 0.78 (docs/attack.md);
+  ``mean_frame (1 − h)² + mean_inside ReLU(h)²``; on the full built-in U-Net it leaves the
+  frame uneven (hot spots set the scale) and stays below r = 0.8 (docs/attack.md);
 * top-k fooling: ``L_F = mean_K ReLU(ĥ)²`` over ``K`` = the top ``topk`` fraction (10 %) of
   the clean min-max map (the paper: ``mean_K ĥ²`` of the min-max map).
 

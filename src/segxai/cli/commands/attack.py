@@ -89,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="--study: comma-separated ε values in /255 units or none, for "
                         "every method (default 8; 2,4,8,16,32,none with --full-map; 8,none "
                         "with --quick)")
+    p.add_argument("--no-adaptive", action="store_true",
+                   help="--study: skip the adaptive β-smoothing attacker (an attack as "
+                        "costly as the gradient's; the non-adaptive defences still run)")
     p.add_argument("--full-map", action="store_true",
                    help="--study: the issue's full map, every method at every ε on every "
                         "image (default: sized to under an hour on one core: ε = 8/255, the "
@@ -213,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
                 attack_overrides={**base.attack_overrides, **overrides},
                 target_kind=args.target_kind, batch_size=args.batch_size or base.batch_size,
                 defence_beta=args.defence_beta, defence_epsilon=defence,
+                adaptive=base.adaptive and not args.no_adaptive,
                 explainer_params={**base.explainer_params,
                                   **{m: p for m, p in params.items() if p}})
             map_cfg = user_input(map_cfg.validate)
