@@ -40,9 +40,11 @@ ANSWER = (
     "schedule (1,500 Adam steps) at ε = 8/255 on 30 images the gradient map succeeds "
     "(r ≥ 0.8, ≥ 99 % agreement) on 4/30 = 0.13 [0.03, 0.27] images (r 0.05 → 0.20), "
     "Seg-Grad-CAM and Grad-CAM++ on none (r 0.11 → 0.13, 0.16 → 0.23); without a bound it "
-    "is the same (+0.005). Images "
+    "is the same (+0.005), and on 30 validation images the curve is flat from ε = 4/255 "
+    "to unconstrained (2/30 successes at every ε). Images "
     "whose own map already resembles the target reach r 0.71, the others do not move even "
-    "with far larger steps: the target, not the optimiser, limits it. A CAM that resists "
+    "with far larger steps: the target, not the optimiser, limits it; Seg-Grad-CAM at the "
+    "coarse bottleneck layer does move (8/16 successes, r 0.04 → 0.59). A CAM that resists "
     "the input attack is therefore not shown to be trustworthy. β-smoothing and SmoothGrad "
     "undo the non-adaptive attack (−0.135 and −0.151 of its +0.150 in r); an adaptive "
     "attack on the β-smoothed map gains only +0.024 [+0.006, +0.047].</p>")
