@@ -45,6 +45,7 @@ VARIANTS: dict[str, tuple[int, dict[str, Any]]] = {
     "train256-lam0.2-keep300": (256, {**MSE, "lam": 0.2, "keep_only_steps": 300}),
     "train256-lam0.5-keep300": (256, {**MSE, "lam": 0.5, "keep_only_steps": 300}),
     "train256-lam1-keep300": (256, {**MSE, "lam": 1.0, "keep_only_steps": 300}),
+    "train256-lam0.5-keep0": (256, {**MSE, "lam": 0.5, "keep_only_steps": 0}),
     "train256-lam1.5-keep0": (256, {**MSE, "lam": 1.5, "keep_only_steps": 0}),
     "train256-lam0.5-steps2400-keep0": (256, {**MSE, "lam": 0.5, "steps": 2400,
                                                "keep_only_steps": 0}),
