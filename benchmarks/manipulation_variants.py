@@ -148,12 +148,10 @@ def summarize(paths: list[Path], variant: str) -> dict[str, Any]:
     for key, per_image, goal in (("r_frame", "per_image_r", 0.8),
                                  ("agreement", "per_image_agreement", 0.98)):
         means = [r[key]["mean"] for r in finals]
-        n = len(means)
-        centre = sum(means) / n
-        sd = (sum((m - centre) ** 2 for m in means) / (n - 1)) ** 0.5 if n > 1 else 0.0
-        half = float(stats.t.ppf(0.975, n - 1)) * sd / n ** 0.5 if n > 1 else float("nan")
+        centre = sum(means) / len(means)
+        lo, hi = stats.t.interval(0.95, len(means) - 1, loc=centre, scale=stats.sem(means))
         images = [v for r in finals for v in r[per_image]]
-        out[key] = {"mean": centre, "t_ci": [centre - half, centre + half],
+        out[key] = {"mean": centre, "t_ci": [float(lo), float(hi)],
                     "per_run": means, "runs_at_goal": sum(m >= goal for m in means),
                     "images_at_goal": sum(v >= goal for v in images), "images": len(images)}
     return out

@@ -215,18 +215,17 @@ def _fooling_loss(kind: str, h: Tensor, clean: Tensor, topk: float,
     the maximum, the inside at or below 0, so that the ReLU map is the frame). Top-k:
     ``mean_K ReLU(ĥ)²`` (the clean top-k region at or below 0)."""
     hn = h / h.detach().abs().flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
-    pos = F.relu(hn) ** 2
     if kind == "location":
         m = frame_mask(hn.shape[0], hn.shape[1], hn.shape[2], device=hn.device)
-        inside = 1.0 - m
         if form == "pearson":  # an all-zero ReLU map has no correlation: r = 0 there
             r = torch.nan_to_num(pearson(F.relu(hn).flatten(1), m.flatten(1), dim=1), nan=0.0)
             cold = (F.relu(-hn) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1)
             return 1.0 - r + cold
+        inside, pos = 1.0 - m, F.relu(hn) ** 2
         return (((1.0 - hn) ** 2 * m).flatten(1).sum(1) / m.flatten(1).sum(1)
                 + (pos * inside).flatten(1).sum(1) / inside.flatten(1).sum(1))
     region = topk_mask(clean, topk).to(hn)
-    return (pos * region).flatten(1).sum(1) / region.flatten(1).sum(1)
+    return (F.relu(hn) ** 2 * region).flatten(1).sum(1) / region.flatten(1).sum(1)
 
 
 def keep_loss(kind: str, logits: Tensor, clean_probs: Tensor, labels: Tensor,
